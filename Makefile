@@ -1,0 +1,42 @@
+# The two set-up commands of README.md: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := build/demo
+SAMPLE := samples/minilm-docs
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Stamp files so that a second `make` does not reinstall.
+$(VENV)/.demo-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[lancedb]'
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.demo-deps
+
+## The main job on the embedded default (LanceDB, no server): sample dump -> LanceDB -> dump, then check.
+demo: $(VENV)/.demo-deps
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(BIN)/vecfmt validate $(SAMPLE)
+	$(BIN)/vecfmt import $(SAMPLE) 'lancedb://$(DEMO)/lancedb?table=docs'
+	$(BIN)/vecfmt export 'lancedb://$(DEMO)/lancedb?table=docs' $(DEMO)/roundtrip
+	$(BIN)/vecfmt validate $(DEMO)/roundtrip
+	$(BIN)/vecfmt diff $(SAMPLE) $(DEMO)/roundtrip
+	$(BIN)/vecfmt inspect $(DEMO)/roundtrip --samples 2
+
+## The test suite, against real components (PostgreSQL + pgvector, moto's S3 server, LanceDB).
+test: $(VENV)/.test-deps
+	$(BIN)/ruff check vecfmt tests benchmarks samples
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check vecfmt tests benchmarks samples
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.servers.postgres", "tests.servers.s3"]

@@ -1,0 +1,239 @@
+"""The ``vecfmt`` command: a thin face over the library API (every command is a function in
+``vecfmt.transfer`` or ``vecfmt.ops``). Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vecfmt import __version__
+from vecfmt.errors import VecfmtError
+from vecfmt.manifest import EmbeddingModel
+from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
+from vecfmt.stores.base import IfExists
+from vecfmt.transfer import DEFAULT_BATCH_SIZE, TransferResult, copy, export, import_dump
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Move vector embeddings between stores through a portable Arrow/Parquet dump format.",
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+NamespaceOpt = Annotated[
+    list[str] | None, typer.Option("--namespace", "-n", help="Only this namespace (repeatable).")
+]
+BatchOpt = Annotated[int, typer.Option(help="Rows per batch.")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _progress(quiet: bool, as_json: bool) -> bool | None:
+    return False if quiet or as_json else None  # None: only when stderr is a terminal
+
+
+def _model(name: str | None, provider: str | None) -> EmbeddingModel | None:
+    return EmbeddingModel(name=name, provider=provider) if name or provider else None
+
+
+@app.command("export")
+def export_cmd(
+    source: Annotated[str, typer.Argument(help="Store URI, e.g. lancedb://./db?table=items")],
+    dump: Annotated[str, typer.Argument(help="Dump location: a path or s3://, gs://, file:// URI.")],
+    namespace: NamespaceOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dump.")] = False,
+    model: Annotated[str | None, typer.Option(help="Embedding model name to record.")] = None,
+    model_provider: Annotated[str | None, typer.Option(help="Embedding model provider.")] = None,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a store to a dump."""
+    manifest = export(source, dump, namespaces=namespace, model=_model(model, model_provider),
+                      batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet, as_json))
+    if as_json:
+        _print_json(manifest.to_dict())
+    elif not quiet:
+        out.print(f"exported {manifest.total_rows:,} rows in {len(manifest.files)} files to {dump}")
+
+
+@app.command("import")
+def import_cmd(
+    dump: Annotated[str, typer.Argument(help="Dump location.")],
+    target: Annotated[str, typer.Argument(help="Store URI, e.g. lancedb://./db?table=items")],
+    if_exists: Annotated[IfExists, typer.Option(help="What to do when the target exists.")] = IfExists.FAIL,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted import of this dump.")] = False,
+    namespace: NamespaceOpt = None,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a dump into a store."""
+    result = import_dump(dump, target, if_exists=if_exists, resume=resume, namespaces=namespace,
+                         batch_size=batch_size, progress=_progress(quiet, as_json))
+    _report_transfer("imported", result, quiet, as_json)
+
+
+@app.command("copy")
+def copy_cmd(
+    source: Annotated[str, typer.Argument(help="Source store URI.")],
+    target: Annotated[str, typer.Argument(help="Target store URI.")],
+    if_exists: Annotated[IfExists, typer.Option(help="What to do when the target exists.")] = IfExists.FAIL,
+    namespace: NamespaceOpt = None,
+    model: Annotated[str | None, typer.Option(help="Embedding model name to record.")] = None,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a store into another, with no dump in between."""
+    result = copy(source, target, if_exists=if_exists, namespaces=namespace, model=_model(model, None),
+                  batch_size=batch_size, progress=_progress(quiet, as_json))
+    _report_transfer("copied", result, quiet, as_json)
+
+
+def _report_transfer(verb: str, result: TransferResult, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        _print_json({**result.__dict__, "rows_per_second": result.rows_per_second})
+    elif not quiet:
+        resumed = f" (resumed after {result.rows_skipped:,})" if result.rows_skipped else ""
+        out.print(f"{verb} {result.rows:,} rows{resumed} in {result.seconds:.1f} s "
+                  f"({result.rows_per_second:,.0f} rows/s)")
+
+
+@app.command("inspect")
+def inspect_cmd(
+    dump: Annotated[str, typer.Argument(help="Dump location.")],
+    samples: Annotated[int, typer.Option(help="Sample rows to show per namespace.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts, vectors, model, files, metadata keys, vector norms and sample rows of a dump."""
+    report = inspect_dump(dump, sample_rows=samples)
+    if as_json:
+        _print_json(report)
+        return
+    model = report["embedding_model"] or {}
+    source = report["source"] or {}
+    out.print(f"[bold]{report['uri']}[/]  vecfmt {report['format_version']}, created {report['created_at']}")
+    out.print(f"source: {source.get('kind', '?')} {source.get('name') or ''}   "
+              f"model: {model.get('name') or 'unknown'} ({model.get('provider') or '?'})")
+    out.print(f"rows: {report['total_rows']:,} in {len(report['files'])} files, "
+              f"{report['total_bytes'] / 1e6:,.1f} MB; sparse: {report['sparse_values']}, "
+              f"document: {report['document']}")
+    vectors = Table("vector", "column", "dims", "metric", title="vectors", title_justify="left")
+    for v in report["vectors"]:
+        vectors.add_row(v["name"], v["column"], str(v["dimension"]), v["metric"])
+    out.print(vectors)
+    for ns in report["namespaces"]:
+        out.print(f"\n[bold]namespace {ns['name']!r}[/] ({ns['path']}): {ns['rows']:,} rows, "
+                  f"{ns['files']} files, {ns['bytes'] / 1e6:,.2f} MB")
+        for column, stats in ns["vector_norms"].items():
+            if stats["count"]:
+                flag = "  [green]normalized[/]" if stats["normalized"] else ""
+                out.print(f"  {column} norms: min {stats['min']:.4f} mean {stats['mean']:.4f} "
+                          f"max {stats['max']:.4f}{flag}")
+        keys = ns["metadata_keys"]
+        if keys["keys"]:
+            table = Table("metadata key", "JSON types", "fill rate",
+                          title=f"metadata (first {keys['sampled_rows']:,} rows)", title_justify="left")
+            for key, info in keys["keys"].items():
+                table.add_row(key, ", ".join(info["types"]), f"{info['fill_rate']:.0%}")
+            out.print(table)
+        for row in ns["sample_rows"]:
+            out.print("  " + json.dumps(row, ensure_ascii=False, default=str))
+
+
+@app.command("validate")
+def validate_cmd(
+    dump: Annotated[str, typer.Argument(help="Dump location.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a dump completely; exit 1 if anything is wrong, naming each problem's file and row."""
+    problems = validate_dump(dump)
+    if as_json:
+        _print_json({"valid": not problems,
+                     "problems": [{"file": p.file, "row": p.row, "message": p.message} for p in problems]})
+    elif problems:
+        for p in problems:
+            err.print(f"invalid: {p}", markup=False)
+    else:
+        out.print(f"valid: {dump}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("diff")
+def diff_cmd(
+    a: Annotated[str, typer.Argument(help="First dump.")],
+    b: Annotated[str, typer.Argument(help="Second dump.")],
+    tolerance: Annotated[float, typer.Option(help="Largest per-component difference still equal.")] = 0.0,
+    vector: Annotated[str | None, typer.Option(help="Vector to compare (default: the primary).")] = None,
+    output: Annotated[str | None, typer.Option(help="Write every differing row to this Parquet file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two dumps by id. Exit 0 when identical, 1 when they differ."""
+    result = diff_dumps(a, b, tolerance=tolerance, vector=vector, output=output)
+    report = result.to_dict()
+    if as_json:
+        _print_json(report)
+    else:
+        t = report["totals"]
+        out.print(f"A: {t['rows_a']:,} rows   B: {t['rows_b']:,} rows")
+        out.print(f"only in A: {t['only_in_a']:,}   only in B: {t['only_in_b']:,}   "
+                  f"vectors changed: {t['vectors_changed']:,} (tolerance {tolerance:g})   "
+                  f"metadata changed: {t['metadata_changed']:,}   documents changed: {t['documents_changed']:,}")
+        out.print(f"max abs difference: {t['max_abs_diff']:.3g}   "
+                  f"max cosine drift: {1 - t['min_cosine_similarity']:.3g}")
+        for name, ns in report["namespaces"].items():
+            for kind, ids in ns["examples"].items():
+                out.print(f"  {name!r} {kind}: {', '.join(map(repr, ids))}", markup=False)
+        out.print("identical" if result.identical else "different")
+    if not result.identical:
+        raise typer.Exit(1)
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print vecfmt's version."""
+    out.print(__version__)
+
+
+_USERINFO = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def _safe(message: str) -> str:
+    """Last line of defence: no password in userinfo form reaches the terminal."""
+    return _USERINFO.sub(r"\1***@", message)
+
+
+def main() -> None:
+    try:
+        app()
+    except VecfmtError as exc:
+        err.print(f"error: {_safe(str(exc))}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a user sees one line; VECFMT_DEBUG=1 shows the traceback
+        if os.environ.get("VECFMT_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err.print(f"error: {type(exc).__name__}: {_safe(first)} (set VECFMT_DEBUG=1 for details)", markup=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Errors that reach a user as one clear line (the CLI prints ``str(error)`` and exits non-zero)."""
+
+
+class VecfmtError(Exception):
+    """Base class: the message is complete and safe to show (no secrets, no traceback needed)."""
+
+
+class DumpError(VecfmtError):
+    """A dump is missing, incomplete, corrupt, or of a version this vecfmt cannot read."""
+
+
+class InvalidDataError(VecfmtError):
+    """Rows that the format forbids: wrong dimensions, NaN/inf, duplicate or null ids, bad JSON."""
+
+
+class StoreError(VecfmtError):
+    """A store is unreachable, missing, refuses the operation, or its SDK is not installed."""

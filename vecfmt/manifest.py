@@ -1,0 +1,234 @@
+"""The manifest: the model of ``manifest.json``, its JSON (de)serialisation and versioning.
+
+A dump is complete only when its manifest exists; the manifest lists every data file with its
+row count, size and SHA-256, so a reader can tell a complete dump from a damaged one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from vecfmt import __version__
+from vecfmt.errors import DumpError
+from vecfmt.schema import (
+    DOCUMENT,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPARSE_VALUES,
+    SUPPORTED_MAJOR,
+    canonical_schema,
+    namespace_dir,
+)
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class VectorSpec:
+    """One dense vector per row: its name in the store, its column in the dump, and how it is compared."""
+
+    name: str
+    column: str
+    dimension: int
+    metric: str
+    dtype: str = "float32"
+
+
+@dataclass
+class EmbeddingModel:
+    """The model that made the vectors; may be unknown when exported and set later."""
+
+    name: str | None = None
+    provider: str | None = None
+    dimension: int | None = None
+
+
+@dataclass
+class Source:
+    """Where the dump came from: store kind and index/table/collection name. Never a secret."""
+
+    kind: str
+    name: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NamespaceEntry:
+    name: str
+    path: str
+    rows: int
+
+
+@dataclass
+class FileEntry:
+    path: str  # relative to the dump root, "/" separated
+    namespace: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    vectors: list[VectorSpec]
+    namespaces: list[NamespaceEntry] = field(default_factory=list)
+    files: list[FileEntry] = field(default_factory=list)
+    sparse_values: bool = False
+    document: bool = False
+    embedding_model: EmbeddingModel | None = None
+    source: Source | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: _utc_now())
+    producer: dict[str, str] = field(default_factory=lambda: {"name": "vecfmt", "version": __version__})
+    format: str = FORMAT_NAME
+    format_version: str = FORMAT_VERSION
+
+    @property
+    def total_rows(self) -> int:
+        return sum(ns.rows for ns in self.namespaces)
+
+    @property
+    def primary(self) -> VectorSpec | None:
+        return self.vectors[0] if self.vectors else None
+
+    def vector(self, name: str | None = None) -> VectorSpec:
+        if name is None and self.vectors:
+            return self.vectors[0]
+        for spec in self.vectors:
+            if spec.name == name or spec.column == name:
+                return spec
+        raise DumpError(f"the dump has no vector named {name!r}")
+
+    def namespace_names(self) -> list[str]:
+        return [ns.name for ns in self.namespaces]
+
+    def files_of(self, namespace: str) -> list[FileEntry]:
+        return [f for f in self.files if f.namespace == namespace]
+
+    def arrow_schema(self):  # -> pa.Schema (pyarrow imported lazily by schema.py's callers)
+        return canonical_schema(
+            [(v.column, v.dimension) for v in self.vectors],
+            sparse=self.sparse_values,
+            document=self.document,
+        )
+
+    def columns(self) -> list[str]:
+        names = ["id", *(v.column for v in self.vectors)]
+        if self.sparse_values:
+            names.append(SPARSE_VALUES)
+        names.append("metadata")
+        if self.document:
+            names.append(DOCUMENT)
+        return names
+
+    def identity(self) -> str:
+        """A digest naming this dump's content: what an interrupted import checks before resuming."""
+        digest = hashlib.sha256(self.created_at.encode())
+        for f in self.files:
+            digest.update(f"{f.path}\0{f.sha256}\0".encode())
+        return digest.hexdigest()
+
+    def with_files(self, files: list[FileEntry]) -> Manifest:
+        """This manifest listing ``files`` (sorted by path), with namespace counts derived from them."""
+        files = sorted(files, key=lambda f: f.path)
+        rows: dict[str, int] = {}
+        for f in files:
+            rows[f.namespace] = rows.get(f.namespace, 0) + f.rows
+        namespaces = [NamespaceEntry(ns, namespace_dir(ns), n) for ns, n in sorted(rows.items())]
+        return replace(self, files=files, namespaces=namespaces)
+
+    # --- JSON ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        ordered = {k: d[k] for k in ("format", "format_version", "created_at", "producer", "source")}
+        ordered["embedding_model"] = d["embedding_model"]
+        ordered["vectors"] = d["vectors"]
+        ordered["sparse_values"] = d["sparse_values"]
+        ordered["document"] = d["document"]
+        ordered["total_rows"] = self.total_rows
+        ordered["namespaces"] = d["namespaces"]
+        ordered["files"] = d["files"]
+        ordered["extra"] = d["extra"]
+        return ordered
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        check_version(d)
+        try:
+            jsonschema.validate(d, manifest_json_schema())
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+            raise DumpError(f"manifest.json is invalid at {where}: {exc.message}") from None
+        model = d.get("embedding_model")
+        source = d.get("source")
+        manifest = cls(
+            vectors=[VectorSpec(**v) for v in d["vectors"]],
+            namespaces=[NamespaceEntry(**n) for n in d["namespaces"]],
+            files=[FileEntry(**f) for f in d["files"]],
+            sparse_values=d["sparse_values"],
+            document=d["document"],
+            embedding_model=EmbeddingModel(**model) if model else None,
+            source=Source(**source) if source else None,
+            extra=d.get("extra", {}),
+            created_at=d["created_at"],
+            producer=d["producer"],
+            format=d["format"],
+            format_version=d["format_version"],
+        )
+        if manifest.total_rows != d["total_rows"]:
+            raise DumpError("manifest.json is inconsistent: total_rows differs from the namespace counts")
+        for ns in manifest.namespaces:
+            if sum(f.rows for f in manifest.files_of(ns.name)) != ns.rows:
+                raise DumpError(
+                    f"manifest.json is inconsistent: namespace {ns.name!r} rows differ from its files"
+                )
+        return manifest
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        try:
+            d = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DumpError(f"manifest.json is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise DumpError("manifest.json is not a JSON object")
+        return cls.from_dict(d)
+
+
+def check_version(d: dict[str, Any]) -> None:
+    """Refuse what this reader cannot read: another format, or a newer major version."""
+    if d.get("format") != FORMAT_NAME:
+        raise DumpError(f"not a vecfmt manifest (format is {d.get('format')!r})")
+    version = str(d.get("format_version", ""))
+    major = version.split(".")[0]
+    if not major.isdigit():
+        raise DumpError(f"manifest.json has an invalid format_version {version!r}")
+    if int(major) > SUPPORTED_MAJOR:
+        raise DumpError(
+            f"dump format version {version} is newer than this vecfmt reads "
+            f"({SUPPORTED_MAJOR}.x); upgrade vecfmt"
+        )
+    if int(major) < 1:
+        raise DumpError(f"unknown dump format version {version}")
+
+
+@cache
+def manifest_json_schema() -> dict[str, Any]:
+    return json.loads(resources.files("vecfmt").joinpath("manifest.schema.json").read_text())
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+

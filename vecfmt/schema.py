@@ -1,0 +1,191 @@
+"""The canonical Arrow schema of a vecfmt dump: column names, types, metrics, namespace folders.
+
+This module is the code of ``spec/vecfmt-v1.md`` sections 3-5; tests hold the two together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import quote, unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vecfmt.errors import InvalidDataError
+
+FORMAT_NAME = "vecfmt"
+FORMAT_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+
+ID = "id"
+VALUES = "values"
+SPARSE_VALUES = "sparse_values"
+METADATA = "metadata"
+DOCUMENT = "document"
+NAMED_VECTOR_PREFIX = "values_"
+
+DEFAULT_NAMESPACE = ""
+DEFAULT_NAMESPACE_DIR = "__default__"
+
+# Canonical metric names. Each store module maps its own names onto these (spec section 5).
+METRICS = ("cosine", "dot", "euclidean", "manhattan", "hamming")
+
+SPARSE_TYPE = pa.struct(
+    [pa.field("indices", pa.list_(pa.uint32())), pa.field("values", pa.list_(pa.float32()))]
+)
+
+
+def vector_type(dimension: int) -> pa.FixedSizeListType:
+    return pa.list_(pa.float32(), dimension)
+
+
+def vector_column(name: str, primary: bool) -> str:
+    """Column of a named vector: the primary vector lives in ``values`` (what Pinecone's import reads)."""
+    return VALUES if primary else NAMED_VECTOR_PREFIX + name
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise InvalidDataError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    return metric
+
+
+def is_vector_type(t: pa.DataType) -> bool:
+    """True for a dense float32 vector, whatever its list child is called (``item`` or ``element``)."""
+    return pa.types.is_fixed_size_list(t) and t.value_type == pa.float32()
+
+
+def canonical_schema(
+    vectors: Iterable[tuple[str, int]],
+    *,
+    sparse: bool = False,
+    document: bool = False,
+) -> pa.Schema:
+    """The schema of every Parquet file of a dump. ``vectors`` are ``(column, dimension)`` pairs."""
+    fields = [pa.field(ID, pa.string(), nullable=False)]
+    for column, dimension in vectors:
+        fields.append(pa.field(column, vector_type(dimension), nullable=column != VALUES))
+    if sparse:
+        fields.append(pa.field(SPARSE_VALUES, SPARSE_TYPE))
+    fields.append(pa.field(METADATA, pa.string()))
+    if document:
+        fields.append(pa.field(DOCUMENT, pa.string()))
+    return pa.schema(fields)
+
+
+def same_type(a: pa.DataType, b: pa.DataType) -> bool:
+    """Type equality by meaning: list child names (``item``/``element``) do not matter."""
+    if pa.types.is_fixed_size_list(a) and pa.types.is_fixed_size_list(b):
+        return a.list_size == b.list_size and same_type(a.value_type, b.value_type)
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        return same_type(a.value_type, b.value_type)
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        return [f.name for f in a] == [f.name for f in b] and all(
+            same_type(fa.type, fb.type) for fa, fb in zip(a, b, strict=True)
+        )
+    if pa.types.is_large_string(a) or pa.types.is_string_view(a):
+        a = pa.string()
+    if pa.types.is_large_string(b) or pa.types.is_string_view(b):
+        b = pa.string()
+    return a == b
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast a batch onto the dump's schema: reorder columns, add missing optional ones as null,
+    turn ``list<float|double>`` vectors into ``fixed_size_list<float32>`` after checking every row's length.
+    Raises InvalidDataError naming the column and the first bad row."""
+    n = batch.num_rows
+    columns = []
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            if not field.nullable:
+                raise InvalidDataError(f"column {field.name!r} is missing")
+            columns.append(pa.nulls(n, field.type))
+            continue
+        column = batch.column(index)
+        if not same_type(column.type, field.type):
+            column = _cast(column, field)
+        elif column.type != field.type:
+            column = column.cast(field.type)  # only a rename of a list child, no data touched
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.Array, field: pa.Field) -> pa.Array:
+    if is_vector_type(field.type):
+        return _cast_vectors(column, field)
+    try:
+        return column.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidDataError(
+            f"column {field.name!r} has type {column.type}, expected {field.type}"
+        ) from exc
+
+
+def _cast_vectors(column: pa.Array, field: pa.Field) -> pa.Array:
+    dimension = field.type.list_size
+    t = column.type
+    if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+        if not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
+            raise InvalidDataError(f"column {field.name!r} holds {t.value_type}, not numbers")
+        if pa.types.is_fixed_size_list(t):
+            if t.list_size != dimension:
+                raise InvalidDataError(
+                    f"column {field.name!r} has dimension {t.list_size}, expected {dimension}"
+                )
+        else:
+            lengths = pc.list_value_length(column)
+            bad = pc.and_(pc.is_valid(lengths), pc.not_equal(lengths, dimension))
+            if pc.any(bad).as_py():
+                row = pc.index(bad, True).as_py()
+                raise InvalidDataError(
+                    f"column {field.name!r} row {row} has dimension {lengths[row].as_py()}, "
+                    f"expected {dimension}"
+                )
+        return column.cast(field.type)
+    raise InvalidDataError(f"column {field.name!r} has type {t}, expected {field.type}")
+
+
+def vectors_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The ``(n, dim)`` float32 NumPy view of a vector column, sharing the Arrow buffer when it can.
+
+    Null rows (allowed in named vector columns) come back as whatever the buffer holds (zeros)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    dimension = column.type.list_size
+    # .values ignores the array's offset; slicing the flat child keeps it zero-copy for sliced arrays
+    flat = column.values.slice(column.offset * dimension, len(column) * dimension)
+    return flat.to_numpy(zero_copy_only=flat.null_count == 0).reshape(len(column), dimension)
+
+
+def vectors_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """Wrap an ``(n, dim)`` float32 matrix as a vector column without copying it."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def first_non_finite(matrix: np.ndarray) -> int | None:
+    """Row number of the first vector holding NaN or inf, or None."""
+    finite = np.isfinite(matrix).all(axis=1)
+    if finite.all():
+        return None
+    return int(np.argmin(finite))
+
+
+def namespace_dir(namespace: str) -> str:
+    """The folder of a namespace: ``__default__`` for the default one, else percent-encoded UTF-8
+    so that any name is one safe path segment (spec section 4)."""
+    if namespace == DEFAULT_NAMESPACE:
+        return DEFAULT_NAMESPACE_DIR
+    encoded = quote(namespace, safe="-_")
+    # A leading "_" or "." is escaped too: "__default__" stays apart from the default folder,
+    # and no namespace becomes ".", ".." or a hidden file.
+    if encoded[0] in "_.":
+        encoded = f"%{ord(encoded[0]):02X}" + encoded[1:]
+    return encoded
+
+
+def namespace_from_dir(folder: str) -> str:
+    return DEFAULT_NAMESPACE if folder == DEFAULT_NAMESPACE_DIR else unquote(folder)

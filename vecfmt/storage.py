@@ -1,0 +1,146 @@
+"""Where dumps live: a URI (local path, ``file://``, ``s3://``, ``gs://``, ...) resolved to a
+``pyarrow.fs`` filesystem. Credentials come from the environment, never from the URI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from vecfmt.errors import DumpError
+
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def redact(uri: str) -> str:
+    """The URI with any password (``user:secret@``) replaced, fit for messages and manifests."""
+    if not _SCHEME.match(uri):
+        return uri
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class Location:
+    """A directory on some filesystem: the root of a dump."""
+
+    fs: pafs.FileSystem
+    root: str  # path inside ``fs``, no trailing slash
+    uri: str  # as the user gave it (redacted)
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}" if self.root else relative
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.fs.get_file_info(self.root).type == pafs.FileType.Directory
+
+    def size(self, relative: str) -> int | None:
+        info = self.fs.get_file_info(self.path(relative))
+        return None if info.type == pafs.FileType.NotFound else info.size
+
+    def read_bytes(self, relative: str) -> pa.Buffer:
+        with self.fs.open_input_file(self.path(relative)) as f:
+            return f.read_buffer()
+
+    def listdir(self) -> list[str]:
+        """Relative paths of every file below the root."""
+        return sorted(self.sizes())
+
+    def sizes(self) -> dict[str, int]:
+        """Every file below the root with its size, from one listing (one request on object storage)."""
+        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+        prefix = len(self.root) + 1 if self.root else 0
+        return {
+            info.path[prefix:]: info.size
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        }
+
+    def makedirs(self, relative: str = "") -> None:
+        self.fs.create_dir(self.path(relative) if relative else self.root, recursive=True)
+
+    def write_atomic(self, relative: str, data: bytes) -> None:
+        """Make ``relative`` appear whole or not at all: temp file + rename on a local disk, one PUT on
+        object storage (an object store never shows a half-written object)."""
+        target = self.path(relative)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            temp = f"{target}.tmp-{uuid.uuid4().hex}"
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, target)
+        else:
+            with self.fs.open_output_stream(target) as out:
+                out.write(data)
+
+    def delete(self, relative: str) -> None:
+        self.fs.delete_file(self.path(relative))
+
+
+def resolve(uri: str) -> Location:
+    """Resolve a dump URI. Plain paths are local; anything with a scheme goes to ``pyarrow.fs``."""
+    shown = redact(uri)
+    if not _SCHEME.match(uri):
+        root = os.path.abspath(os.path.expanduser(uri))
+        return Location(pafs.LocalFileSystem(), root.rstrip("/") or "/", shown)
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
+        raise DumpError(f"cannot open {shown}: {_first_line(exc)}") from None
+    return Location(fs, path.rstrip("/"), shown)
+
+
+class HashingSink:
+    """A writable file that forwards to a pyarrow output stream and computes SHA-256 and size on the way,
+    so a file's checksum costs no second pass over its bytes."""
+
+    def __init__(self, out: pa.NativeFile) -> None:
+        self._out = out
+        self._hash = hashlib.sha256()
+        self.bytes = 0
+        self.closed = False
+
+    def write(self, data: bytes | memoryview | pa.Buffer) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        self._out.write(view)
+        self.bytes += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._out.close()
+            self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

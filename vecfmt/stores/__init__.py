@@ -1,0 +1,1 @@
+"""Store plugins: one module per store, found by URI scheme (see ``base.py``)."""

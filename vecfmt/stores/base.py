@@ -1,0 +1,221 @@
+"""The store plugin interface and the registry of URI schemes.
+
+A store module maps canonical record batches to and from one store; it never imports another store
+module, and the core never imports a store SDK. Stores are found by URI scheme through the Python
+entry point group ``vecfmt.stores``, so a third party adds one without touching vecfmt::
+
+    [project.entry-points."vecfmt.stores"]
+    mystore = "mypackage.vecfmt_mystore"      # a module defining open_exporter / open_importer
+
+Store URIs share one grammar (spec section 8)::
+
+    SCHEME://LOCATION?key=value&key=value
+
+LOCATION is everything between ``://`` and ``?``, taken verbatim (a path, ``host:port/db``, an index
+name); options are URL query parameters. Secrets come from the environment or the LOCATION's userinfo
+and are never written to a manifest, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pyarrow as pa
+
+from vecfmt.errors import StoreError
+from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
+from vecfmt.storage import redact
+
+ENTRY_POINT_GROUP = "vecfmt.stores"
+
+
+@dataclass(frozen=True)
+class StoreURI:
+    scheme: str
+    location: str
+    options: dict[str, str]
+    raw: str
+
+    @classmethod
+    def parse(cls, uri: str) -> StoreURI:
+        scheme, sep, rest = uri.partition("://")
+        if not sep or not scheme:
+            raise StoreError(f"not a store URI (expected SCHEME://LOCATION?options): {redact(uri)}")
+        location, _, query = rest.partition("?")
+        try:
+            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        except ValueError:
+            raise StoreError(f"cannot parse the options of {redact(uri)}") from None
+        return cls(scheme.lower(), location, options, uri)
+
+    def __str__(self) -> str:
+        return redact(self.raw)
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        return self.options.get(key, default)
+
+    def require(self, key: str) -> str:
+        value = self.options.get(key)
+        if not value:
+            raise StoreError(f"{self} needs the option {key}=... (e.g. {self.scheme}://...?{key}=NAME)")
+        return value
+
+    def int_option(self, key: str, default: int | None = None) -> int | None:
+        value = self.options.get(key)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise StoreError(f"option {key} of {self} must be a whole number, not {value!r}") from None
+
+
+@dataclass
+class Description:
+    """What an exporter knows up front; becomes the dump's manifest (minus the files)."""
+
+    source: Source
+    vectors: list[VectorSpec]
+    namespaces: dict[str, int | None]  # name -> row count, None when the store cannot count cheaply
+    sparse_values: bool = False
+    document: bool = False
+    embedding_model: EmbeddingModel | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def manifest_template(self) -> Manifest:
+        return Manifest(
+            vectors=list(self.vectors),
+            sparse_values=self.sparse_values,
+            document=self.document,
+            embedding_model=self.embedding_model,
+            source=self.source,
+            extra=dict(self.extra),
+        )
+
+    @property
+    def total_rows(self) -> int | None:
+        counts = list(self.namespaces.values())
+        return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """An independent part of a namespace that can be read on its own (in parallel, on other
+    machines). ``key`` is the store's own description of the part, JSON-serialisable."""
+
+    namespace: str
+    key: Any = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One batch from an exporter and the token that resumes the export right after it."""
+
+    batch: pa.RecordBatch
+    resume_token: str | None = None
+
+
+class IfExists(str, Enum):
+    FAIL = "fail"
+    APPEND = "append"
+    REPLACE = "replace"
+    UPSERT = "upsert"
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    def describe(self) -> Description:
+        """Vectors (dims, metric), namespaces and counts, model, source: what the manifest needs."""
+        ...
+
+    def slices(self, namespace: str) -> list[Slice]:
+        """Independent parts of a namespace; ``[Slice(namespace)]`` when the store cannot split."""
+        ...
+
+    def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
+        """Canonical record batches of one slice, starting after ``resume`` when given."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Importer(Protocol):
+    def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
+        """Make the target ready for the dump's rows (create, check dims/metric, clear on replace).
+
+        Returns how many rows of this same dump an earlier, interrupted run already committed (in the
+        dump's order), so the caller skips them; 0 for a fresh import. A store that can commit its
+        progress together with the data (one transaction) does so; one that cannot must make
+        re-writing rows harmless (upsert by id)."""
+        ...
+
+    def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
+        """Write one canonical batch. ``rows_done`` counts the dump's rows committed once this batch is."""
+        ...
+
+    def finish(self) -> None:
+        """Flush, build indexes, analyse."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Searchable(Protocol):
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+        """The ``k`` nearest ids to ``vector`` with the store's own scores (for verification, tuning)."""
+        ...
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def store_module(scheme: str) -> ModuleType:
+    """The module registered for ``scheme`` in the ``vecfmt.stores`` entry point group."""
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if scheme not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise StoreError(f"no store is registered for {scheme}:// (known: {known})")
+    target = found[scheme].value.split(":")[0]
+    try:
+        return importlib.import_module(target)
+    except ImportError as exc:
+        missing = exc.name or "a dependency"
+        raise StoreError(
+            f"the {scheme} store needs {missing}, which is not installed: pip install 'vecfmt[{scheme}]'"
+        ) from None
+
+
+def open_exporter(uri: str) -> Exporter:
+    parsed = StoreURI.parse(uri)
+    return store_module(parsed.scheme).open_exporter(parsed)
+
+
+def open_importer(uri: str) -> Importer:
+    parsed = StoreURI.parse(uri)
+    return store_module(parsed.scheme).open_importer(parsed)
+
+
+def is_store_uri(uri: str) -> bool:
+    """True when ``uri``'s scheme names a registered store (as opposed to a dump location)."""
+    scheme, sep, _ = uri.partition("://")
+    return bool(sep) and scheme.lower() in {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def require_sdk(module: str, scheme: str) -> ModuleType:
+    """Import a store's SDK, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise StoreError(
+            f"the {scheme} store needs the {module} package: pip install 'vecfmt[{scheme}]'"
+        ) from None

@@ -1,0 +1,302 @@
+"""LanceDB (embedded, Arrow-native): the default store that needs no server.
+
+URI: ``lancedb://PATH?table=NAME`` where PATH is the database folder (relative, absolute, or an
+object-store URI LanceDB understands). Options:
+
+- ``table`` (required): the table name.
+- ``vector``: the primary vector column (default: ``vector`` if present, else the first vector column).
+- ``id``: the id column (default ``id``).
+- ``metric``: cosine | dot | euclidean | hamming, for tables vecfmt did not create (default cosine).
+- ``namespace_column``: the column that holds namespaces (default ``namespace`` when present).
+
+A table vecfmt creates holds ``id``, ``vector`` (the dump's ``values``), one column per further named
+vector (named after it), ``sparse_values``, ``metadata`` (JSON text), ``document`` and, when the dump has
+non-default namespaces, ``namespace``. The dump's vector definitions, model and source are kept in the
+table's schema metadata under ``vecfmt``, so an export gives back the same manifest fields. Columns of
+foreign tables that are not vectors are folded into the JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vecfmt.errors import StoreError
+from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
+from vecfmt.schema import (
+    DOCUMENT,
+    ID,
+    METADATA,
+    SPARSE_VALUES,
+    VALUES,
+    check_metric,
+    is_vector_type,
+    vector_column,
+)
+from vecfmt.stores.base import Chunk, Description, IfExists, Slice, StoreURI, require_sdk
+
+SCHEME = "lancedb"
+PRIMARY_COLUMN = "vector"  # LanceDB's default vector column: search() finds it without being told
+NAMESPACE_COLUMN = "namespace"
+SCHEMA_KEY = b"vecfmt"
+# canonical metric -> LanceDB distance_type
+DISTANCE_TYPES = {"cosine": "cosine", "dot": "dot", "euclidean": "l2", "hamming": "hamming"}
+
+
+def _connect(uri: StoreURI) -> Any:
+    os.environ.setdefault("LANCE_LOG", "error")  # Lance logs a WARN line for every table it creates
+    lancedb = require_sdk("lancedb", SCHEME)
+    if not uri.location:
+        raise StoreError(f"{uri} names no database folder (lancedb://PATH?table=NAME)")
+    try:
+        return lancedb.connect(uri.location)
+    except Exception as exc:  # noqa: BLE001 - LanceDB raises many types; the user gets one line
+        raise StoreError(f"cannot open LanceDB database {uri.location}: {_line(exc)}") from None
+
+
+def _table_names(db: Any) -> list[str]:
+    return list(db.list_tables().tables)
+
+
+class LanceDBExporter:
+    def __init__(self, uri: StoreURI) -> None:
+        self.uri = uri
+        self.name = uri.require("table")
+        db = _connect(uri)
+        if self.name not in _table_names(db):
+            raise StoreError(f"LanceDB table {self.name!r} does not exist in {uri.location}")
+        self.table = db.open_table(self.name)
+        self.table.checkout(self.table.version)  # one consistent version for the whole export
+        self.schema: pa.Schema = self.table.schema
+        self.saved = _saved_definitions(self.schema)
+        self.id_column = uri.option("id", ID) or ID
+        if self.id_column not in self.schema.names:
+            raise StoreError(f"LanceDB table {self.name!r} has no id column {self.id_column!r}")
+        self.vectors = self._vector_columns()  # lance column -> VectorSpec
+        ns_default = NAMESPACE_COLUMN if NAMESPACE_COLUMN in self.schema.names else None
+        self.namespace_column = uri.option("namespace_column", ns_default)
+        known = {self.id_column, *self.vectors, SPARSE_VALUES, METADATA, DOCUMENT, self.namespace_column}
+        self.folded = [f for f in self.schema if f.name not in known]
+
+    def _vector_columns(self) -> dict[str, VectorSpec]:
+        candidates = [f for f in self.schema if pa.types.is_fixed_size_list(f.type)
+                      and pa.types.is_floating(f.type.value_type)]
+        if not candidates and SPARSE_VALUES not in self.schema.names:
+            raise StoreError(f"LanceDB table {self.name!r} has no vector column")
+        wanted = self.uri.option("vector")
+        names = [f.name for f in candidates]
+        primary = wanted or (PRIMARY_COLUMN if PRIMARY_COLUMN in names else names[0] if names else None)
+        if primary is not None and primary not in names:
+            raise StoreError(f"LanceDB table {self.name!r} has no vector column {primary!r}")
+        saved = {v["lance_column"]: v for v in self.saved.get("vectors", [])}
+        default_metric = check_metric(self.uri.option("metric", "cosine") or "cosine")
+        specs: dict[str, VectorSpec] = {}
+        for f in sorted(candidates, key=lambda f: f.name != primary):
+            is_primary = f.name == primary
+            info = saved.get(f.name, {})
+            name = info.get("name") or ("default" if is_primary else f.name)
+            specs[f.name] = VectorSpec(
+                name=name,
+                column=vector_column(name, is_primary),
+                dimension=f.type.list_size,
+                metric=self.uri.option("metric") or info.get("metric") or default_metric,
+            )
+        return specs
+
+    def describe(self) -> Description:
+        model = self.saved.get("embedding_model")
+        return Description(
+            source=Source(kind=SCHEME, name=self.name),
+            vectors=list(self.vectors.values()),
+            namespaces=self._namespaces(),
+            sparse_values=SPARSE_VALUES in self.schema.names,
+            document=DOCUMENT in self.schema.names,
+            embedding_model=EmbeddingModel(**model) if model else None,
+            extra={"lancedb": {"folded_columns": {f.name: str(f.type) for f in self.folded}}}
+            if self.folded else {},
+        )
+
+    def _namespaces(self) -> dict[str, int | None]:
+        if self.namespace_column is None:
+            return {"": self.table.count_rows()}
+        names = self.table.search().select([self.namespace_column]).limit(None).to_arrow()
+        counts = pc.value_counts(names.column(0).fill_null(""))
+        return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+    def slices(self, namespace: str) -> list[Slice]:
+        return [Slice(namespace)]
+
+    def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
+        query = self.table.search()
+        if self.namespace_column is not None:
+            query = query.where(_equals(self.namespace_column, part.namespace))
+        columns = [f.name for f in self.schema if f.name != self.namespace_column]
+        for batch in query.select(columns).limit(None).to_batches(batch_size):
+            yield Chunk(self._canonical(batch))
+
+    def _canonical(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        arrays: dict[str, pa.Array] = {ID: _as_string(batch.column(self.id_column))}
+        for lance_column, spec in self.vectors.items():
+            arrays[spec.column] = batch.column(lance_column)
+        if SPARSE_VALUES in batch.schema.names:
+            arrays[SPARSE_VALUES] = batch.column(SPARSE_VALUES)
+        arrays[METADATA] = self._metadata(batch)
+        if DOCUMENT in batch.schema.names:
+            arrays[DOCUMENT] = batch.column(DOCUMENT)
+        return pa.RecordBatch.from_pydict(arrays)
+
+    def _metadata(self, batch: pa.RecordBatch) -> pa.Array:
+        own = batch.column(METADATA) if METADATA in batch.schema.names else None
+        if not self.folded:
+            return own if own is not None else pa.nulls(batch.num_rows, pa.string())
+        # Folding arbitrary columns into one JSON object per row has no Arrow kernel: a per-row loop,
+        # only for tables vecfmt did not create.
+        rows = batch.select([f.name for f in self.folded]).to_pylist()
+        texts = own.to_pylist() if own is not None else [None] * batch.num_rows
+        out = []
+        for row, text in zip(rows, texts, strict=True):
+            merged = json.loads(text) if text else {}
+            merged.update({k: v for k, v in row.items() if v is not None})
+            out.append(json.dumps(merged, ensure_ascii=False, default=str))
+        return pa.array(out, pa.string())
+
+    def close(self) -> None:
+        pass
+
+
+class LanceDBImporter:
+    def __init__(self, uri: StoreURI) -> None:
+        self.uri = uri
+        self.name = uri.require("table")
+        self.db = _connect(uri)
+        self.table: Any = None
+        self.renames: dict[str, str] = {}
+        self.namespaced = False
+        self.upsert = False
+        self.metric = "cosine"
+
+    def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
+        self.renames = {v.column: PRIMARY_COLUMN if v.column == VALUES else v.name for v in manifest.vectors}
+        self.namespaced = any(ns.name != "" for ns in manifest.namespaces)
+        self.metric = manifest.primary.metric if manifest.primary else "cosine"
+        schema = self._schema(manifest)
+        exists = self.name in _table_names(self.db)
+        identity = manifest.identity() if manifest.files else None
+        if exists and resume:
+            table = self.db.open_table(self.name)
+            saved = _saved_definitions(table.schema)
+            if identity is None or saved.get("import_of") != identity:
+                raise StoreError(
+                    f"LanceDB table {self.name!r} was not started by an import of this dump; cannot resume"
+                )
+            self.table = table
+            return table.count_rows()  # each add() is one atomic Lance commit, in dump order
+        if exists and if_exists == IfExists.FAIL:
+            raise StoreError(f"LanceDB table {self.name!r} already exists (choose if_exists append, "
+                             "upsert or replace)")
+        if exists and if_exists in (IfExists.APPEND, IfExists.UPSERT):
+            table = self.db.open_table(self.name)
+            _check_compatible(table.schema, schema, self.name)
+            self.table = table
+            self.upsert = if_exists == IfExists.UPSERT
+            return 0
+        meta = {"import_of": identity, **_definitions(manifest, self.renames)}
+        schema = schema.with_metadata({SCHEMA_KEY: json.dumps(meta).encode()})
+        try:
+            self.table = self.db.create_table(self.name, schema=schema, mode="overwrite")
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"cannot create LanceDB table {self.name!r}: {_line(exc)}") from None
+        return 0
+
+    def _schema(self, manifest: Manifest) -> pa.Schema:
+        fields = []
+        for field in manifest.arrow_schema():
+            name = self.renames.get(field.name, field.name)
+            fields.append(pa.field(name, field.type, nullable=field.name != ID))
+        if self.namespaced:
+            fields.append(pa.field(NAMESPACE_COLUMN, pa.string(), nullable=False))
+        return pa.schema(fields)
+
+    def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
+        names = [self.renames.get(n, n) for n in batch.schema.names]
+        table = pa.Table.from_batches([batch.rename_columns(names)])
+        if self.namespaced:
+            table = table.append_column(NAMESPACE_COLUMN, pa.array([namespace] * len(table), pa.string()))
+        table = table.cast(self.table.schema)  # nullability and metadata only; no data is converted
+        if self.upsert:
+            (self.table.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all()
+             .execute(table))
+        else:
+            self.table.add(table)
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+        query = (self.table.search(np.asarray(vector, np.float32), vector_column_name=PRIMARY_COLUMN)
+                 .distance_type(DISTANCE_TYPES.get(self.metric, "l2")).select([ID]).limit(k))
+        if self.namespaced:
+            query = query.where(_equals(NAMESPACE_COLUMN, namespace))
+        result = query.to_arrow()
+        return list(zip(result.column(ID).to_pylist(), result.column("_distance").to_pylist(), strict=True))
+
+
+def open_exporter(uri: StoreURI) -> LanceDBExporter:
+    return LanceDBExporter(uri)
+
+
+def open_importer(uri: StoreURI) -> LanceDBImporter:
+    return LanceDBImporter(uri)
+
+
+def _definitions(manifest: Manifest, renames: dict[str, str]) -> dict[str, Any]:
+    model = manifest.embedding_model
+    return {
+        "vectors": [{"name": v.name, "lance_column": renames[v.column], "metric": v.metric}
+                    for v in manifest.vectors],
+        "embedding_model": None if model is None else model.__dict__,
+    }
+
+
+def _saved_definitions(schema: pa.Schema) -> dict[str, Any]:
+    raw = (schema.metadata or {}).get(SCHEMA_KEY)
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+
+
+def _check_compatible(existing: pa.Schema, wanted: pa.Schema, name: str) -> None:
+    for field in wanted:
+        index = existing.get_field_index(field.name)
+        if index < 0:
+            raise StoreError(f"LanceDB table {name!r} has no column {field.name!r}")
+        have = existing.field(index).type
+        if is_vector_type(field.type) and have != field.type:
+            raise StoreError(
+                f"LanceDB table {name!r} column {field.name!r} is {have}, the dump needs {field.type}"
+            )
+
+
+def _as_string(ids: pa.Array) -> pa.Array:
+    return ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
+
+
+def _equals(column: str, value: str) -> str:
+    """A LanceDB filter; the value is a SQL string literal with its quotes doubled."""
+    quoted_column = "`" + column.replace("`", "``") + "`"
+    return f"{quoted_column} = '" + value.replace("'", "''") + "'"
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,196 @@
+"""The three pipes: export (store -> dump), import (dump -> store) and copy (store -> store).
+
+The core moves batches, shows progress, resumes and checks; store modules only map batches to and
+from their store (see ``stores/base.py``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from vecfmt.errors import InvalidDataError
+from vecfmt.manifest import EmbeddingModel, Manifest
+from vecfmt.progress import RowProgress
+from vecfmt.reader import Dump
+from vecfmt.schema import ID
+from vecfmt.stores.base import IfExists, Importer, open_exporter, open_importer
+from vecfmt.writer import DumpWriter, ParquetOptions, check_batch, check_unique_ids
+
+DEFAULT_BATCH_SIZE = 10_000
+
+
+@dataclass
+class TransferResult:
+    rows: int  # rows moved by this run
+    rows_skipped: int  # rows an earlier, interrupted run had already committed (resume)
+    seconds: float
+    namespaces: list[str]
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def export(
+    source: str,
+    dump_uri: str,
+    *,
+    namespaces: list[str] | None = None,
+    model: EmbeddingModel | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    overwrite: bool = False,
+    options: ParquetOptions | None = None,
+    progress: bool | None = None,
+) -> Manifest:
+    """Export a store (``lancedb://...``, ``pgvector://...``) to a dump at ``dump_uri``."""
+    exporter = open_exporter(source)
+    try:
+        desc = exporter.describe()
+        chosen = _choose_namespaces(list(desc.namespaces), namespaces)
+        total = desc.total_rows if namespaces is None else None
+        with (
+            DumpWriter(
+                dump_uri,
+                vectors=desc.vectors,
+                sparse_values=desc.sparse_values,
+                document=desc.document,
+                model=model or desc.embedding_model,
+                source=desc.source,
+                extra=desc.extra,
+                overwrite=overwrite,
+                options=options,
+            ) as writer,
+            RowProgress("export", total, progress) as bar,
+        ):
+            for namespace in chosen:
+                for part in exporter.slices(namespace):
+                    for chunk in exporter.batches(part, batch_size=batch_size):
+                        writer.write_batch(chunk.batch, namespace)
+                        bar.advance(chunk.batch.num_rows)
+        assert writer.manifest is not None
+        return writer.manifest
+    finally:
+        exporter.close()
+
+
+def import_dump(
+    dump_uri: str,
+    target: str,
+    *,
+    if_exists: IfExists | str = IfExists.FAIL,
+    resume: bool = False,
+    namespaces: list[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool | None = None,
+) -> TransferResult:
+    """Import a dump into a store. Everything is checked before the first row is written; an
+    interrupted import re-run with ``resume=True`` continues where the store says it stopped."""
+    started = time.perf_counter()
+    dump = Dump.open(dump_uri)
+    manifest = dump.manifest
+    chosen = _choose_namespaces(manifest.namespace_names(), namespaces)
+    for namespace in chosen:  # ids are cheap to read (one column) and must be unique before we write
+        ids = [b.column(ID) for b in dump.batches(namespace, columns=[ID], verify=False)]
+        check_unique_ids(pa.chunked_array(ids, pa.string()), namespace)
+    importer = open_importer(target)
+    try:
+        done = importer.prepare(manifest, if_exists=IfExists(if_exists), resume=resume)
+        total = sum(f.rows for f in manifest.files if f.namespace in chosen)
+        with RowProgress("import", total, progress) as bar:
+            bar.advance(done)
+            moved = _write_from(dump, chosen, importer, done, batch_size, bar)
+            importer.finish()
+    finally:
+        importer.close()
+    return TransferResult(moved, done, time.perf_counter() - started, chosen)
+
+
+def _write_from(
+    dump: Dump, namespaces: list[str], importer: Importer, done: int, batch_size: int, bar: RowProgress
+) -> int:
+    """Write the dump's rows after the first ``done`` (in manifest order) into ``importer``."""
+    position = 0
+    moved = 0
+    vectors = dump.manifest.vectors
+    for entry in dump.manifest.files:
+        if entry.namespace not in namespaces:
+            continue
+        if position + entry.rows <= done:  # committed by an earlier run: not even read
+            position += entry.rows
+            continue
+        for batch in dump.file_batches(entry, batch_size=batch_size):
+            if position + batch.num_rows <= done:
+                position += batch.num_rows
+                continue
+            if position < done:
+                batch = batch.slice(done - position)
+                position = done
+            batch = check_batch(batch, dump.schema, vectors)  # NaN/inf even in a hand-made dump
+            position += batch.num_rows
+            importer.write(entry.namespace, batch, rows_done=position)
+            moved += batch.num_rows
+            bar.advance(batch.num_rows)
+    return moved
+
+
+def copy(
+    source: str,
+    target: str,
+    *,
+    if_exists: IfExists | str = IfExists.FAIL,
+    namespaces: list[str] | None = None,
+    model: EmbeddingModel | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool | None = None,
+) -> TransferResult:
+    """Store to store with no dump in between. Duplicate ids are caught as rows stream."""
+    started = time.perf_counter()
+    exporter = open_exporter(source)
+    importer: Importer | None = None
+    try:
+        desc = exporter.describe()
+        chosen = _choose_namespaces(list(desc.namespaces), namespaces)
+        template = desc.manifest_template()
+        if model is not None:
+            template.embedding_model = model
+        template.namespaces = []
+        importer = open_importer(target)
+        importer.prepare(template, if_exists=IfExists(if_exists))
+        schema = template.arrow_schema()
+        moved = 0
+        with RowProgress("copy", desc.total_rows, progress) as bar:
+            for namespace in chosen:
+                for batch in _checked(exporter, namespace, schema, template, batch_size):
+                    moved += batch.num_rows
+                    importer.write(namespace, batch, rows_done=moved)
+                    bar.advance(batch.num_rows)
+            importer.finish()
+        return TransferResult(moved, 0, time.perf_counter() - started, chosen)
+    finally:
+        exporter.close()
+        if importer is not None:
+            importer.close()
+
+
+def _checked(
+    exporter, namespace: str, schema: pa.Schema, template: Manifest, batch_size: int
+) -> Iterator[pa.RecordBatch]:
+    seen: list[pa.Array] = []
+    for part in exporter.slices(namespace):
+        for chunk in exporter.batches(part, batch_size=batch_size):
+            batch = check_batch(chunk.batch, schema, template.vectors)
+            seen.append(batch.column(ID))
+            check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
+            yield batch
+
+
+def _choose_namespaces(available: list[str], wanted: list[str] | None) -> list[str]:
+    if wanted is None:
+        return available
+    missing = [n for n in wanted if n not in available]
+    if missing:
+        raise InvalidDataError(f"no namespace {missing[0]!r} (available: {available})")
+    return wanted

@@ -1,0 +1,430 @@
+"""Writing dumps: a stream of Arrow record batches in, Parquet part files and a manifest out.
+
+Memory stays bounded by one row group per namespace being written, whatever the dump size. Each file's
+SHA-256 is computed while its bytes stream out. Several independent ``PartWriter``s (threads,
+processes, machines) can write into one dump; ``commit_manifest`` then makes the dump complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vecfmt.errors import DumpError, InvalidDataError
+from vecfmt.manifest import (
+    MANIFEST_NAME,
+    EmbeddingModel,
+    FileEntry,
+    Manifest,
+    Source,
+    VectorSpec,
+    manifest_json_schema,
+)
+from vecfmt.schema import (
+    DOCUMENT,
+    ID,
+    METADATA,
+    NAMED_VECTOR_PREFIX,
+    SPARSE_VALUES,
+    VALUES,
+    check_metric,
+    conform,
+    first_non_finite,
+    is_vector_type,
+    namespace_dir,
+    vectors_numpy,
+)
+from vecfmt.storage import HashingSink, Location, resolve
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ParquetOptions:
+    """How part files are encoded. The defaults are measured in spec/vecfmt-v1.md section 6."""
+
+    compression: str = "zstd"
+    compression_level: int | None = 1
+    byte_stream_split: bool = True  # for vector columns: floats compress only once their bytes are split
+    row_group_bytes: int = 64 * MiB  # of Arrow data; small store pages are buffered up to this
+    max_file_bytes: int = 512 * MiB  # of Arrow data; a part file is closed after reaching it
+    max_file_rows: int | None = None
+
+    def writer_kwargs(self, schema: pa.Schema) -> dict[str, Any]:
+        vector_columns = [f.name for f in schema if is_vector_type(f.type)]
+        kwargs: dict[str, Any] = {
+            "compression": self.compression,
+            "compression_level": self.compression_level if self.compression != "none" else None,
+            # Dictionary encoding and min/max statistics only pay off on the scalar columns.
+            "use_dictionary": [c for c in (METADATA, DOCUMENT) if c in schema.names],
+            "write_statistics": [ID],
+        }
+        if self.byte_stream_split and vector_columns:
+            kwargs["use_byte_stream_split"] = [f"{c}.list.element" for c in vector_columns]
+        return kwargs
+
+
+class PartWriter:
+    """Writes the rows of one namespace into ``<root>/<namespace dir>/<prefix>-NNNNN.parquet`` files.
+
+    Batches must already have the dump's schema (see ``DumpWriter``, which checks them). ``close``
+    returns the finished files' entries for the manifest."""
+
+    def __init__(
+        self,
+        location: Location,
+        namespace: str,
+        schema: pa.Schema,
+        options: ParquetOptions | None = None,
+        prefix: str = "part",
+    ) -> None:
+        self.location = location
+        self.namespace = namespace
+        self.schema = schema
+        self.options = options or ParquetOptions()
+        self.prefix = prefix
+        self.files: list[FileEntry] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._pending_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._sink: HashingSink | None = None
+        self._path = ""
+        self._file_rows = 0
+        self._file_arrow_bytes = 0
+        self._kwargs = self.options.writer_kwargs(schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Buffer rows into row groups of about ``row_group_bytes``: big batches are sliced (zero-copy),
+        small store pages are gathered, so row groups do not mirror how the source paged its rows."""
+        if batch.num_rows == 0:
+            return
+        row_bytes = max(1, batch.nbytes // batch.num_rows)
+        offset = 0
+        while offset < batch.num_rows:
+            room = -(-(self.options.row_group_bytes - self._pending_bytes) // row_bytes)
+            if self.options.max_file_rows is not None:
+                room = min(room, self.options.max_file_rows - self._file_rows - self._pending_rows)
+            piece = batch.slice(offset, max(1, room))
+            offset += piece.num_rows
+            self._pending.append(piece)
+            self._pending_rows += piece.num_rows
+            self._pending_bytes += piece.num_rows * row_bytes
+            if piece.num_rows >= room:
+                self._flush_row_group()
+
+    def close(self) -> list[FileEntry]:
+        self._flush_row_group()
+        self._close_file()
+        return self.files
+
+    def abort(self) -> None:
+        """Close and remove every file this writer made."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+                self._sink.close()  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - already failing; the files are removed below
+                pass
+            self.files.append(FileEntry(self._path, self.namespace, 0, 0, ""))
+            self._writer = None
+        for entry in self.files:
+            try:
+                self.location.delete(entry.path)
+            except OSError:
+                pass
+        self.files = []
+
+    def _flush_row_group(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._pending, self._pending_bytes, self._pending_rows = [], 0, 0
+        if self._writer is None:
+            self._open_file()
+        assert self._writer is not None
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._file_rows += table.num_rows
+        self._file_arrow_bytes += table.get_total_buffer_size()
+        limit_rows = self.options.max_file_rows
+        if self._file_arrow_bytes >= self.options.max_file_bytes or (
+            limit_rows is not None and self._file_rows >= limit_rows
+        ):
+            self._close_file()
+
+    def _open_file(self) -> None:
+        folder = namespace_dir(self.namespace)
+        self._path = f"{folder}/{self.prefix}-{len(self.files):05d}.parquet"
+        self.location.makedirs(folder)
+        out = self.location.fs.open_output_stream(self.location.path(self._path))
+        self._sink = HashingSink(out)
+        self._writer = pq.ParquetWriter(self._sink, self.schema, **self._kwargs)
+        self._file_rows = 0
+        self._file_arrow_bytes = 0
+
+    def _close_file(self) -> None:
+        if self._writer is None or self._sink is None:
+            return
+        self._writer.close()
+        self._sink.close()
+        self.files.append(
+            FileEntry(self._path, self.namespace, self._file_rows, self._sink.bytes, self._sink.hexdigest())
+        )
+        self._writer = None
+        self._sink = None
+
+
+@dataclass
+class _Namespace:
+    part: PartWriter
+    ids: list[pa.Array] = field(default_factory=list)
+    rows: int = 0
+
+
+class DumpWriter:
+    """Writes a whole dump: one or more namespaces, then the manifest, last and atomically.
+
+    Use as a context manager; the manifest is written on a clean exit and nothing is when an error
+    escapes (the part files written so far are removed). Every batch is checked on the way in:
+    vector dimensions, NaN/inf, null ids, and at the end duplicate ids within each namespace."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        vectors: list[VectorSpec] | None = None,
+        metric: str = "cosine",
+        model: EmbeddingModel | None = None,
+        source: Source | None = None,
+        sparse_values: bool | None = None,
+        document: bool | None = None,
+        extra: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        options: ParquetOptions | None = None,
+        check_ids: bool = True,
+    ) -> None:
+        self.location = resolve(uri)
+        self.metric = check_metric(metric)
+        self.options = options or ParquetOptions()
+        self.check_ids = check_ids
+        self._template = Manifest(
+            vectors=list(vectors) if vectors else [],
+            embedding_model=model,
+            source=source,
+            sparse_values=bool(sparse_values),
+            document=bool(document),
+            extra=dict(extra or {}),
+        )
+        self._explicit_columns = vectors is not None, sparse_values is not None, document is not None
+        self._schema: pa.Schema | None = None
+        self._namespaces: dict[str, _Namespace] = {}
+        self.manifest: Manifest | None = None
+        prepare_location(self.location, overwrite)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(ns.rows for ns in self._namespaces.values())
+
+    def write(
+        self, data: pa.RecordBatch | pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch],
+        namespace: str = "",
+    ) -> None:
+        for batch in _batches(data):
+            self.write_batch(batch, namespace)
+
+    def write_batch(self, batch: pa.RecordBatch, namespace: str = "") -> None:
+        if self._schema is None:
+            self._schema = self._settle_schema(batch)
+        batch = check_batch(batch, self._schema, self._template.vectors)
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            part = PartWriter(self.location, namespace, self._schema, self.options)
+            ns = self._namespaces[namespace] = _Namespace(part)
+        if self.check_ids:
+            ns.ids.append(batch.column(ID))
+        ns.part.write(batch)
+        ns.rows += batch.num_rows
+
+    def close(self) -> Manifest:
+        """Finish every part file, check ids, and commit the manifest."""
+        if self.manifest is not None:
+            return self.manifest
+        files: list[FileEntry] = []
+        for namespace, ns in self._namespaces.items():
+            if self.check_ids:
+                check_unique_ids(pa.chunked_array(ns.ids, pa.string()), namespace)
+                ns.ids = []
+            files.extend(ns.part.close())
+        if self._schema is None:  # nothing written: an empty dump still has its vector definitions
+            self._template.vectors = self._template.vectors or []
+        self.manifest = commit_manifest(self.location, self._template, files, check_files=False)
+        return self.manifest
+
+    def abort(self) -> None:
+        for ns in self._namespaces.values():
+            ns.part.abort()
+
+    def __enter__(self) -> DumpWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
+    def _settle_schema(self, batch: pa.RecordBatch) -> pa.Schema:
+        """Fix the dump's columns from the first batch, unless they were given explicitly."""
+        t = self._template
+        given_vectors, given_sparse, given_document = self._explicit_columns
+        if not given_vectors:
+            t.vectors = infer_vectors(batch.schema, self.metric)
+        if not given_sparse:
+            t.sparse_values = SPARSE_VALUES in batch.schema.names
+        if not given_document:
+            t.document = DOCUMENT in batch.schema.names
+        if ID not in batch.schema.names:
+            raise InvalidDataError("the data has no 'id' column")
+        return t.arrow_schema()
+
+
+def infer_vectors(schema: pa.Schema, metric: str) -> list[VectorSpec]:
+    """Vector definitions from column names: ``values`` is the primary vector, ``values_NAME`` others."""
+    specs = []
+    for f in schema:
+        if f.name != VALUES and not f.name.startswith(NAMED_VECTOR_PREFIX):
+            continue
+        t = f.type
+        if pa.types.is_fixed_size_list(t):
+            dimension = t.list_size
+        else:
+            raise InvalidDataError(
+                f"column {f.name!r} must be fixed_size_list<float32>[dim] to infer its dimension "
+                f"(it is {t}); pass vectors=[VectorSpec(...)] to cast a variable-length list"
+            )
+        name = "default" if f.name == VALUES else f.name[len(NAMED_VECTOR_PREFIX):]
+        specs.append(VectorSpec(name=name, column=f.name, dimension=dimension, metric=metric))
+    specs.sort(key=lambda s: s.column != VALUES)
+    if not specs and SPARSE_VALUES not in schema.names:
+        raise InvalidDataError("the data has neither a 'values' vector column nor 'sparse_values'")
+    return specs
+
+
+def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSpec]) -> pa.RecordBatch:
+    """Conform a batch to the dump schema and reject what the format forbids."""
+    batch = conform(batch, schema)
+    ids = batch.column(ID)
+    if ids.null_count:
+        raise InvalidDataError(f"id is null in row {pc.index(pc.is_null(ids), True).as_py()} of a batch")
+    for spec in vectors:
+        column = batch.column(spec.column)
+        if spec.column == VALUES and column.null_count:
+            row = pc.index(pc.is_null(column), True).as_py()
+            raise InvalidDataError(f"vector {spec.name!r} is null for id {ids[row].as_py()!r}")
+        row = first_non_finite(vectors_numpy(column.fill_null(0.0) if column.null_count else column))
+        if row is not None:
+            raise InvalidDataError(f"vector {spec.name!r} holds NaN or inf for id {ids[row].as_py()!r}")
+    return batch
+
+
+def check_unique_ids(ids: pa.ChunkedArray | pa.Array, namespace: str) -> None:
+    if len(ids) == 0 or pc.count_distinct(ids).as_py() == len(ids):
+        return
+    counts = pc.value_counts(ids)
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    shown = ", ".join(repr(v) for v in dupes.slice(0, 3).to_pylist())
+    more = f" and {len(dupes) - 3} more" if len(dupes) > 3 else ""
+    raise InvalidDataError(f"duplicate ids in namespace {namespace!r}: {shown}{more}")
+
+
+def prepare_location(location: Location, overwrite: bool) -> None:
+    """Refuse to write over an existing dump (or the leftovers of an interrupted one) unless asked to;
+    when asked, first remove the old manifest so the old dump is never mistaken for the new one."""
+    existing = location.listdir()
+    if existing and not overwrite:
+        what = "a dump" if MANIFEST_NAME in existing else "files but no manifest (an interrupted write?)"
+        raise DumpError(f"{location.uri} already holds {what}; pass overwrite to replace it")
+    if existing:
+        if MANIFEST_NAME in existing:
+            location.delete(MANIFEST_NAME)
+        for relative in existing:
+            if relative != MANIFEST_NAME:
+                location.delete(relative)
+    location.makedirs()
+
+
+def commit_manifest(
+    location: Location | str,
+    template: Manifest,
+    files: list[FileEntry],
+    *,
+    check_files: bool = True,
+    check_ids: bool = False,
+) -> Manifest:
+    """Make a dump complete: write ``manifest.json`` listing ``files`` (from one or many PartWriters).
+
+    With ``check_files`` each file's size is confirmed first (cheap); with ``check_ids`` the id columns
+    are read back to prove ids unique per namespace across all parts."""
+    if isinstance(location, str):
+        location = resolve(location)
+    paths = [f.path for f in files]
+    if len(set(paths)) != len(paths):
+        raise DumpError("two part writers produced the same file name; give each a distinct prefix")
+    if check_files:
+        for f in files:
+            size = location.size(f.path)
+            if size != f.bytes:
+                raise DumpError(f"part file {f.path} is missing or its size differs from its writer's report")
+    manifest = template.with_files(files)
+    if check_ids:
+        for namespace in manifest.namespace_names():
+            ids = [
+                pq.read_table(location.path(f.path), columns=[ID], filesystem=location.fs).column(ID)
+                for f in manifest.files_of(namespace)
+            ]
+            check_unique_ids(pa.chunked_array([c for col in ids for c in col.chunks], pa.string()), namespace)
+    jsonschema.validate(manifest.to_dict(), manifest_json_schema())
+    location.write_atomic(MANIFEST_NAME, manifest.to_json().encode())
+    return manifest
+
+
+def write_dump(
+    uri: str,
+    data: pa.Table | pa.RecordBatch | pa.RecordBatchReader | Iterable[pa.RecordBatch],
+    *,
+    namespace: str = "",
+    metric: str = "cosine",
+    model: EmbeddingModel | None = None,
+    source: Source | None = None,
+    vectors: list[VectorSpec] | None = None,
+    overwrite: bool = False,
+    options: ParquetOptions | None = None,
+) -> Manifest:
+    """Write ``data`` (one namespace) as a complete dump at ``uri`` and return its manifest."""
+    with DumpWriter(
+        uri, metric=metric, model=model, source=source, vectors=vectors, overwrite=overwrite, options=options
+    ) as writer:
+        writer.write(data, namespace)
+    assert writer.manifest is not None
+    return writer.manifest
+
+
+def _batches(
+    data: pa.RecordBatch | pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch],
+) -> Iterator[pa.RecordBatch]:
+    if isinstance(data, pa.RecordBatch):
+        yield data
+    elif isinstance(data, pa.Table):
+        yield from data.to_batches()
+    else:
+        yield from data
