@@ -22,7 +22,7 @@ as_pg() { (cd / && runuser -u postgres -- "$@"); }
 [ "$(id -u)" -eq 0 ] || { log "must run as root"; exit 1; }
 
 # --- packages ---------------------------------------------------------------
-packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR build-essential dpkg-dev)
+packages=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" build-essential dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
@@ -40,6 +40,7 @@ fi
 # Prints "URI SIGNED_BY" of the machine's own Debian mirror for its suite.
 debian_mirror() {
   local suite f
+  # shellcheck disable=SC1091
   suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
@@ -100,7 +101,7 @@ chown postgres:postgres "$BASE"
 if [ ! -f "$DATA/PG_VERSION" ]; then
   log "initdb $DATA"
   as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres -E UTF8 --locale=C \
-    --auth-local=peer --auth-host=scram-sha-256 >&2
+    --auth-local=peer --auth-host=scram-sha-256 --no-sync >&2
   echo "include 'vecfmt.conf'" >>"$DATA/postgresql.conf"
 fi
 cat >"$DATA/vecfmt.conf" <<CONF

@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError  # noqa: E402
-from vecfmt.manifest import (  # noqa: E402
+from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError
+from vecfmt.manifest import (
     EmbeddingModel,
     FileEntry,
     Manifest,
@@ -11,8 +11,8 @@ from vecfmt.manifest import (  # noqa: E402
     Source,
     VectorSpec,
 )
-from vecfmt.reader import Dump, open_dump  # noqa: E402
-from vecfmt.writer import DumpWriter, ParquetOptions, PartWriter, commit_manifest, write_dump  # noqa: E402
+from vecfmt.reader import Dump, open_dump
+from vecfmt.writer import DumpWriter, ParquetOptions, PartWriter, commit_manifest, write_dump
 
 __all__ = [
     "Dump",

@@ -227,7 +227,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - a user sees one line; VECFMT_DEBUG=1 shows the traceback
+    except Exception as exc:
         if os.environ.get("VECFMT_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]

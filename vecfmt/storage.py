@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 
 from vecfmt.errors import DumpError
 
+OBJECT_STORES = ("s3", "gcs", "abfs")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -72,6 +73,8 @@ class Location:
         }
 
     def makedirs(self, relative: str = "") -> None:
+        if self.fs.type_name in OBJECT_STORES:
+            return  # folders are implicit there; marker objects would only clutter the dump
         self.fs.create_dir(self.path(relative) if relative else self.root, recursive=True)
 
     def write_atomic(self, relative: str, data: bytes) -> None:
@@ -99,6 +102,9 @@ def resolve(uri: str) -> Location:
     if not _SCHEME.match(uri):
         root = os.path.abspath(os.path.expanduser(uri))
         return Location(pafs.LocalFileSystem(), root.rstrip("/") or "/", shown)
+    if uri.startswith("s3://") and "allow_delayed_open" not in uri:
+        # small objects (the manifest) then go up in one PUT instead of a three-request multipart upload
+        uri += ("&" if "?" in uri else "?") + "allow_delayed_open=true"
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:

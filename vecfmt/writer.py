@@ -7,6 +7,7 @@ processes, machines) can write into one dump; ``commit_manifest`` then makes the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,15 +131,13 @@ class PartWriter:
             try:
                 self._writer.close()
                 self._sink.close()  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - already failing; the files are removed below
+            except Exception:
                 pass
             self.files.append(FileEntry(self._path, self.namespace, 0, 0, ""))
             self._writer = None
         for entry in self.files:
-            try:
+            with contextlib.suppress(OSError):
                 self.location.delete(entry.path)
-            except OSError:
-                pass
         self.files = []
 
     def _flush_row_group(self) -> None:
@@ -165,8 +164,6 @@ class PartWriter:
         out = self.location.fs.open_output_stream(self.location.path(self._path))
         self._sink = HashingSink(out)
         self._writer = pq.ParquetWriter(self._sink, self.schema, **self._kwargs)
-        self._file_rows = 0
-        self._file_arrow_bytes = 0
 
     def _close_file(self) -> None:
         if self._writer is None or self._sink is None:
@@ -178,6 +175,8 @@ class PartWriter:
         )
         self._writer = None
         self._sink = None
+        self._file_rows = 0
+        self._file_arrow_bytes = 0
 
 
 @dataclass

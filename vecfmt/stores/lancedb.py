@@ -19,7 +19,6 @@ foreign tables that are not vectors are folded into the JSON metadata.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +36,7 @@ from vecfmt.schema import (
     VALUES,
     check_metric,
     is_vector_type,
+    same_type,
     vector_column,
 )
 from vecfmt.stores.base import Chunk, Description, IfExists, Slice, StoreURI, require_sdk
@@ -50,13 +50,12 @@ DISTANCE_TYPES = {"cosine": "cosine", "dot": "dot", "euclidean": "l2", "hamming"
 
 
 def _connect(uri: StoreURI) -> Any:
-    os.environ.setdefault("LANCE_LOG", "error")  # Lance logs a WARN line for every table it creates
     lancedb = require_sdk("lancedb", SCHEME)
     if not uri.location:
         raise StoreError(f"{uri} names no database folder (lancedb://PATH?table=NAME)")
     try:
         return lancedb.connect(uri.location)
-    except Exception as exc:  # noqa: BLE001 - LanceDB raises many types; the user gets one line
+    except Exception as exc:
         raise StoreError(f"cannot open LanceDB database {uri.location}: {_line(exc)}") from None
 
 
@@ -209,8 +208,10 @@ class LanceDBImporter:
         meta = {"import_of": identity, **_definitions(manifest, self.renames)}
         schema = schema.with_metadata({SCHEMA_KEY: json.dumps(meta).encode()})
         try:
-            self.table = self.db.create_table(self.name, schema=schema, mode="overwrite")
-        except Exception as exc:  # noqa: BLE001
+            if exists:  # replace
+                self.db.drop_table(self.name)
+            self.table = self.db.create_table(self.name, schema=schema)
+        except Exception as exc:
             raise StoreError(f"cannot create LanceDB table {self.name!r}: {_line(exc)}") from None
         return 0
 
@@ -281,10 +282,10 @@ def _check_compatible(existing: pa.Schema, wanted: pa.Schema, name: str) -> None
         if index < 0:
             raise StoreError(f"LanceDB table {name!r} has no column {field.name!r}")
         have = existing.field(index).type
-        if is_vector_type(field.type) and have != field.type:
-            raise StoreError(
-                f"LanceDB table {name!r} column {field.name!r} is {have}, the dump needs {field.type}"
-            )
+        if is_vector_type(field.type) and not same_type(have, field.type):
+            size = have.list_size if pa.types.is_fixed_size_list(have) else have
+            raise StoreError(f"LanceDB table {name!r} column {field.name!r} has {size} dimensions, "
+                             f"the dump has {field.type.list_size}")
 
 
 def _as_string(ids: pa.Array) -> pa.Array:

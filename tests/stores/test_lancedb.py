@@ -1,0 +1,163 @@
+"""LanceDB, embedded and real: dump -> LanceDB -> dump is bit-identical."""
+
+import json
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import vecfmt
+from tests.helpers import make_table
+from vecfmt import transfer
+from vecfmt.errors import StoreError
+from vecfmt.schema import vectors_array
+
+
+def lance(tmp_path, table="items", extra=""):
+    return f"lancedb://{tmp_path}/db?table={table}{extra}"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"dim": 1},
+    {"dim": 384, "document": True},
+    {"dim": 8, "sparse": True},
+    {"dim": 8, "named": {"title": 4, "image": 3}},
+])
+def test_dump_to_lancedb_and_back_is_bit_identical(tmp_path, identical, kwargs):
+    table = make_table(700, **kwargs)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    vecfmt.write_dump(a, table, metric="dot", model=vecfmt.EmbeddingModel("m", "p", kwargs["dim"]))
+    result = transfer.import_dump(a, lance(tmp_path), batch_size=100)
+    assert result.rows == 700
+    manifest = transfer.export(lance(tmp_path), b, batch_size=128)
+    original = vecfmt.open_dump(a).manifest
+    assert manifest.vectors == original.vectors
+    assert manifest.embedding_model == original.embedding_model
+    assert manifest.source == vecfmt.Source("lancedb", "items")
+    identical(vecfmt.open_dump(b).table(""), vecfmt.open_dump(a).table(""))
+
+
+def test_namespaces_and_unicode_ids_round_trip(tmp_path, identical):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    first = make_table(50, 4, prefix="ünï-")
+    second = make_table(30, 4, prefix="日本-", seed=2)
+    with vecfmt.DumpWriter(a) as w:
+        w.write(first, namespace="")
+        w.write(second, namespace="it's/a tenant")
+    transfer.import_dump(a, lance(tmp_path))
+    transfer.export(lance(tmp_path), b)
+    dump = vecfmt.open_dump(b)
+    assert dump.namespaces == ["", "it's/a tenant"]
+    identical(dump.table(""), first)
+    identical(dump.table("it's/a tenant"), second)
+
+
+def test_if_exists_modes(tmp_path):
+    a = str(tmp_path / "a")
+    vecfmt.write_dump(a, make_table(100, 4))
+    target = lance(tmp_path)
+    transfer.import_dump(a, target)
+    with pytest.raises(StoreError, match="already exists"):
+        transfer.import_dump(a, target)
+    transfer.import_dump(a, target, if_exists="append")
+    assert _count(tmp_path) == 200
+    transfer.import_dump(a, target, if_exists="replace")
+    assert _count(tmp_path) == 100
+    changed = make_table(120, 4, seed=9)  # 100 old ids with new vectors + 20 new ids
+    vecfmt.write_dump(str(tmp_path / "c"), changed)
+    transfer.import_dump(str(tmp_path / "c"), target, if_exists="upsert")
+    assert _count(tmp_path) == 120
+    transfer.export(target, str(tmp_path / "back"))
+    back = vecfmt.open_dump(str(tmp_path / "back")).table("").sort_by("id")
+    np.testing.assert_array_equal(
+        back.column("values").combine_chunks().values.to_numpy(),
+        changed.sort_by("id").column("values").combine_chunks().values.to_numpy(),
+    )
+
+
+def test_append_refuses_other_dimensions(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(10, 4))
+    vecfmt.write_dump(str(tmp_path / "b"), make_table(10, 5))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    with pytest.raises(StoreError, match="column 'vector' has 4 dimensions, the dump has 5"):
+        transfer.import_dump(str(tmp_path / "b"), lance(tmp_path), if_exists="append")
+
+
+def test_interrupted_import_resumes_without_duplicates_or_losses(tmp_path, identical):
+    a = str(tmp_path / "a")
+    table = make_table(1000, 8)
+    vecfmt.write_dump(a, table, options=vecfmt.ParquetOptions(max_file_rows=300))
+    importer_cls = vecfmt.stores.lancedb.LanceDBImporter
+    original_write = importer_cls.write
+    calls = {"n": 0}
+
+    def failing_write(self, namespace, batch, *, rows_done):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # as if the process were stopped mid-import
+        original_write(self, namespace, batch, rows_done=rows_done)
+
+    importer_cls.write = failing_write
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            transfer.import_dump(a, lance(tmp_path), batch_size=100)
+    finally:
+        importer_cls.write = original_write
+    assert _count(tmp_path) == 400
+    result = transfer.import_dump(a, lance(tmp_path), resume=True, batch_size=100)
+    assert (result.rows_skipped, result.rows) == (400, 600)
+    transfer.export(lance(tmp_path), str(tmp_path / "b"))
+    identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
+
+
+def test_resume_refuses_a_table_of_another_dump(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(10, 4))
+    vecfmt.write_dump(str(tmp_path / "b"), make_table(10, 4, seed=3))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    with pytest.raises(StoreError, match="not started by an import of this dump"):
+        transfer.import_dump(str(tmp_path / "b"), lance(tmp_path), resume=True)
+
+
+def test_foreign_table_columns_fold_into_metadata(tmp_path):
+    db = lancedb.connect(str(tmp_path / "db"))
+    matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
+    db.create_table("docs", pa.table({
+        "id": pa.array([10, 11, 12], pa.int64()),
+        "vector": vectors_array(matrix),
+        "title": ["a", "b", None],
+        "page": [1, 2, 3],
+    }))
+    manifest = transfer.export(lance(tmp_path, "docs", "&metric=euclidean"), str(tmp_path / "out"))
+    assert manifest.vectors[0].metric == "euclidean"
+    assert manifest.extra == {"lancedb": {"folded_columns": {"title": "string", "page": "int64"}}}
+    rows = vecfmt.open_dump(str(tmp_path / "out")).table("")
+    assert rows.column("id").to_pylist() == ["10", "11", "12"]
+    assert [json.loads(m) for m in rows.column("metadata").to_pylist()] == [
+        {"title": "a", "page": 1}, {"title": "b", "page": 2}, {"page": 3}]
+    np.testing.assert_array_equal(rows.column("values").combine_chunks().values.to_numpy(), matrix.ravel())
+
+
+def test_search_finds_the_nearest(tmp_path):
+    table = make_table(200, 16)
+    vecfmt.write_dump(str(tmp_path / "a"), table, metric="euclidean")
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    importer = vecfmt.stores.lancedb.LanceDBImporter(vecfmt.stores.base.StoreURI.parse(lance(tmp_path)))
+    importer.prepare(vecfmt.open_dump(str(tmp_path / "a")).manifest, if_exists="append")
+    query = table.column("values").combine_chunks().values.to_numpy().reshape(200, 16)[77]
+    [(ident, distance)] = importer.search(query, 1)
+    assert ident == "id-77" and distance == pytest.approx(0.0, abs=1e-6)
+
+
+def test_copy_lancedb_to_lancedb(tmp_path, identical):
+    table = make_table(300, 8, document=True)
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path, "src"))
+    result = transfer.copy(lance(tmp_path, "src"), lance(tmp_path, "dst"))
+    assert result.rows == 300
+    transfer.export(lance(tmp_path, "dst"), str(tmp_path / "b"))
+    identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
+
+
+def _count(tmp_path, table="items") -> int:
+    return lancedb.connect(str(tmp_path / "db")).open_table(table).count_rows()

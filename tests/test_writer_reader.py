@@ -1,0 +1,237 @@
+import hashlib
+import json
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import vecfmt
+from tests.helpers import make_table, write_raw_dump
+from vecfmt.errors import DumpError, InvalidDataError
+from vecfmt.schema import vectors_array
+from vecfmt.storage import resolve
+from vecfmt.writer import ParquetOptions, PartWriter, commit_manifest
+
+
+def test_round_trip_is_bit_identical_with_every_column(tmp_path, identical):
+    table = make_table(1000, 16, document=True, sparse=True, named={"title": 5})
+    vecfmt.write_dump(str(tmp_path / "d"), table)
+    dump = vecfmt.open_dump(str(tmp_path / "d"))
+    back = dump.table("")
+    identical(back, table.select(back.column_names))
+    assert dump.manifest.vectors[1].name == "title" and dump.manifest.vectors[1].column == "values_title"
+
+
+def test_special_floats_survive_bit_for_bit(tmp_path, identical):
+    tiny = np.float32(1e-45)  # a denormal
+    matrix = np.array([[0.0, -0.0, tiny, np.finfo(np.float32).max]], np.float32)
+    table = pa.table({"id": ["a"], "values": vectors_array(matrix), "metadata": pa.nulls(1, pa.string())})
+    vecfmt.write_dump(str(tmp_path / "d"), table)
+    back = vecfmt.open_dump(str(tmp_path / "d")).table()
+    assert back.column("values").combine_chunks().values.to_numpy().view(np.uint32).tolist() == \
+        matrix.view(np.uint32).ravel().tolist()
+
+
+def test_files_roll_and_row_groups_gather_small_batches(tmp_path, identical):
+    table = make_table(5000, 8)
+    options = ParquetOptions(row_group_bytes=40_000, max_file_rows=1800)
+    with vecfmt.DumpWriter(str(tmp_path / "d"), options=options) as writer:
+        for batch in table.to_batches(max_chunksize=37):  # a store paging 37 rows at a time
+            writer.write_batch(batch)
+    files = writer.manifest.files
+    assert [f.rows for f in files] == [1800, 1800, 1400]
+    for f in files:
+        meta = pq.ParquetFile(tmp_path / "d" / f.path).metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert min(sizes[:-1] or [999]) > 300, sizes  # not one row group per 37-row batch
+    identical(vecfmt.open_dump(str(tmp_path / "d")).table(), table)
+
+
+def test_checksums_are_the_files_sha256(tmp_path):
+    manifest = vecfmt.write_dump(str(tmp_path / "d"), make_table(3000, 8),
+                                 options=ParquetOptions(max_file_rows=1000))
+    assert len(manifest.files) == 3
+    for f in manifest.files:
+        data = (tmp_path / "d" / f.path).read_bytes()
+        assert f.sha256 == hashlib.sha256(data).hexdigest() and f.bytes == len(data)
+
+
+def test_namespaces_go_to_their_own_folders(tmp_path):
+    with vecfmt.DumpWriter(str(tmp_path / "d")) as writer:
+        writer.write(make_table(10, 4, prefix="a-"), namespace="")
+        writer.write(make_table(20, 4, prefix="b-"), namespace="tenant/7")
+    folders = sorted(p.name for p in (tmp_path / "d").iterdir() if p.is_dir())
+    assert folders == ["__default__", "tenant%2F7"]
+    dump = vecfmt.open_dump(str(tmp_path / "d"))
+    assert dump.namespaces == ["", "tenant/7"]
+    assert dump.table("tenant/7").num_rows == 20
+    assert [ns for ns, _ in dump.scan()] == ["", "tenant/7"]
+
+
+def test_reader_hands_out_vectors_without_copying(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(100, 8))
+    dump = vecfmt.open_dump(str(tmp_path / "d"))
+    batch = next(dump.batches(""))
+    matrix = dump.vectors(batch)
+    assert matrix.shape == (100, 8) and matrix.dtype == np.float32
+    buffer = batch.column("values").values.buffers()[1]
+    assert matrix.__array_interface__["data"][0] == buffer.address
+
+
+def test_dataset_for_users(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(100, 8))
+    ds = vecfmt.open_dump(str(tmp_path / "d")).dataset()
+    assert ds.count_rows() == 100
+    assert ds.to_table(columns=["id"]).column("id")[0].as_py() == "id-0"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda m: m.__setitem__(0, np.nan), "NaN or inf"),
+    (lambda m: m.__setitem__(0, np.inf), "NaN or inf"),
+])
+def test_writer_refuses_non_finite_vectors(tmp_path, mutate, message):
+    table = make_table(10, 4)
+    matrix = table.column("values").combine_chunks().values.to_numpy().reshape(10, 4).copy()
+    mutate(matrix[7])
+    table = table.set_column(1, "values", vectors_array(matrix))
+    with pytest.raises(InvalidDataError, match=f"{message} for id 'id-7'"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+    assert list((tmp_path / "d").rglob("*.parquet")) == []  # nothing half-written is left
+
+
+def test_writer_refuses_duplicate_ids_and_leaves_no_dump(tmp_path):
+    table = pa.concat_tables([make_table(10, 4), make_table(3, 4)])
+    with pytest.raises(InvalidDataError, match="duplicate ids in namespace '': 'id-0', 'id-1', 'id-2'"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_same_id_in_two_namespaces_is_fine(tmp_path):
+    with vecfmt.DumpWriter(str(tmp_path / "d")) as writer:
+        writer.write(make_table(5, 4), namespace="a")
+        writer.write(make_table(5, 4), namespace="b")
+    assert writer.manifest.total_rows == 10
+
+
+def test_writer_refuses_null_ids(tmp_path):
+    table = make_table(3, 4)
+    table = table.set_column(0, "id", pa.array(["a", None, "c"]))
+    with pytest.raises(InvalidDataError, match="id is null in row 1"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)
+
+
+def test_writer_refuses_to_overwrite_unless_asked(tmp_path):
+    uri = str(tmp_path / "d")
+    vecfmt.write_dump(uri, make_table(5, 4))
+    with pytest.raises(DumpError, match="already holds a dump"):
+        vecfmt.write_dump(uri, make_table(6, 4))
+    manifest = vecfmt.write_dump(uri, make_table(6, 4, prefix="new-"), overwrite=True)
+    assert manifest.total_rows == 6
+    assert vecfmt.open_dump(uri).table().column("id")[0].as_py() == "new-0"
+
+
+def test_leftovers_of_an_interrupted_write_are_not_a_dump(tmp_path):
+    uri = str(tmp_path / "d")
+    vecfmt.write_dump(uri, make_table(5, 4))
+    (tmp_path / "d" / "manifest.json").unlink()
+    with pytest.raises(DumpError, match=r"has no manifest\.json: not a complete vecfmt dump"):
+        vecfmt.open_dump(uri)
+    with pytest.raises(DumpError, match="files but no manifest"):
+        vecfmt.write_dump(uri, make_table(5, 4))
+
+
+def test_an_error_mid_stream_leaves_no_manifest(tmp_path):
+    uri = str(tmp_path / "d")
+
+    def batches():
+        yield from make_table(100, 4).to_batches(max_chunksize=10)
+        raise RuntimeError("source went away")
+
+    with pytest.raises(RuntimeError, match="source went away"), vecfmt.DumpWriter(uri) as writer:
+        writer.write(batches())
+    assert [p for p in (tmp_path / "d").rglob("*") if p.is_file()] == []
+
+
+def test_parallel_part_writers_commit_one_dump(tmp_path, identical):
+    """The shape of a distributed export: independent writers, then one commit of their results."""
+    uri = str(tmp_path / "d")
+    location = resolve(uri)
+    location.makedirs()
+    schema = vecfmt.Manifest(vectors=[vecfmt.VectorSpec("default", "values", 8, "cosine")]).arrow_schema()
+    tables = [make_table(500, 8, seed=s, prefix=f"w{s}-") for s in range(4)]
+    results: dict[int, list] = {}
+
+    def work(slot: int) -> None:
+        part = PartWriter(location, "", schema, prefix=f"part-w{slot}")
+        for batch in tables[slot].cast(schema).to_batches(max_chunksize=100):
+            part.write(batch)
+        results[slot] = part.close()
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    template = vecfmt.Manifest(vectors=[vecfmt.VectorSpec("default", "values", 8, "cosine")])
+    files = [f for s in range(4) for f in results[s]]
+    manifest = commit_manifest(location, template, files, check_ids=True)
+    assert manifest.total_rows == 2000
+    identical(vecfmt.open_dump(uri).table(), pa.concat_tables(tables).cast(schema))
+
+
+def test_commit_with_check_ids_catches_duplicates_across_parts(tmp_path):
+    location = resolve(str(tmp_path / "d"))
+    location.makedirs()
+    template = vecfmt.Manifest(vectors=[vecfmt.VectorSpec("default", "values", 4, "cosine")])
+    files = []
+    for slot in range(2):
+        part = PartWriter(location, "", template.arrow_schema(), prefix=f"part-w{slot}")
+        for batch in make_table(5, 4).cast(template.arrow_schema()).to_batches():
+            part.write(batch)
+        files.extend(part.close())
+    with pytest.raises(InvalidDataError, match="duplicate ids"):
+        commit_manifest(location, template, files, check_ids=True)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_reader_catches_a_flipped_byte_before_handing_out_rows(tmp_path):
+    uri = str(tmp_path / "d")
+    manifest = vecfmt.write_dump(uri, make_table(200, 8))
+    path = tmp_path / "d" / manifest.files[0].path
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    dump = vecfmt.open_dump(uri)  # sizes still match
+    with pytest.raises(DumpError, match="SHA-256 differs"):
+        next(dump.batches(""))
+
+
+def test_reader_catches_truncation_when_opening(tmp_path):
+    uri = str(tmp_path / "d")
+    manifest = vecfmt.write_dump(uri, make_table(200, 8))
+    path = tmp_path / "d" / manifest.files[0].path
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DumpError, match="truncated or altered"):
+        vecfmt.open_dump(uri)
+
+
+def test_reader_catches_a_dimension_mismatch_between_manifest_and_file(tmp_path):
+    uri = str(tmp_path / "d")
+    vecfmt.write_dump(uri, make_table(20, 8))
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    m["vectors"][0]["dimension"] = 9
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DumpError, match="column 'values' is fixed_size_list<element: float>\\[8\\]"):
+        next(vecfmt.open_dump(uri).batches(""))
+
+
+def test_raw_dumps_with_bad_rows_are_readable_but_import_refuses_them(tmp_path):
+    table = make_table(10, 4)
+    matrix = table.column("values").combine_chunks().values.to_numpy().reshape(10, 4).copy()
+    matrix[2, 1] = np.nan
+    write_raw_dump(str(tmp_path / "d"), {"": table.set_column(1, "values", vectors_array(matrix))})
+    rows = vecfmt.open_dump(str(tmp_path / "d")).table()
+    assert np.isnan(rows.column("values").combine_chunks().values.to_numpy()[9])
