@@ -44,9 +44,7 @@ TINY_ROWS: list[tuple[str, list[float], dict[str, Any] | None, str]] = [
     ("oak", [0.0, 0.0, 1.0, 2.0], None, "An old oak tree on a hill."),
 ]
 
-MINILM_MODEL = EmbeddingModel(
-    name=corpus.MODEL_NAME, provider=corpus.MODEL_PROVIDER, dimension=corpus.DIMENSION
-)
+MINILM_MODEL = EmbeddingModel(name=corpus.MODEL_NAME, provider=corpus.MODEL_PROVIDER, dimension=corpus.DIMENSION)
 NAMESPACE_OF_KIND = {
     "function": "functions",
     "method": "functions",
@@ -62,9 +60,7 @@ def tiny_table() -> pa.Table:
         {
             "id": pa.array([row[0] for row in TINY_ROWS], pa.string()),
             "values": corpus.fixed_size_list(vectors),
-            "metadata": pa.array(
-                [None if row[2] is None else json.dumps(row[2]) for row in TINY_ROWS], pa.string()
-            ),
+            "metadata": pa.array([None if row[2] is None else json.dumps(row[2]) for row in TINY_ROWS], pa.string()),
             "document": pa.array([row[3] for row in TINY_ROWS], pa.string()),
         }
     )
@@ -158,9 +154,7 @@ def check(out: Path, manifest: vecfmt.Manifest) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embed", action="store_true", help="recompute the MiniLM embeddings")
     parser.add_argument("--cache", type=Path, default=corpus.DEFAULT_CACHE)
     parser.add_argument("--n", type=int, default=2000, help="passages in minilm-docs (default 2000)")

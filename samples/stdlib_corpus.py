@@ -299,9 +299,7 @@ def _torch_threads() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=5000, help="number of passages to embed (default 5000)")
     parser.add_argument("--out", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
