@@ -124,10 +124,25 @@ def _vector_columns(a: Manifest, b: Manifest, name: str | None) -> tuple[str | N
     return va.column, vb.column
 
 
-def _read(dump: Dump, namespace: str, columns: list[str], batch_size: int) -> list[pa.RecordBatch]:
+def _load_a(
+    dump: Dump, namespace: str, column: str | None, extra: list[str], batch_size: int
+) -> tuple[pa.Table, np.ndarray | None]:
+    """A's ids, metadata (and documents) as one table, and its vectors copied into one matrix as the
+    batches stream past, so the peak is the matrix plus one batch."""
+    names = [ID, METADATA, *extra]
     if namespace not in dump.namespaces:
-        return []
-    return list(dump.batches(namespace, columns=columns, batch_size=batch_size))
+        return pa.table({n: pa.array([], pa.string()) for n in names}), None
+    rows = sum(f.rows for f in dump.files(namespace))
+    matrix = None
+    if column is not None:
+        matrix = np.empty((rows, dump.manifest.vector(column).dimension), dtype=np.float32)
+    parts, position = [], 0
+    for batch in dump.batches(namespace, columns=[*names, *([column] if column else [])], batch_size=batch_size):
+        if matrix is not None:
+            matrix[position:position + batch.num_rows] = vectors_numpy(batch.column(column))
+        position += batch.num_rows
+        parts.append(batch.select(names))
+    return pa.Table.from_batches(parts, schema=_select(dump.schema, names)).combine_chunks(), matrix
 
 
 def _diff_namespace(
@@ -137,18 +152,21 @@ def _diff_namespace(
     out = NamespaceDiff()
     with_document = a.manifest.document and b.manifest.document
     extra = [DOCUMENT] if with_document else []
-    cols_a = [ID, *([column_a] if column_a else []), METADATA, *extra]
-    table_a = pa.Table.from_batches(_read(a, namespace, cols_a, batch_size), schema=_select(a.schema, cols_a)
-                                    ).combine_chunks()
+    table_a, matrix_a = _load_a(a, namespace, column_a, extra, batch_size)
     ids_a = table_a.column(ID)
-    matrix_a = vectors_numpy(table_a.column(column_a)) if column_a and len(table_a) else None
     out.rows_a = len(table_a)
     seen_in_b = np.zeros(len(table_a), dtype=bool)
 
     cols_b = [ID, *([column_b] if column_b else []), METADATA, *extra]
-    for batch in _read(b, namespace, cols_b, batch_size):
+    present = namespace in b.namespaces
+    # One hash table of A's ids for all of B (building it per batch would dominate the run).
+    ids_b = [x.column(ID) for x in b.batches(namespace, columns=[ID], verify=False)] if present else []
+    index_all = pc.index_in(pa.chunked_array(ids_b, pa.string()), value_set=ids_a).combine_chunks()
+    offset = 0
+    for batch in b.batches(namespace, columns=cols_b, batch_size=batch_size) if present else []:
         out.rows_b += batch.num_rows
-        index = pc.index_in(batch.column(ID), value_set=ids_a)
+        index = index_all.slice(offset, batch.num_rows)
+        offset += batch.num_rows
         matched = index.is_valid()
         new = batch.column(ID).filter(pc.invert(matched))
         out.only_in_b += len(new)
@@ -161,9 +179,9 @@ def _diff_namespace(
         seen_in_b[rows_a] = True
         _compare(out, namespace, both, table_a.take(pa.array(rows_a)), matrix_a, rows_a,
                  column_b, tolerance, with_document, writer)
-    gone = ids_a.filter(pa.array(~seen_in_b)) if len(table_a) else pa.array([], pa.string())
+    gone = ids_a.filter(pa.array(~seen_in_b)).combine_chunks()
     out.only_in_a = len(gone)
-    out.note("only_in_a", gone.combine_chunks() if isinstance(gone, pa.ChunkedArray) else gone)
+    out.note("only_in_a", gone)
     _write(writer, namespace, gone, "only_in_a")
     return out
 
@@ -182,11 +200,13 @@ def _compare(
         vb = vectors_numpy(b.column(column_b))
         max_abs = np.abs(va - vb).max(axis=1) if va.shape[1] else max_abs
         vector_changed = max_abs > tolerance
+        moved = np.flatnonzero(max_abs > 0)  # identical vectors have cosine 1; skip their arithmetic
+        va, vb = va[moved], vb[moved]
         dot = np.einsum("ij,ij->i", va, vb, dtype=np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", va, va, dtype=np.float64)
                         * np.einsum("ij,ij->i", vb, vb, dtype=np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
-            cosine = np.where(norms > 0, dot / norms, 1.0)
+            cosine[moved] = np.where(norms > 0, dot / norms, 1.0)
         out.max_abs_diff = max(out.max_abs_diff, float(max_abs.max(initial=0.0)))
         out.min_cosine_similarity = min(out.min_cosine_similarity, float(cosine.min(initial=1.0)))
     metadata_changed = _json_differs(a.column(METADATA), b.column(METADATA))
