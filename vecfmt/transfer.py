@@ -42,10 +42,14 @@ def export(
     model: EmbeddingModel | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     overwrite: bool = False,
+    resume: bool = False,
     options: ParquetOptions | None = None,
     progress: bool | None = None,
 ) -> Manifest:
-    """Export a store (``lancedb://...``, ``pgvector://...``) to a dump at ``dump_uri``."""
+    """Export a store (``lancedb://...``, ``pgvector://...``) to a dump at ``dump_uri``.
+
+    With ``resume``, the export checkpoints each time a part file is finished (when the store gives
+    resume tokens), and a re-run with ``resume`` continues from the last checkpoint."""
     exporter = open_exporter(source)
     try:
         desc = exporter.describe()
@@ -62,14 +66,24 @@ def export(
                 extra=desc.extra,
                 overwrite=overwrite,
                 options=options,
+                resumable=resume,
             ) as writer,
             RowProgress("export", total, progress) as bar,
         ):
-            for namespace in chosen:
-                for part in exporter.slices(namespace):
-                    for chunk in exporter.batches(part, batch_size=batch_size):
+            bar.advance(writer.rows_written)
+            start = writer.cursor or {"namespace": 0, "slice": 0, "token": None}
+            for n, namespace in enumerate(chosen):
+                for s, part in enumerate(exporter.slices(namespace)):
+                    if (n, s) < (start["namespace"], start["slice"]):
+                        continue  # finished before the interruption
+                    token = start["token"] if (n, s) == (start["namespace"], start["slice"]) else None
+                    finished = writer.files_finished
+                    for chunk in exporter.batches(part, batch_size=batch_size, resume=token):
                         writer.write_batch(chunk.batch, namespace)
                         bar.advance(chunk.batch.num_rows)
+                        if resume and chunk.resume_token is not None and writer.files_finished > finished:
+                            writer.checkpoint({"namespace": n, "slice": s, "token": chunk.resume_token})
+                            finished = writer.files_finished
         assert writer.manifest is not None
         return writer.manifest
     finally:

@@ -8,8 +8,9 @@ processes, machines) can write into one dump; ``commit_manifest`` then makes the
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jsonschema
@@ -44,6 +45,8 @@ from vecfmt.schema import (
 from vecfmt.storage import HashingSink, Location, resolve
 
 MiB = 1024 * 1024
+# Beside the manifest while an export runs with checkpoints; removed once the manifest is written.
+EXPORT_STATE = "vecfmt-export-state.json"
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,19 @@ class PartWriter:
         schema: pa.Schema,
         options: ParquetOptions | None = None,
         prefix: str = "part",
+        files: list[FileEntry] | None = None,
+        align_files_to_batches: bool = False,
     ) -> None:
         self.location = location
         self.namespace = namespace
         self.schema = schema
         self.options = options or ParquetOptions()
         self.prefix = prefix
-        self.files: list[FileEntry] = []
+        # Finished files (an export being resumed starts with those of the interrupted run).
+        self.files: list[FileEntry] = list(files or [])
+        # Close files only between batches, so that every finished file ends where a store's page ends
+        # and an export can checkpoint there (file limits become soft by up to one batch).
+        self.align_files_to_batches = align_files_to_batches
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
@@ -110,7 +119,7 @@ class PartWriter:
         offset = 0
         while offset < batch.num_rows:
             room = -(-(self.options.row_group_bytes - self._pending_bytes) // row_bytes)
-            if self.options.max_file_rows is not None:
+            if self.options.max_file_rows is not None and not self.align_files_to_batches:
                 room = min(room, self.options.max_file_rows - self._file_rows - self._pending_rows)
             piece = batch.slice(offset, max(1, room))
             offset += piece.num_rows
@@ -119,11 +128,25 @@ class PartWriter:
             self._pending_bytes += piece.num_rows * row_bytes
             if piece.num_rows >= room:
                 self._flush_row_group()
+        if self.align_files_to_batches and self._file_full(self._pending_rows, self._pending_bytes):
+            self.roll()
+
+    def roll(self) -> None:
+        """Finish the open file now, pending rows included."""
+        self._flush_row_group()
+        self._close_file()
 
     def close(self) -> list[FileEntry]:
         self._flush_row_group()
         self._close_file()
         return self.files
+
+    def abandon(self) -> None:
+        """Close and remove the open file only; finished files stay for a resumed export."""
+        finished = self.files
+        self.files = []
+        self.abort()
+        self.files = finished
 
     def abort(self) -> None:
         """Close and remove every file this writer made."""
@@ -151,11 +174,14 @@ class PartWriter:
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._file_rows += table.num_rows
         self._file_arrow_bytes += table.get_total_buffer_size()
-        limit_rows = self.options.max_file_rows
-        if self._file_arrow_bytes >= self.options.max_file_bytes or (
-            limit_rows is not None and self._file_rows >= limit_rows
-        ):
+        if not self.align_files_to_batches and self._file_full():
             self._close_file()
+
+    def _file_full(self, more_rows: int = 0, more_bytes: int = 0) -> bool:
+        limit_rows = self.options.max_file_rows
+        return self._file_arrow_bytes + more_bytes >= self.options.max_file_bytes or (
+            limit_rows is not None and self._file_rows + more_rows >= limit_rows
+        )
 
     def _open_file(self) -> None:
         folder = namespace_dir(self.namespace)
@@ -207,6 +233,7 @@ class DumpWriter:
         overwrite: bool = False,
         options: ParquetOptions | None = None,
         check_ids: bool = True,
+        resumable: bool = False,
     ) -> None:
         self.location = resolve(uri)
         self.metric = check_metric(metric)
@@ -224,7 +251,14 @@ class DumpWriter:
         self._schema: pa.Schema | None = None
         self._namespaces: dict[str, _Namespace] = {}
         self.manifest: Manifest | None = None
-        prepare_location(self.location, overwrite)
+        # With ``resumable``, part files end where the source's batches end, ``checkpoint`` records them
+        # with the source's position, and an interrupted export continues from the last checkpoint.
+        self.resumable = resumable
+        self.cursor: dict[str, Any] | None = None
+        if resumable and self.location.exists(EXPORT_STATE) and not self.location.exists(MANIFEST_NAME):
+            self._restore()
+        else:
+            prepare_location(self.location, overwrite or (resumable and not self.location.exists(MANIFEST_NAME)))
 
     @property
     def rows_written(self) -> int:
@@ -243,7 +277,8 @@ class DumpWriter:
         batch = check_batch(batch, self._schema, self._template.vectors)
         ns = self._namespaces.get(namespace)
         if ns is None:
-            part = PartWriter(self.location, namespace, self._schema, self.options)
+            part = PartWriter(self.location, namespace, self._schema, self.options,
+                              align_files_to_batches=self.resumable)
             ns = self._namespaces[namespace] = _Namespace(part)
         if self.check_ids:
             ns.ids.append(batch.column(ID))
@@ -263,11 +298,67 @@ class DumpWriter:
         if self._schema is None:  # nothing written: an empty dump still has its vector definitions
             self._template.vectors = self._template.vectors or []
         self.manifest = commit_manifest(self.location, self._template, files, check_files=False)
+        if self.resumable and self.location.exists(EXPORT_STATE):
+            self.location.delete(EXPORT_STATE)
         return self.manifest
 
     def abort(self) -> None:
+        """Remove what was written; a resumable writer keeps the files of its last checkpoint."""
         for ns in self._namespaces.values():
-            ns.part.abort()
+            if self.resumable:
+                ns.part.abandon()
+            else:
+                ns.part.abort()
+
+    @property
+    def files_finished(self) -> int:
+        return sum(len(ns.part.files) for ns in self._namespaces.values())
+
+    def checkpoint(self, cursor: dict[str, Any]) -> None:
+        """Finish every open file, then record the finished files with ``cursor`` (the source's position
+        right after the last row written) so that an interrupted export can continue from here."""
+        for ns in self._namespaces.values():
+            ns.part.roll()
+        state = {
+            "definition": self._definition(),
+            "files": [asdict(f) for ns in self._namespaces.values() for f in ns.part.files],
+            "cursor": cursor,
+        }
+        self.location.write_atomic(EXPORT_STATE, json.dumps(state).encode())
+        self.cursor = cursor
+
+    def _definition(self) -> dict[str, Any]:
+        t = self._template
+        return {"vectors": [asdict(v) for v in t.vectors], "sparse_values": t.sparse_values, "document": t.document}
+
+    def _restore(self) -> None:
+        """Take up an interrupted export: keep the files of its last checkpoint, drop anything later."""
+        state = json.loads(self.location.read_bytes(EXPORT_STATE).to_pybytes())
+        if state["definition"] != self._definition():
+            raise DumpError(f"{self.location.uri}: the source's vectors or columns changed since the "
+                            "interrupted export; start again with overwrite")
+        files = [FileEntry(**f) for f in state["files"]]
+        sizes = self.location.sizes()
+        for f in files:
+            if sizes.get(f.path) != f.bytes:
+                raise DumpError(f"cannot resume: {f.path} is missing or changed since the checkpoint")
+        kept = {f.path for f in files} | {EXPORT_STATE}
+        for relative in sizes:
+            if relative not in kept:
+                self.location.delete(relative)  # written after the last checkpoint
+        self._schema = self._template.arrow_schema()
+        for f in files:
+            ns = self._namespaces.get(f.namespace)
+            if ns is None:
+                part = PartWriter(self.location, f.namespace, self._schema, self.options, files=[],
+                                  align_files_to_batches=True)
+                ns = self._namespaces[f.namespace] = _Namespace(part)
+            ns.part.files.append(f)
+            ns.rows += f.rows
+            if self.check_ids:
+                ids = pq.read_table(self.location.path(f.path), columns=[ID], filesystem=self.location.fs)
+                ns.ids.extend(ids.column(ID).chunks)
+        self.cursor = state["cursor"]
 
     def __enter__(self) -> DumpWriter:
         return self

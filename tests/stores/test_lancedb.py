@@ -1,6 +1,11 @@
 """LanceDB, embedded and real: dump -> LanceDB -> dump is bit-identical."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import lancedb
 import numpy as np
@@ -11,6 +16,7 @@ import vecfmt
 from tests.helpers import make_table
 from vecfmt import transfer
 from vecfmt.errors import StoreError
+from vecfmt.ops import validate_dump
 from vecfmt.schema import vectors_array
 
 
@@ -161,3 +167,70 @@ def test_copy_lancedb_to_lancedb(tmp_path, identical):
 
 def _count(tmp_path, table="items") -> int:
     return lancedb.connect(str(tmp_path / "db")).open_table(table).count_rows()
+
+
+def test_interrupted_export_resumes_from_its_last_checkpoint(tmp_path, identical, monkeypatch):
+    table = make_table(2000, 8)
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    out = str(tmp_path / "out")
+    options = vecfmt.ParquetOptions(max_file_rows=300)
+    exporter_cls = vecfmt.stores.lancedb.LanceDBExporter
+    original = exporter_cls.batches
+
+    def dying(self, part, *, batch_size, resume=None):
+        for i, chunk in enumerate(original(self, part, batch_size=batch_size, resume=resume)):
+            if i == 11:
+                raise ConnectionError("store went away")
+            yield chunk
+
+    monkeypatch.setattr(exporter_cls, "batches", dying)
+    with pytest.raises(ConnectionError):
+        transfer.export(lance(tmp_path), out, batch_size=100, options=options, resume=True)
+    state = json.loads((tmp_path / "out" / "vecfmt-export-state.json").read_text())
+    assert [f["rows"] for f in state["files"]] == [300, 300, 300]
+    assert json.loads(state["cursor"]["token"])["offset"] == 900
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    kept = {f["path"]: (tmp_path / "out" / f["path"]).stat().st_ino for f in state["files"]}
+
+    monkeypatch.setattr(exporter_cls, "batches", original)
+    manifest = transfer.export(lance(tmp_path), out, batch_size=100, options=options, resume=True)
+    assert manifest.total_rows == 2000
+    assert {p: (tmp_path / "out" / p).stat().st_ino for p in kept} == kept  # not rewritten
+    assert not (tmp_path / "out" / "vecfmt-export-state.json").exists()
+    identical(vecfmt.open_dump(out).table(""), table)
+
+
+def test_resume_never_touches_a_complete_dump(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(10, 4))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    transfer.export(lance(tmp_path), str(tmp_path / "out"))
+    with pytest.raises(vecfmt.DumpError, match="already holds a dump"):
+        transfer.export(lance(tmp_path), str(tmp_path / "out"), resume=True)
+
+
+def test_export_killed_with_sigkill_resumes(tmp_path, identical):
+    table = make_table(40_000, 64)
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    out = tmp_path / "out"
+    script = (
+        "import vecfmt; from vecfmt import transfer; "
+        f"transfer.export({lance(tmp_path)!r}, {str(out)!r}, batch_size=200, resume=True, "
+        "options=vecfmt.ParquetOptions(max_file_rows=1000))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    state = out / "vecfmt-export-state.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.exists() and len(json.loads(state.read_text())["files"]) >= 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    assert proc.wait() == -signal.SIGKILL, "the export finished before it could be killed"
+    assert not (out / "manifest.json").exists()
+    manifest = transfer.export(lance(tmp_path), str(out), batch_size=200, resume=True,
+                               options=vecfmt.ParquetOptions(max_file_rows=1000))
+    assert manifest.total_rows == 40_000
+    identical(vecfmt.open_dump(str(out)).table(""), table)
+    assert validate_dump(str(out)) == []

@@ -132,12 +132,19 @@ class LanceDBExporter:
         return [Slice(namespace)]
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
+        """Scan one table version; the resume token is that version and the rows read so far."""
+        position = json.loads(resume) if resume else {"version": self.table.version, "offset": 0}
+        if position["version"] != self.table.version:
+            self.table.checkout(position["version"])
         query = self.table.search()
         if self.namespace_column is not None:
             query = query.where(_equals(self.namespace_column, part.namespace))
         columns = [f.name for f in self.schema if f.name != self.namespace_column]
-        for batch in query.select(columns).limit(None).to_batches(batch_size):
-            yield Chunk(self._canonical(batch))
+        offset = position["offset"]
+        query = query.select(columns).limit(None)
+        for batch in (query.offset(offset) if offset else query).to_batches(batch_size):
+            offset += batch.num_rows
+            yield Chunk(self._canonical(batch), json.dumps({"version": position["version"], "offset": offset}))
 
     def _canonical(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         arrays: dict[str, pa.Array] = {ID: _as_string(batch.column(self.id_column))}

@@ -1482,7 +1482,7 @@ class PgvectorImporter:
         if batch.num_rows == 0:
             return
         payload = self.encode(batch, namespace)
-        self._loader.submit(self._job(payload, rows_done))
+        self._loader.submit(self._job(payload, rows_done), sum(len(p) for p in payload))
 
     def encode(self, batch: pa.RecordBatch, namespace: str = "") -> list[pa.Buffer | bytes]:
         """The binary COPY stream of one batch: header, rows, trailer."""
@@ -1704,45 +1704,65 @@ def _dump_identity(manifest: Manifest) -> str | None:
 
 
 class _Loader:
-    """Runs each batch's COPY + progress + commit on a worker thread, so the next batch is read and
-    encoded while PostgreSQL loads this one. At most one batch waits, so memory stays bounded."""
+    """Runs each batch's COPY + progress + commit on a worker thread, so the next batches are read and
+    encoded while PostgreSQL loads this one. The dump reader decodes a few row groups at a time (bursts
+    of 100+ MB), so up to ``max_bytes`` of encoded batches may wait: enough to keep PostgreSQL busy
+    through a burst, and still a bound on memory."""
 
-    def __init__(self, conn: psycopg.Connection, target: Target) -> None:
+    def __init__(self, conn: psycopg.Connection, target: Target, max_bytes: int = 160 << 20) -> None:
         self.conn = conn
         self.target = target
-        self._jobs: queue.Queue[Callable[[psycopg.Connection], None] | None] = queue.Queue(maxsize=1)
+        self.max_bytes = max_bytes
+        self._jobs: list[tuple[Callable[[psycopg.Connection], None] | None, int]] = []
+        self._queued_bytes = 0
+        self._changed = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="vecfmt-pgvector-copy", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if self._error is not None:
-                continue  # drain: the caller sees the first error
-            try:
-                with self.target.errors("cannot load a batch"):
-                    job(self.conn)
-            except BaseException as exc:  # handed to the caller
-                self._error = exc
+        while True:
+            with self._changed:
+                while not self._jobs:
+                    self._changed.wait()
+                job, size = self._jobs[0]
+            if job is None:
+                return
+            if self._error is None:  # after an error, jobs are only drained: the caller sees the first one
+                try:
+                    with self.target.errors("cannot load a batch"):
+                        job(self.conn)
+                except BaseException as exc:  # handed to the caller
+                    self._error = exc
+            with self._changed:
+                self._jobs.pop(0)
+                self._queued_bytes -= size
+                self._changed.notify_all()
 
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def submit(self, job: Callable[[psycopg.Connection], None]) -> None:
-        self._raise()
-        self._jobs.put(job)
+    def submit(self, job: Callable[[psycopg.Connection], None], size: int) -> None:
+        with self._changed:
+            while self._jobs and self._queued_bytes + size > self.max_bytes and self._error is None:
+                self._changed.wait()
+            self._raise()
+            self._jobs.append((job, size))
+            self._queued_bytes += size
+            self._changed.notify_all()
 
     def close(self) -> None:
-        self._jobs.put(None)
+        with self._changed:
+            self._jobs.append((None, 0))
+            self._changed.notify_all()
         self._thread.join()
         self._raise()
 
     def abort(self) -> None:
         if self._thread.is_alive():
             self._error = self._error or StoreError("import aborted")
-            self._jobs.put(None)
-            self._thread.join()
+            self.close()
 
 
 def _search(
