@@ -16,7 +16,7 @@ from vecfmt.manifest import EmbeddingModel, Manifest
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
 from vecfmt.schema import ID
-from vecfmt.stores.base import IfExists, Importer, open_exporter, open_importer
+from vecfmt.stores.base import Exporter, IfExists, Importer, open_exporter, open_importer
 from vecfmt.writer import DumpWriter, ParquetOptions, check_batch, check_unique_ids
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -142,7 +142,15 @@ def _write_from(
             if position < done:
                 batch = batch.slice(done - position)
                 position = done
-            batch = check_batch(batch, dump.schema, vectors)  # NaN/inf even in a hand-made dump
+            try:
+                batch = check_batch(batch, dump.schema, vectors)  # NaN/inf even in a hand-made dump
+            except InvalidDataError as exc:
+                if position == 0:
+                    raise
+                raise InvalidDataError(
+                    f"{exc} (in {entry.path}; the first {position:,} rows are in the target, which is "
+                    "incomplete)"
+                ) from None
             position += batch.num_rows
             importer.write(entry.namespace, batch, rows_done=position)
             moved += batch.num_rows
@@ -190,15 +198,17 @@ def copy(
 
 
 def _checked(
-    exporter, namespace: str, schema: pa.Schema, template: Manifest, batch_size: int
+    exporter: Exporter, namespace: str, schema: pa.Schema, template: Manifest, batch_size: int
 ) -> Iterator[pa.RecordBatch]:
+    """The exporter's batches, checked; duplicate ids are detected once the namespace is through
+    (a store export rarely has any, and checking per batch would cost quadratic time)."""
     seen: list[pa.Array] = []
     for part in exporter.slices(namespace):
         for chunk in exporter.batches(part, batch_size=batch_size):
             batch = check_batch(chunk.batch, schema, template.vectors)
             seen.append(batch.column(ID))
-            check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
             yield batch
+    check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
 
 
 def _choose_namespaces(available: list[str], wanted: list[str] | None) -> list[str]:
