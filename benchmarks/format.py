@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PEAK_RSS_SNIPPET, best_of, child_peak_rss_mb, finish, table  # noqa: E402
+from _common import PEAK_RSS_SNIPPET, best_of, child_peak_rss_mb, finish, table
 
-import vecfmt  # noqa: E402
-from vecfmt.schema import vectors_array  # noqa: E402
-from vecfmt.writer import ParquetOptions  # noqa: E402
+import vecfmt
+from vecfmt.schema import vectors_array
+from vecfmt.writer import ParquetOptions
 
 STREAM_WRITER = (
     """

@@ -23,6 +23,7 @@ standard library only and is meant to run in a fresh ``python -I -S`` process::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import json
@@ -134,7 +135,7 @@ def is_good_passage(text: str) -> bool:
 
 
 def _members(mod: types.ModuleType) -> Iterator[tuple[str, str, Any]]:
-    """(qualname, kind, object) of the public classes/functions/methods defined in mod."""
+    """(qualname, kind, object) of the classes/functions/methods defined in mod (no dunders)."""
     modname = mod.__name__
     for name, obj in sorted(vars(mod).items()):
         if name.startswith("__"):
@@ -182,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print the stdlib docstring passages as JSON.")
     parser.add_argument("--count", action="store_true", help="print only counts per kind")
     args = parser.parse_args(argv)
-    pool = list(iter_passages())
+    with contextlib.redirect_stdout(sys.stderr):  # a module printing on import must not spoil the JSON
+        pool = list(iter_passages())
     if args.count:
         kinds: dict[str, int] = {}
         for p in pool:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -114,20 +115,22 @@ def resolve(uri: str) -> Location:
 
 class HashingSink:
     """A writable file that forwards to a pyarrow output stream and computes SHA-256 and size on the way,
-    so a file's checksum costs no second pass over its bytes."""
+    so a file's checksum costs no second pass over its bytes. Hashing runs in a background thread
+    (hashlib releases the GIL), beside the Parquet encoding."""
 
     def __init__(self, out: pa.NativeFile) -> None:
         self._out = out
         self._hash = hashlib.sha256()
+        self._hashed: Future[None] | None = None
         self.bytes = 0
         self.closed = False
 
     def write(self, data: bytes | memoryview | pa.Buffer) -> int:
-        view = memoryview(data)
-        self._hash.update(view)
-        self._out.write(view)
-        self.bytes += view.nbytes
-        return view.nbytes
+        chunk = bytes(data)  # Arrow may reuse its buffer once write() returns
+        self._out.write(chunk)
+        self._hashed = _hash_thread.submit(self._hash.update, chunk)  # one worker: updates stay in order
+        self.bytes += len(chunk)
+        return len(chunk)
 
     def tell(self) -> int:
         return self.bytes
@@ -144,7 +147,12 @@ class HashingSink:
         return True
 
     def hexdigest(self) -> str:
+        if self._hashed is not None:
+            self._hashed.result()
         return self._hash.hexdigest()
+
+
+_hash_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecfmt-sha256")
 
 
 def _first_line(exc: BaseException) -> str:
