@@ -235,3 +235,9 @@ def test_raw_dumps_with_bad_rows_are_readable_but_import_refuses_them(tmp_path):
     write_raw_dump(str(tmp_path / "d"), {"": table.set_column(1, "values", vectors_array(matrix))})
     rows = vecfmt.open_dump(str(tmp_path / "d")).table()
     assert np.isnan(rows.column("values").combine_chunks().values.to_numpy()[9])
+
+
+def test_an_empty_table_makes_an_empty_but_complete_dump(tmp_path):
+    manifest = vecfmt.write_dump(str(tmp_path / "d"), make_table(0, 8))
+    assert manifest.total_rows == 0 and manifest.vectors[0].dimension == 8
+    assert vecfmt.open_dump(str(tmp_path / "d")).manifest.vectors[0].dimension == 8

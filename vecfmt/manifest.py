@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import pyarrow as pa
 
 from vecfmt import __version__
 from vecfmt.errors import DumpError
@@ -113,7 +114,7 @@ class Manifest:
     def files_of(self, namespace: str) -> list[FileEntry]:
         return [f for f in self.files if f.namespace == namespace]
 
-    def arrow_schema(self):  # -> pa.Schema (pyarrow imported lazily by schema.py's callers)
+    def arrow_schema(self) -> pa.Schema:
         return canonical_schema(
             [(v.column, v.dimension) for v in self.vectors],
             sparse=self.sparse_values,

@@ -268,12 +268,14 @@ class DumpWriter:
         self, data: pa.RecordBatch | pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch],
         namespace: str = "",
     ) -> None:
+        if self._schema is None and isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)):
+            self._schema = self._settle_schema(data.schema)  # so that even an empty table defines the dump
         for batch in _batches(data):
             self.write_batch(batch, namespace)
 
     def write_batch(self, batch: pa.RecordBatch, namespace: str = "") -> None:
         if self._schema is None:
-            self._schema = self._settle_schema(batch)
+            self._schema = self._settle_schema(batch.schema)
         batch = check_batch(batch, self._schema, self._template.vectors)
         ns = self._namespaces.get(namespace)
         if ns is None:
@@ -295,8 +297,6 @@ class DumpWriter:
                 check_unique_ids(pa.chunked_array(ns.ids, pa.string()), namespace)
                 ns.ids = []
             files.extend(ns.part.close())
-        if self._schema is None:  # nothing written: an empty dump still has its vector definitions
-            self._template.vectors = self._template.vectors or []
         self.manifest = commit_manifest(self.location, self._template, files, check_files=False)
         if self.resumable and self.location.exists(EXPORT_STATE):
             self.location.delete(EXPORT_STATE)
@@ -373,17 +373,17 @@ class DumpWriter:
         else:
             self.abort()
 
-    def _settle_schema(self, batch: pa.RecordBatch) -> pa.Schema:
+    def _settle_schema(self, schema: pa.Schema) -> pa.Schema:
         """Fix the dump's columns from the first batch, unless they were given explicitly."""
         t = self._template
         given_vectors, given_sparse, given_document = self._explicit_columns
         if not given_vectors:
-            t.vectors = infer_vectors(batch.schema, self.metric)
+            t.vectors = infer_vectors(schema, self.metric)
         if not given_sparse:
-            t.sparse_values = SPARSE_VALUES in batch.schema.names
+            t.sparse_values = SPARSE_VALUES in schema.names
         if not given_document:
-            t.document = DOCUMENT in batch.schema.names
-        if ID not in batch.schema.names:
+            t.document = DOCUMENT in schema.names
+        if ID not in schema.names:
             raise InvalidDataError("the data has no 'id' column")
         return t.arrow_schema()
 

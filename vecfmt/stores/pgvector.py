@@ -27,7 +27,7 @@ Options (all optional except ``table`` or ``query``):
 ``fold``               export: columns folded into the JSON metadata (default: every other column;
                        ``fold=`` (empty) for none)
 ``metric``             cosine | dot | euclidean | manhattan (export: default from the vector index's
-                       operator class, else cosine; import: default the dump's)
+                       operator class, then a vecfmt table comment, else cosine; import: the dump's)
 ``type``               import: ``vector`` or ``halfvec`` for created dense columns (default: the source's
                        type when the dump came from pgvector, else ``vector``)
 ``sparse_dim``         import: dimension of a created ``sparsevec`` column (default: from a pgvector dump)
@@ -40,13 +40,15 @@ Options (all optional except ``table`` or ``query``):
                        max_parallel_maintenance_workers but at least 2)
 ``storage``            import: plain | external | default for created dense columns. Default ``plain``
                        when a row fits a page (vector <= 1900 dims, halfvec <= 3800): vectors stay in the
-                       heap instead of TOAST, which loads ~1.4x faster and scans faster
+                       heap instead of TOAST, which loads 1.2-1.4x faster and scans faster
+``parallel``           import: loading connections (default 2; batches still commit in dump order)
 =====================  ===================================================================================
 
 Type mapping: ``vector(d)`` <-> ``values`` (float32, exact); ``halfvec(d)`` -> float32 exactly, float32 ->
 ``halfvec`` rounds to nearest half (values beyond +-65504 are refused); ``sparsevec(d)`` <->
 ``sparse_values`` with 0-based indices (pgvector's binary form and Pinecone's convention; pgvector's
-*text* form ``{1:0.5}/d`` is 1-based). Ids of any type are exported as text (their SQL type is kept in
+*text* form ``{1:0.5}/d`` is 1-based; explicit zeros are left out on import, pgvector refuses them).
+Ids of any type are exported as text (their SQL type is kept in
 the manifest's ``extra.pgvector`` and restored on import for text, varchar, smallint, integer, bigint,
 uuid). Columns folded into the metadata keep their SQL type there too, and an import of that dump
 recreates them (typmods such as ``varchar(20)`` are dropped) and fills them from the JSON.
@@ -55,7 +57,8 @@ Import writes each batch with one binary COPY, committed together with a progres
 ``vecfmt_import_progress`` (same schema as the table), so an import killed at any point resumes with
 ``resume=True`` exactly where it stopped. Upserts go through a temporary staging table and
 ``INSERT ... ON CONFLICT``. The primary key of a table vecfmt creates, and its vector index, are built
-after the load; then the table is analysed.
+after the load; then the table is analysed. Such a table's comment keeps what its columns cannot say
+(vector names, metrics, the embedding model) for a later export.
 
 pgvector has no namespaces: a dump's namespaces go into the ``namespace_column`` (part of the primary
 key), and an export with a namespace column gives one namespace per distinct value (NULL is ``""``).
@@ -158,14 +161,14 @@ class Target:
 
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri
+        self._secrets = _secrets_of(uri.location)
         unknown = sorted(set(uri.options) - LIBPQ_OPTIONS - STORE_OPTIONS - {"password"})
         if unknown:
-            raise StoreError(f"{uri}: unknown option {unknown[0]!r} (see docs/pgvector.md)")
+            raise StoreError(f"pgvector: unknown option {unknown[0]!r} (see docs/pgvector.md)")
         if "password" in uri.options:
-            raise StoreError(f"{uri}: put the password in the URI (USER:PASSWORD@HOST) or in PGPASSWORD, "
+            raise StoreError("pgvector: put the password in the URI (USER:PASSWORD@HOST) or in PGPASSWORD, "
                              "not in an option")  # fmt: skip
         base = f"postgresql://{uri.location}" if uri.location else ""
-        self._secrets = _secrets_of(uri.location)
         params = {k: v for k, v in uri.options.items() if k in LIBPQ_OPTIONS}
         params.setdefault("connect_timeout", "10")
         params.setdefault("application_name", "vecfmt")
@@ -173,7 +176,7 @@ class Target:
             self.conninfo = make_conninfo(base, **params)
             parts = conninfo_to_dict(self.conninfo)
         except psycopg.Error as exc:
-            raise StoreError(f"{uri}: invalid connection string: {self.clean(str(exc))}") from None
+            raise StoreError(f"pgvector: invalid connection string: {self.clean(str(exc))}") from None
         if parts.get("password"):
             self._secrets.append(str(parts["password"]))
         if os.environ.get("PGPASSWORD"):
@@ -551,33 +554,41 @@ def dense_payload(matrix: np.ndarray, typname: str) -> tuple[np.dtype, np.ndarra
 
 
 def sparse_payload(column: pa.Array, dimension: int) -> pa.Array:
-    """pgvector's binary ``sparsevec`` of every row (nulls stay null), from ``sparse_values``."""
+    """pgvector's binary ``sparsevec`` of every row (nulls stay null), from ``sparse_values``. Explicit
+    zeros are left out: pgvector refuses them, and the vector is the same without them."""
     n = len(column)
     valid = column.is_valid().to_numpy(zero_copy_only=False)
-    indices_list = column.field("indices")  # .offsets follow a slice; .values are the whole child
-    values_list = column.field("values")
-    offsets = indices_list.offsets.to_numpy().astype(np.int64)
-    nnz = np.diff(offsets) * valid
-    base = offsets[0]
-    flat_indices = indices_list.values.to_numpy(zero_copy_only=False)[base:offsets[-1]].astype(">i4")
-    flat_values = values_list.values.to_numpy(zero_copy_only=False)[base:offsets[-1]].astype(">f4")
+    indices_list, values_list = column.field("indices"), column.field("values")
+    index_offsets = indices_list.offsets.to_numpy().astype(np.int64)  # .offsets follow a slice, .values not
+    value_offsets = values_list.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(index_offsets) * valid
+    row_of = np.repeat(np.arange(n), lengths)
+    within = np.arange(len(row_of)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    flat_indices = indices_list.values.to_numpy(zero_copy_only=False)[index_offsets[:-1][row_of] + within]
+    flat_values = values_list.values.to_numpy(zero_copy_only=False)[value_offsets[:-1][row_of] + within]
+    keep = flat_values != 0
+    if not keep.all():
+        flat_indices, flat_values, row_of = flat_indices[keep], flat_values[keep], row_of[keep]
+    nnz = np.bincount(row_of, minlength=n)
+    byte_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(nnz * 4, out=byte_offsets[1:])
     header = np.empty(n, np.dtype([("dim", ">i4"), ("nnz", ">i4"), ("unused", ">i4")]))
     header["dim"] = dimension
     header["nnz"] = nnz
     header["unused"] = 0
-    byte_offsets = (offsets - base) * 4
-    parts = [
-        _fixed_binary(header.view(np.uint8), 12, n),
-        pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(byte_offsets), pa.py_buffer(flat_indices)]),
-        pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(byte_offsets), pa.py_buffer(flat_values)]),
-    ]
+
+    def words(flat: np.ndarray, dtype: str) -> pa.Array:
+        data = pa.py_buffer(flat.astype(dtype))
+        return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(byte_offsets), data])
+
+    parts = [_fixed_binary(header.view(np.uint8), 12, n), words(flat_indices, ">i4"), words(flat_values, ">f4")]
     rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.large_binary()))
     return rows if valid.all() else pc.if_else(pa.array(valid), rows, pa.scalar(None, pa.large_binary()))
 
 
-def check_sparse(column: pa.Array, dimension: int, ids: pa.Array) -> None:
+def check_sparse(column: pa.Array, dimension: int, ids: pa.Array, max_nnz: int = MAX_SPARSE_NNZ) -> None:
     """What pgvector's sparsevec_recv refuses, said before writing: indices ascending and < dimension,
-    at most 16,000 non-zeros, finite values."""
+    at most 16,000 non-zeros (1,000 under an HNSW index), finite values."""
     valid = column.is_valid()
     indices_list = column.field("indices").filter(valid)
     values_list = column.field("values").filter(valid)
@@ -592,8 +603,9 @@ def check_sparse(column: pa.Array, dimension: int, ids: pa.Array) -> None:
 
     if (lengths != value_lengths).any():
         fail(int(np.argmax(lengths != value_lengths)), "has different numbers of indices and values")
-    if (lengths > MAX_SPARSE_NNZ).any():
-        fail(int(np.argmax(lengths > MAX_SPARSE_NNZ)), f"has more than {MAX_SPARSE_NNZ} non-zero values")
+    if (lengths > max_nnz).any():
+        limit = "an HNSW index takes" if max_nnz < MAX_SPARSE_NNZ else "pgvector stores"
+        fail(int(np.argmax(lengths > max_nnz)), f"has more than the {max_nnz} non-zero values {limit}")
     indices = pc.list_flatten(indices_list).to_numpy(zero_copy_only=False).astype(np.int64)
     values = pc.list_flatten(values_list).to_numpy(zero_copy_only=False)
     row_of = np.repeat(np.arange(len(lengths)), lengths)
@@ -625,7 +637,7 @@ class PgvectorExporter:
         self.target = Target(uri)
         t = self.target
         if (t.table is None) == (t.query is None):
-            raise StoreError(f"{uri} needs exactly one of table=NAME or query=SELECT...")
+            raise StoreError(f"pgvector {t.where} needs exactly one of table=NAME or query=SELECT...")
         self._adbc: Any = None
         self.conn = t.connect(autocommit=False)
         try:
@@ -877,7 +889,9 @@ class PgvectorExporter:
         ids = batch.column(0)
         if ids.null_count:
             raise InvalidDataError(f"column {self.id_column!r} is NULL in some rows; every row needs an id")
-        arrays: list[pa.Array] = [ids.cast(pa.string())]
+        # A column imported from ADBC keeps its whole batch's memory alive (one C Data Interface release for
+        # all of it), and writers keep every id until the end to check uniqueness: hand over an own copy.
+        arrays: list[pa.Array] = [pa.concat_arrays([ids.cast(pa.string())])]
         names = [ID]
         for i, column in enumerate(self.dense, start=1):
             assert column.spec is not None
@@ -1034,9 +1048,9 @@ class PgvectorImporter:
     def __init__(self, uri: StoreURI) -> None:
         self.target = Target(uri)
         if self.target.table is None:
-            raise StoreError(f"{uri} needs the option table=NAME")
+            raise StoreError(f"pgvector {self.target.where} needs the option table=NAME")
         if self.target.query is not None:
-            raise StoreError(f"{uri}: query= is for exports only")
+            raise StoreError(f"pgvector {self.target.where}: query= is for exports only")
         self.conn: psycopg.Connection | None = None
         self.plan: _Plan | None = None
         self.ext: _Extension | None = None
@@ -1048,6 +1062,8 @@ class PgvectorImporter:
         self._extra_conns: list[psycopg.Connection] = []
         self._created = False
         self._committed = 0  # batches committed by this run
+        self._resumed_from = 0
+        self._progress_written = False  # by this run: only then is the progress row ours to delete
         self._finished = False
 
     # -- prepare --
@@ -1064,10 +1080,13 @@ class PgvectorImporter:
                 raise StoreError(f"pgvector {t.where}: no schema to create the table in; pass schema=NAME")
             found = _relation(conn, schema, t.table)  # type: ignore[arg-type]
             progress = self._progress(schema)
-            if resume and found is not None and progress is not None and progress["dump"] == self.identity:
+            if progress is not None and progress["dump"] != self.identity:
+                progress = None  # another dump's (or a copy's): not ours to resume
+            if resume and found is not None and progress is not None:
                 self.pending = progress["pending"]
                 self.plan = self._plan_existing(manifest, schema, found[0])
                 self._start()
+                self._resumed_from = int(progress["rows"])
                 log.info("pgvector: resuming the import into %s after %d rows", self.plan.label, progress["rows"])
                 return int(progress["rows"])
             if resume and found is not None and self.identity is not None:
@@ -1076,9 +1095,11 @@ class PgvectorImporter:
                     "this dump (its import finished, or was of another dump); run without resume"
                 )
             if found is not None and if_exists == IfExists.FAIL:
+                interrupted = "" if progress is None or self.identity is None else (
+                    f"; an interrupted import of this dump committed {progress['rows']:,} rows: resume it")
                 raise StoreError(
                     f"pgvector {t.where}: table {schema}.{t.table} already exists (choose if_exists append, "
-                    "upsert or replace)"
+                    f"upsert or replace){interrupted}"
                 )
             if found is not None and if_exists in (IfExists.APPEND, IfExists.UPSERT):
                 self.plan = self._plan_existing(manifest, schema, found[0])
@@ -1123,12 +1144,7 @@ class PgvectorImporter:
     def _progress(self, schema: str) -> dict[str, Any] | None:
         assert self.conn is not None
         self.progress_table = sql.Identifier(schema, PROGRESS_TABLE)
-        exists = _relation(self.conn, schema, PROGRESS_TABLE)
-        if exists is None:
-            self.conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (target text PRIMARY KEY, dump text, rows_done bigint NOT NULL, "
-                "pending jsonb NOT NULL DEFAULT '{{}}', updated_at timestamptz NOT NULL DEFAULT now())"
-            ).format(self.progress_table))  # fmt: skip
+        if _relation(self.conn, schema, PROGRESS_TABLE) is None:
             return None
         row = self.conn.execute(
             sql.SQL("SELECT dump, rows_done, pending FROM {} WHERE target = %s").format(self.progress_table),
@@ -1137,7 +1153,12 @@ class PgvectorImporter:
         return None if row is None else {"dump": row[0], "rows": row[1], "pending": row[2]}
 
     def _save_progress(self, rows_done: int) -> None:
+        """Record (in the caller's transaction) that ``rows_done`` rows of this dump are committed."""
         assert self.conn is not None and self.plan is not None
+        self.conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (target text PRIMARY KEY, dump text, rows_done bigint NOT NULL, "
+            "pending jsonb NOT NULL DEFAULT '{{}}', updated_at timestamptz NOT NULL DEFAULT now())"
+        ).format(self.progress_table))  # fmt: skip
         self.conn.execute(
             sql.SQL(
                 "INSERT INTO {} (target, dump, rows_done, pending) VALUES (%s, %s, %s, %s) ON CONFLICT (target) "
@@ -1146,6 +1167,7 @@ class PgvectorImporter:
             ).format(self.progress_table),
             (self.plan.label, self.identity, rows_done, psycopg.types.json.Jsonb(self.pending)),
         )
+        self._progress_written = True
 
     def _source_shape(self, manifest: Manifest) -> dict[str, Any]:
         """The shape recorded by a pgvector export (column names, SQL types), to recreate the table."""
@@ -1163,7 +1185,7 @@ class PgvectorImporter:
         vector_names = _split(options.get("vector")) or []
         wanted_type = options.get("type")
         if wanted_type is not None and wanted_type not in DENSE_TYPES:
-            raise StoreError(f"{t.uri}: type must be vector or halfvec, not {wanted_type!r}")
+            raise StoreError(f"pgvector {t.where}: type must be vector or halfvec, not {wanted_type!r}")
         dense = []
         for position, spec in enumerate(manifest.vectors):
             recorded = (shape.get("vectors") or {}).get(spec.column) or {}
@@ -1179,7 +1201,7 @@ class PgvectorImporter:
             dimension = t.uri.int_option("sparse_dim") or recorded.get("dimension")
             if not dimension:
                 raise StoreError(
-                    f"{t.uri}: the dump has sparse vectors but no sparse dimension; pass sparse_dim=N "
+                    f"pgvector {t.where}: the dump has sparse vectors but no sparse dimension; pass sparse_dim=N "
                     "(the vocabulary size: every index must be below it)"
                 )
             if not 1 <= dimension <= MAX_SPARSE_DIM:
@@ -1234,7 +1256,8 @@ class PgvectorImporter:
         names = [d.name for d in plan.loaded()] + [n for n, _ in plan.folded]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
-            raise StoreError(f"{self.target.uri}: two dump columns map to the table column {sorted(duplicates)[0]!r}")
+            raise StoreError(f"pgvector {self.target.where}: two dump columns map to the table column "
+                             f"{sorted(duplicates)[0]!r}")  # fmt: skip
         for dest in plan.dense:
             if dest.dimension > MAX_DIM:
                 raise InvalidDataError(
@@ -1316,7 +1339,7 @@ class PgvectorImporter:
             dimension = attr.typmod if attr.typmod > 0 else (
                 t.uri.int_option("sparse_dim") or (shape.get("sparse") or {}).get("dimension"))
             if not dimension:
-                raise StoreError(f"{t.uri}: column {attr.name!r} has no fixed dimension; pass sparse_dim=N")
+                raise StoreError(f"pgvector {t.where}: column {attr.name!r} has no fixed dimension; pass sparse_dim=N")
             sparse = _Dest(attr.name, SPARSE_VALUES, SPARSE_TYPE_NAME, int(dimension))
         metadata = None
         meta_attr = column("metadata", shape.get("metadata_column"), METADATA, required=False)
@@ -1374,7 +1397,7 @@ class PgvectorImporter:
         plan, uri = self.plan, self.target.uri
         method = uri.option("index", "auto") or "auto"
         if method not in ("auto", "hnsw", "ivfflat", "none"):
-            raise StoreError(f"{uri}: index must be auto, hnsw, ivfflat or none, not {method!r}")
+            raise StoreError(f"pgvector {self.target.where}: index must be auto, hnsw, ivfflat or none, not {method!r}")
         if method == "none":
             return []
         shape = self._source_shape(manifest)
@@ -1449,7 +1472,8 @@ class PgvectorImporter:
         self.conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(plan.relation, sql.Literal(self._comment)))
         storage = self.target.uri.option("storage", "auto") or "auto"
         if storage not in ("auto", "plain", "external", "default"):
-            raise StoreError(f"{self.target.uri}: storage must be plain, external or default, not {storage!r}")
+            raise StoreError(f"pgvector {self.target.where}: storage must be plain, external or default, "
+                             f"not {storage!r}")  # fmt: skip
         for dest in plan.dense:
             # Inline vectors (no TOAST) load ~1.4x faster and scan faster, as long as a row fits a page.
             plain = storage == "plain" or (storage == "auto" and dest.dimension <= PLAIN_STORAGE_MAX_DIM[dest.typname])
@@ -1466,7 +1490,7 @@ class PgvectorImporter:
         self.staging = self.upsert or bool(plan.folded)
         parallel = uri.int_option("parallel", DEFAULT_PARALLEL) or DEFAULT_PARALLEL
         if not 1 <= parallel <= 16:
-            raise StoreError(f"{uri}: parallel must be between 1 and 16, not {parallel}")
+            raise StoreError(f"pgvector {self.target.where}: parallel must be between 1 and 16, not {parallel}")
         self._extra_conns = [self.target.connect() for _ in range(parallel - 1)]
         connections = [self.conn, *self._extra_conns]
         names = [d.name for d in plan.loaded()]
@@ -1552,7 +1576,8 @@ class PgvectorImporter:
                 _encode_dense(rows, batch.column(dest.source), dest, ids)
             elif dest.typname == SPARSE_TYPE_NAME:
                 column = batch.column(SPARSE_VALUES)
-                check_sparse(column, dest.dimension, ids)
+                indexed = any(r["column"] == dest.name for r in self.pending.get("indexes") or [])
+                check_sparse(column, dest.dimension, ids, HNSW_MAX_SPARSE_NNZ if indexed else MAX_SPARSE_NNZ)
                 rows.variable(sparse_payload(column, dest.dimension))
             elif dest.source == METADATA:
                 metadata = batch.column(METADATA).cast(pa.large_binary())
@@ -1592,9 +1617,11 @@ class PgvectorImporter:
 
     def finish(self) -> None:
         if self._loader is not None:
-            self._committed = self._loader.committed
-            self._loader.close()
-            self._loader = None
+            loader, self._loader = self._loader, None
+            try:
+                loader.close()  # every batch committed, or the first error
+            finally:
+                self._committed = loader.committed
         self._close_extra()
         if self.conn is None or self.plan is None:
             return
@@ -1637,7 +1664,8 @@ class PgvectorImporter:
         conn, plan, uri = self.conn, self.plan, self.target.uri
         memory = uri.option("maintenance_work_mem", "1GB") or "1GB"
         if not re.fullmatch(r"\d+\s*(kB|MB|GB|TB)?", memory):
-            raise StoreError(f"{uri}: maintenance_work_mem must look like 512MB or 2GB, not {memory!r}")
+            raise StoreError(f"pgvector {self.target.where}: maintenance_work_mem must look like 512MB or 2GB, "
+                             f"not {memory!r}")  # fmt: skip
         workers = uri.int_option("workers")
         if workers is None:
             current = conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0]
@@ -1694,17 +1722,20 @@ class PgvectorImporter:
             self._loader = None
         self._close_extra()
         if self.conn is not None and not self.conn.closed:
-            if self._created and not self._finished and self._committed == 0:
-                self._forget_empty_table()
+            if self.plan is not None and not self._finished and self._committed == 0 and self._resumed_from == 0:
+                self._leave_no_trace()
             self.conn.close()
 
-    def _forget_empty_table(self) -> None:
-        """An import that failed before its first commit leaves nothing behind: not even the new table."""
+    def _leave_no_trace(self) -> None:
+        """An import that failed before its first commit leaves nothing behind: no progress row, and not
+        even the table when it made it."""
         assert self.conn is not None and self.plan is not None
-        with suppress(psycopg.Error), self.conn.transaction():
-            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.plan.relation))
-        with suppress(psycopg.Error):
-            self._drop_progress()
+        if self._created:
+            with suppress(psycopg.Error), self.conn.transaction():
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.plan.relation))
+        if self._progress_written:
+            with suppress(psycopg.Error):
+                self._drop_progress()
 
 
 @contextmanager
@@ -1812,7 +1843,7 @@ class _Loader:
     The dump reader decodes a few row groups at a time (bursts of 100+ MB), so up to ``max_bytes`` of
     encoded batches may wait: enough to keep PostgreSQL busy through a burst, and a bound on memory."""
 
-    def __init__(self, connections: list[psycopg.Connection], target: Target, max_bytes: int = 160 << 20) -> None:
+    def __init__(self, connections: list[psycopg.Connection], target: Target, max_bytes: int = 96 << 20) -> None:
         self.target = target
         self.max_bytes = max_bytes
         self._jobs: list[tuple[int, Job, int]] = []  # (sequence, job, bytes), oldest first
