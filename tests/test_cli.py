@@ -153,3 +153,9 @@ def test_commands_are_quiet_when_not_a_terminal(good, tmp_path):
     assert "imported 300 rows" in run.stdout
     quiet = vecfmt_cli("export", f"lancedb://{tmp_path}/db?table=t", str(tmp_path / "back"), "--quiet")
     assert quiet.code == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_credentials_in_a_dump_uri_are_refused_and_never_shown():
+    run = vecfmt_cli("inspect", "s3://AKIAEXAMPLE:topsecret@bucket/dump")
+    assert_one_clear_error(run, "credentials do not belong in a dump URI")
+    assert "topsecret" not in run.stderr + run.stdout

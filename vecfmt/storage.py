@@ -100,6 +100,11 @@ class Location:
 def resolve(uri: str) -> Location:
     """Resolve a dump URI. Plain paths are local; anything with a scheme goes to ``pyarrow.fs``."""
     shown = redact(uri)
+    if _SCHEME.match(uri) and "@" in urlsplit(uri).netloc:
+        raise DumpError(
+            f"{shown}: credentials do not belong in a dump URI; set them in the environment "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)"
+        )
     if not _SCHEME.match(uri):
         root = os.path.abspath(os.path.expanduser(uri))
         return Location(pafs.LocalFileSystem(), root.rstrip("/") or "/", shown)
