@@ -29,7 +29,11 @@ def child_peak_rss_mb(code: str, *args: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-PEAK_RSS_SNIPPET = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"  # KiB on Linux
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by a big parent
+# would report the parent's size.
+PEAK_RSS_SNIPPET = (
+    "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)"
+)
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:

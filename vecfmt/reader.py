@@ -22,6 +22,7 @@ from vecfmt.schema import same_type, vectors_numpy
 from vecfmt.storage import Location, resolve
 
 _hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecfmt-sha256")
+_prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecfmt-prefetch")
 
 
 def _sha256(buffer: pa.Buffer) -> str:
@@ -99,16 +100,35 @@ class Dump:
         verify: bool = True,
     ) -> Iterator[pa.RecordBatch]:
         """Stream the rows of one namespace (or of all, in manifest order, when None)."""
-        for entry in self.files(namespace):
-            yield from self.file_batches(entry, columns=columns, batch_size=batch_size, verify=verify)
+        for entry, fetched in self._prefetched(self.files(namespace), verify):
+            yield from self.file_batches(entry, columns=columns, batch_size=batch_size, verify=verify,
+                                         fetched=fetched)
 
     def scan(
         self, *, columns: Sequence[str] | None = None, batch_size: int | None = None, verify: bool = True
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Every row of the dump as ``(namespace, batch)`` pairs, in manifest order."""
-        for entry in self.manifest.files:
-            for batch in self.file_batches(entry, columns=columns, batch_size=batch_size, verify=verify):
+        for entry, fetched in self._prefetched(self.manifest.files, verify):
+            for batch in self.file_batches(entry, columns=columns, batch_size=batch_size, verify=verify,
+                                           fetched=fetched):
                 yield entry.namespace, batch
+
+    def _prefetched(
+        self, entries: Sequence[FileEntry], verify: bool
+    ) -> Iterator[tuple[FileEntry, Future[tuple[pa.Buffer, str]] | None]]:
+        """Each file with, from the second on, its bytes and SHA-256 fetched in the background while the
+        one before is decoded (the pipeline that keeps verification off the critical path)."""
+        ahead: Future[tuple[pa.Buffer, str]] | None = None
+        for i, entry in enumerate(entries):
+            fetched = ahead
+            ahead = None
+            if verify and i + 1 < len(entries):
+                ahead = _prefetcher.submit(self._read_and_hash, entries[i + 1])
+            yield entry, fetched
+
+    def _read_and_hash(self, entry: FileEntry) -> tuple[pa.Buffer, str]:
+        buffer = self.location.read_bytes(entry.path)
+        return buffer, _sha256(buffer) if buffer.size == entry.bytes else ""
 
     def table(self, namespace: str | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
         schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
@@ -121,19 +141,26 @@ class Dump:
         columns: Sequence[str] | None = None,
         batch_size: int | None = None,
         verify: bool = True,
+        fetched: Future[tuple[pa.Buffer, str]] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """The batches of one file, row group by row group. The checksum thread runs beside the decoding
-        of the first row group, which keeps verification nearly free (benchmarks/format.py)."""
+        """The batches of one file, row group by row group. Unless ``fetched`` (bytes and checksum read
+        ahead) is given, the checksum thread runs beside the decoding of the first row group."""
         checksum: Future[str] | None = None
         try:
             if verify:
-                buffer = self.location.read_bytes(entry.path)
+                if fetched is not None:
+                    buffer, digest = fetched.result()
+                    checksum = Future()
+                    checksum.set_result(digest)
+                else:
+                    buffer = self.location.read_bytes(entry.path)
                 if buffer.size != entry.bytes:
                     raise DumpError(
                         f"{entry.path} is {buffer.size} bytes, the manifest says {entry.bytes} "
                         "(truncated or altered)"
                     )
-                checksum = _hasher.submit(_sha256, buffer)
+                if checksum is None:
+                    checksum = _hasher.submit(_sha256, buffer)
                 parquet = pq.ParquetFile(pa.BufferReader(buffer))
             else:
                 parquet = pq.ParquetFile(self.location.fs.open_input_file(self.location.path(entry.path)))

@@ -56,6 +56,7 @@ class Location:
         return None if info.type == pafs.FileType.NotFound else info.size
 
     def read_bytes(self, relative: str) -> pa.Buffer:
+        # Read, not memory-mapped: a file truncated while mapped would kill the process with SIGBUS.
         with self.fs.open_input_file(self.path(relative)) as f:
             return f.read_buffer()
 

@@ -57,7 +57,7 @@ class ParquetOptions:
     compression_level: int | None = 1
     byte_stream_split: bool = True  # for vector columns: floats compress only once their bytes are split
     row_group_bytes: int = 64 * MiB  # of Arrow data; small store pages are buffered up to this
-    max_file_bytes: int = 512 * MiB  # of Arrow data; a part file is closed after reaching it
+    max_file_bytes: int = 128 * MiB  # of Arrow data; a part file is closed after reaching it
     max_file_rows: int | None = None
 
     def writer_kwargs(self, schema: pa.Schema) -> dict[str, Any]:
