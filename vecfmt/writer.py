@@ -40,7 +40,6 @@ from vecfmt.schema import (
     first_non_finite,
     is_vector_type,
     namespace_dir,
-    vectors_numpy,
 )
 from vecfmt.storage import HashingSink, Location, resolve
 
@@ -421,7 +420,7 @@ def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSp
         if spec.column == VALUES and column.null_count:
             row = pc.index(pc.is_null(column), True).as_py()
             raise InvalidDataError(f"vector {spec.name!r} is null for id {ids[row].as_py()!r}")
-        row = first_non_finite(vectors_numpy(column.fill_null(0.0) if column.null_count else column))
+        row = first_non_finite(column)
         if row is not None:
             raise InvalidDataError(f"vector {spec.name!r} holds NaN or inf for id {ids[row].as_py()!r}")
     return batch

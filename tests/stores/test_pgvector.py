@@ -335,7 +335,8 @@ def test_import_killed_with_sigkill_resumes_exactly(tmp_path, pg_db):
     committed = _progress(pg_db)
     assert 6_000 <= committed < 30_000
     assert run_sql(pg_db, "SELECT count(*) FROM items") == [(committed,)]  # data and progress: one transaction
-    with pytest.raises(StoreError, match="already exists"):
+    with pytest.raises(StoreError, match=f"already exists .*interrupted import of this dump committed "
+                                         f"{committed:,} rows: resume it"):  # fmt: skip
         transfer.import_dump(dump, uri)  # not resuming: refused, nothing written
     result = transfer.import_dump(dump, uri, resume=True, batch_size=1000)
     assert (result.rows_skipped, result.rows) == (committed, 30_000 - committed)
@@ -373,8 +374,12 @@ def test_bad_vectors_are_refused_before_anything_is_written(tmp_path, pg_db):
     matrix = bad.column("values").combine_chunks().values.to_numpy().reshape(5, 4).copy()
     matrix[3, 1] = np.nan
     write_raw_dump(str(tmp_path / "nan"), {"": bad.set_column(1, "values", vectors_array(matrix))})
-    with pytest.raises(InvalidDataError, match="NaN or inf"):
+    with pytest.raises(InvalidDataError, match="NaN or inf") as caught:
         transfer.import_dump(str(tmp_path / "nan"), pg(pg_db))
+    assert "\n" not in str(caught.value)
+    write_raw_dump(str(tmp_path / "dupes"), {"": pa.concat_tables([make_table(3, 4), make_table(2, 4)])})
+    with pytest.raises(InvalidDataError, match="duplicate ids in namespace '': 'id-0', 'id-1'"):
+        transfer.import_dump(str(tmp_path / "dupes"), pg(pg_db))
     vecfmt.write_dump(str(tmp_path / "huge"), make_table(2, 16_001))
     with pytest.raises(InvalidDataError, match="16001 dimensions; pgvector stores at most 16000"):
         transfer.import_dump(str(tmp_path / "huge"), pg(pg_db))
