@@ -71,7 +71,7 @@ def test_dims_mismatch_between_manifest_and_file(good):
     m = json.loads((root / "manifest.json").read_text())
     m["vectors"][0]["dimension"] = 12
     (root / "manifest.json").write_text(json.dumps(m))
-    assert_one_clear_error(vecfmt_cli("inspect", str(root)), "column 'values'", "[12]")
+    assert_one_clear_error(vecfmt_cli("inspect", str(root)), "column 'values' has 8 dimensions, the manifest says 12")
     run = vecfmt_cli("validate", str(root))
     assert run.code == 1 and "__default__/part-00000.parquet" in run.stderr
 

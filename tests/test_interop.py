@@ -62,6 +62,7 @@ def test_parquet_view_is_a_plain_list_of_float(dump):
     assert column.path == "values.list.element"
     assert column.physical_type == "FLOAT" and column.max_repetition_level == 1
     assert "required group field_id=-1 values (List)" in str(parquet_schema)
+    assert "required float field_id=-1 element" in str(parquet_schema)
     # DuckDB does not read Arrow's stored schema: it sees a variable-length FLOAT list
     described = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()
     assert ("values", "FLOAT[]") in [(row[0], row[1]) for row in described]

@@ -224,7 +224,7 @@ def test_reader_catches_a_dimension_mismatch_between_manifest_and_file(tmp_path)
     m = json.loads((tmp_path / "d" / "manifest.json").read_text())
     m["vectors"][0]["dimension"] = 9
     (tmp_path / "d" / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(DumpError, match="column 'values' is fixed_size_list<element: float>\\[8\\]"):
+    with pytest.raises(DumpError, match="column 'values' has 8 dimensions, the manifest says 9"):
         next(vecfmt.open_dump(uri).batches(""))
 
 
@@ -255,3 +255,10 @@ def test_named_vectors_may_be_null_but_not_nan(tmp_path, identical):
                                        pa.list_(pa.float32(), 3)))
     with pytest.raises(InvalidDataError, match="vector 'title' holds NaN or inf for id 'id-2'"):
         vecfmt.write_dump(str(tmp_path / "e"), broken)
+
+
+def test_a_null_component_inside_a_vector_is_refused(tmp_path):
+    table = make_table(3, 3).set_column(1, "values", pa.array([[1, 2, 3], [4, None, 6], [7, 8, 9]],
+                                                              pa.list_(pa.float32(), 3)))
+    with pytest.raises(InvalidDataError, match="vector 'default' has a null component for id 'id-1'"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry, Manifest
-from vecfmt.schema import same_type, vectors_numpy
+from vecfmt.schema import is_vector_type, same_type, vectors_numpy
 from vecfmt.storage import Location, resolve
 
 _hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecfmt-sha256")
@@ -193,12 +193,13 @@ class Dump:
             if index < 0:
                 self._await_checksum(entry, checksum)
                 raise DumpError(f"{entry.path} has no column {field.name!r}")
-            if not same_type(schema.field(index).type, field.type):
+            found = schema.field(index).type
+            if not same_type(found, field.type):
                 self._await_checksum(entry, checksum)
-                raise DumpError(
-                    f"{entry.path} column {field.name!r} is {schema.field(index).type}, "
-                    f"the manifest says {field.type}"
-                )
+                if is_vector_type(field.type) and is_vector_type(found):
+                    raise DumpError(f"{entry.path} column {field.name!r} has {found.list_size} dimensions, "
+                                    f"the manifest says {field.type.list_size}")
+                raise DumpError(f"{entry.path} column {field.name!r} is {found}, the manifest says {field.type}")
 
     @staticmethod
     def _await_checksum(entry: FileEntry, checksum: Future[str] | None) -> None:

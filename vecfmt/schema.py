@@ -37,7 +37,9 @@ SPARSE_TYPE = pa.struct(
 
 
 def vector_type(dimension: int) -> pa.FixedSizeListType:
-    return pa.list_(pa.float32(), dimension)
+    # A non-nullable child makes the Parquet leaf `required float`: one definition level less per float,
+    # which reads 30-40% and writes 6-10% faster (spec section 4).
+    return pa.list_(pa.field("element", pa.float32(), nullable=False), dimension)
 
 
 def vector_column(name: str, primary: bool) -> str:
@@ -164,6 +166,16 @@ def vectors_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
     """Wrap an ``(n, dim)`` float32 matrix as a vector column without copying it."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def null_component_rows(column: pa.Array) -> np.ndarray:
+    """Boolean mask of the non-null vectors with a null component (casts do not catch those)."""
+    dimension = column.type.list_size
+    flat = column.values.slice(column.offset * dimension, len(column) * dimension)
+    if flat.null_count == 0:
+        return np.zeros(len(column), dtype=bool)
+    holes = flat.is_null().to_numpy(zero_copy_only=False).reshape(len(column), dimension).any(axis=1)
+    return holes & column.is_valid().to_numpy(zero_copy_only=False)
 
 
 def non_finite_rows(column: pa.Array) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -40,6 +41,7 @@ from vecfmt.schema import (
     first_non_finite,
     is_vector_type,
     namespace_dir,
+    null_component_rows,
 )
 from vecfmt.storage import HashingSink, Location, resolve
 
@@ -420,6 +422,11 @@ def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSp
         if spec.column == VALUES and column.null_count:
             row = pc.index(pc.is_null(column), True).as_py()
             raise InvalidDataError(f"vector {spec.name!r} is null for id {ids[row].as_py()!r}")
+        holes = null_component_rows(column)
+        if holes.any():
+            raise InvalidDataError(
+                f"vector {spec.name!r} has a null component for id {ids[int(np.argmax(holes))].as_py()!r}"
+            )
         row = first_non_finite(column)
         if row is not None:
             raise InvalidDataError(f"vector {spec.name!r} holds NaN or inf for id {ids[row].as_py()!r}")

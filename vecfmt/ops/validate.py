@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry
 from vecfmt.reader import Dump
-from vecfmt.schema import ID, METADATA, SPARSE_VALUES, non_finite_rows
+from vecfmt.schema import ID, METADATA, SPARSE_VALUES, non_finite_rows, null_component_rows
 
 MAX_ROWS_PER_PROBLEM = 5  # rows named per kind of problem and file; the count says how many in all
 
@@ -88,6 +88,7 @@ def _check_rows(dump: Dump, entry: FileEntry, batch: pa.RecordBatch, offset: int
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         if spec.column == "values":
             report(~valid, f"vector {spec.name!r} is null")
+        report(null_component_rows(column), f"vector {spec.name!r} has a null component")
         report(non_finite_rows(column), f"vector {spec.name!r} holds NaN or inf")
     report(_bad_json(batch.column(METADATA)), "metadata is not a JSON object")
     if dump.manifest.sparse_values:
