@@ -58,7 +58,9 @@ class ParquetOptions:
     compression_level: int | None = 1
     byte_stream_split: bool = True  # for vector columns: floats compress only once their bytes are split
     row_group_bytes: int = 64 * MiB  # of Arrow data; small store pages are buffered up to this
-    max_file_bytes: int = 128 * MiB  # of Arrow data; a part file is closed after reaching it
+    # of Arrow data: one row group a file, so that a reader fetches and hashes the next file while it
+    # decodes this one (benchmarks/format.py), and memory stays bounded by a few files
+    max_file_bytes: int = 64 * MiB
     max_file_rows: int | None = None
 
     def writer_kwargs(self, schema: pa.Schema) -> dict[str, Any]:
@@ -174,15 +176,20 @@ class PartWriter:
         assert self._writer is not None
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._file_rows += table.num_rows
-        self._file_arrow_bytes += table.get_total_buffer_size()
-        if not self.align_files_to_batches and self._file_full():
+        self._file_arrow_bytes += table.nbytes
+        if not self.align_files_to_batches and self._file_full(lookahead=True):
             self._close_file()
 
-    def _file_full(self, more_rows: int = 0, more_bytes: int = 0) -> bool:
+    def _file_full(self, more_rows: int = 0, more_bytes: int = 0, *, lookahead: bool = False) -> bool:
+        """Rows or bytes reached their limits; with ``lookahead``, bytes count as full when one more row
+        group would take the file past ``max_file_bytes`` (so 64 MiB files hold one 64 MiB row group)."""
+        size = self._file_arrow_bytes + more_bytes
+        if lookahead:
+            bytes_full = size + self.options.row_group_bytes > self.options.max_file_bytes
+        else:
+            bytes_full = size >= self.options.max_file_bytes
         limit_rows = self.options.max_file_rows
-        return self._file_arrow_bytes + more_bytes >= self.options.max_file_bytes or (
-            limit_rows is not None and self._file_rows + more_rows >= limit_rows
-        )
+        return bytes_full or (limit_rows is not None and self._file_rows + more_rows >= limit_rows)
 
     def _open_file(self) -> None:
         folder = namespace_dir(self.namespace)
