@@ -1,13 +1,14 @@
 """Reading dumps: manifest first, then Parquet files streamed as record batches, checked on the way.
 
 A dump without a manifest is incomplete and refused. By default every file's size, SHA-256, row count
-and schema are checked as it is read; the checksum runs in a thread beside the Parquet decoding, and
-no batch of a file is handed out before its checksum has matched.
+and schema are checked before any of its rows is decoded. Files are loaded by worker threads a few at
+a time (hashlib and Parquet decoding release the GIL), so checking costs little wall time.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -21,8 +22,10 @@ from vecfmt.manifest import MANIFEST_NAME, FileEntry, Manifest
 from vecfmt.schema import is_vector_type, same_type, vectors_numpy
 from vecfmt.storage import Location, resolve
 
-_hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecfmt-sha256")
-_prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecfmt-prefetch")
+# Files in flight at once: two decode in parallel (as many as this project's machines have cores) while
+# the consumer works on the one before.
+READ_AHEAD = 3
+_loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vecfmt-read")
 
 
 def _sha256(buffer: pa.Buffer) -> str:
@@ -100,35 +103,14 @@ class Dump:
         verify: bool = True,
     ) -> Iterator[pa.RecordBatch]:
         """Stream the rows of one namespace (or of all, in manifest order, when None)."""
-        for entry, fetched in self._prefetched(self.files(namespace), verify):
-            yield from self.file_batches(entry, columns=columns, batch_size=batch_size, verify=verify,
-                                         fetched=fetched)
+        for _, batch in self._stream(self.files(namespace), columns, batch_size, verify):
+            yield batch
 
     def scan(
         self, *, columns: Sequence[str] | None = None, batch_size: int | None = None, verify: bool = True
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Every row of the dump as ``(namespace, batch)`` pairs, in manifest order."""
-        for entry, fetched in self._prefetched(self.manifest.files, verify):
-            for batch in self.file_batches(entry, columns=columns, batch_size=batch_size, verify=verify,
-                                           fetched=fetched):
-                yield entry.namespace, batch
-
-    def _prefetched(
-        self, entries: Sequence[FileEntry], verify: bool
-    ) -> Iterator[tuple[FileEntry, Future[tuple[pa.Buffer, str]] | None]]:
-        """Each file with, from the second on, its bytes and SHA-256 fetched in the background while the
-        one before is decoded (the pipeline that keeps verification off the critical path)."""
-        ahead: Future[tuple[pa.Buffer, str]] | None = None
-        for i, entry in enumerate(entries):
-            fetched = ahead
-            ahead = None
-            if verify and i + 1 < len(entries):
-                ahead = _prefetcher.submit(self._read_and_hash, entries[i + 1])
-            yield entry, fetched
-
-    def _read_and_hash(self, entry: FileEntry) -> tuple[pa.Buffer, str]:
-        buffer = self.location.read_bytes(entry.path)
-        return buffer, _sha256(buffer) if buffer.size == entry.bytes else ""
+        yield from self._stream(self.manifest.files, columns, batch_size, verify)
 
     def table(self, namespace: str | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
         schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
@@ -141,77 +123,86 @@ class Dump:
         columns: Sequence[str] | None = None,
         batch_size: int | None = None,
         verify: bool = True,
-        fetched: Future[tuple[pa.Buffer, str]] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """The batches of one file, row group by row group. Unless ``fetched`` (bytes and checksum read
-        ahead) is given, the checksum thread runs beside the decoding of the first row group."""
-        checksum: Future[str] | None = None
+        """The batches of one file, checked (see ``load_file``)."""
+        yield from self.load_file(entry, columns=columns, verify=verify).to_batches(max_chunksize=batch_size)
+
+    def _stream(
+        self, entries: Sequence[FileEntry], columns: Sequence[str] | None, batch_size: int | None, verify: bool
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Files loaded (read, hashed, decoded) by worker threads, READ_AHEAD at a time, handed out in
+        manifest order: the files decode in parallel like a multi-threaded read_table, while memory stays
+        bounded by a few files (64 MiB each by default)."""
+        pending: deque[tuple[FileEntry, Future[pa.Table]]] = deque()
+        upcoming = iter(entries)
+        try:
+            while True:
+                while len(pending) < READ_AHEAD and (entry := next(upcoming, None)) is not None:
+                    pending.append((entry, _loader.submit(self.load_file, entry, columns=columns, verify=verify)))
+                if not pending:
+                    return
+                entry, loading = pending.popleft()
+                for batch in loading.result().to_batches(max_chunksize=batch_size):
+                    yield entry.namespace, batch
+        finally:
+            for _, loading in pending:
+                loading.cancel()
+
+    def load_file(self, entry: FileEntry, *, columns: Sequence[str] | None = None, verify: bool = True) -> pa.Table:
+        """One whole file, after checking it against the manifest: size, SHA-256 (before any row is
+        decoded, with ``verify``), row count and schema."""
+        path = self.location.path(entry.path)
         try:
             if verify:
-                if fetched is not None:
-                    buffer, digest = fetched.result()
-                    checksum = Future()
-                    checksum.set_result(digest)
-                else:
-                    buffer = self.location.read_bytes(entry.path)
+                buffer = self.location.read_bytes(entry.path)
                 if buffer.size != entry.bytes:
-                    raise DumpError(
-                        f"{entry.path} is {buffer.size} bytes, the manifest says {entry.bytes} "
-                        "(truncated or altered)"
-                    )
-                if checksum is None:
-                    checksum = _hasher.submit(_sha256, buffer)
+                    raise DumpError(f"{entry.path} is {buffer.size} bytes, the manifest says {entry.bytes} "
+                                    "(truncated or altered)")
+                if _sha256(buffer) != entry.sha256:
+                    raise DumpError(f"{entry.path} is corrupt: its SHA-256 differs from the manifest's")
                 parquet = pq.ParquetFile(pa.BufferReader(buffer))
             else:
-                parquet = pq.ParquetFile(self.location.fs.open_input_file(self.location.path(entry.path)))
+                parquet = pq.ParquetFile(self.location.fs.open_input_file(path))
+            self._check_file_schema(entry, parquet)
+            return parquet.read(columns=list(columns) if columns is not None else None, use_threads=False)
         except FileNotFoundError:
             raise DumpError(f"{entry.path} is listed in the manifest but missing") from None
         except (pa.ArrowInvalid, OSError) as exc:
-            self._await_checksum(entry, checksum)
             raise DumpError(f"{entry.path} is not readable Parquet: {_line(exc)}") from None
-        self._check_file_schema(entry, parquet, checksum)
-        wanted = list(columns) if columns is not None else None
-        for group in range(parquet.num_row_groups):
-            try:
-                table = parquet.read_row_group(group, columns=wanted)
-            except (pa.ArrowInvalid, OSError) as exc:
-                self._await_checksum(entry, checksum)
-                raise DumpError(f"{entry.path} is corrupt: {_line(exc)}") from None
-            if checksum is not None:
-                self._await_checksum(entry, checksum)
-                checksum = None
-            yield from table.to_batches(max_chunksize=batch_size)
 
-    def _check_file_schema(self, entry: FileEntry, parquet: pq.ParquetFile, checksum: Future[str] | None) -> None:
+    def _check_file_schema(self, entry: FileEntry, parquet: pq.ParquetFile) -> None:
         rows = parquet.metadata.num_rows
         if rows != entry.rows:
-            self._await_checksum(entry, checksum)
             raise DumpError(f"{entry.path} holds {rows} rows, the manifest says {entry.rows}")
         schema = parquet.schema_arrow
         for field in self.schema:
             index = schema.get_field_index(field.name)
             if index < 0:
-                self._await_checksum(entry, checksum)
                 raise DumpError(f"{entry.path} has no column {field.name!r}")
             found = schema.field(index).type
             if not same_type(found, field.type):
-                self._await_checksum(entry, checksum)
                 if is_vector_type(field.type) and is_vector_type(found):
                     raise DumpError(f"{entry.path} column {field.name!r} has {found.list_size} dimensions, "
                                     f"the manifest says {field.type.list_size}")
                 raise DumpError(f"{entry.path} column {field.name!r} is {found}, the manifest says {field.type}")
-
-    @staticmethod
-    def _await_checksum(entry: FileEntry, checksum: Future[str] | None) -> None:
-        """A checksum mismatch explains any other failure best, so it is reported first."""
-        if checksum is not None and checksum.result() != entry.sha256:
-            raise DumpError(f"{entry.path} is corrupt: its SHA-256 differs from the manifest's")
 
     # --- helpers for users ----------------------------------------------------------------------
 
     def vectors(self, batch: pa.RecordBatch | pa.Table, name: str | None = None) -> np.ndarray:
         """The ``(n, dim)`` float32 NumPy view of a batch's vectors, sharing the Arrow buffer."""
         return vectors_numpy(batch.column(self.manifest.vector(name).column))
+
+    def matrix(self, namespace: str | None = None, name: str | None = None, *, verify: bool = True) -> np.ndarray:
+        """All vectors of a namespace (or of the dump) as one ``(n, dim)`` float32 array, filled batch by
+        batch as the files stream past (n is known from the manifest, so nothing is concatenated)."""
+        spec = self.manifest.vector(name)
+        rows = sum(f.rows for f in self.files(namespace))
+        out = np.empty((rows, spec.dimension), dtype=np.float32)
+        position = 0
+        for batch in self.batches(namespace, columns=[spec.column], verify=verify):
+            out[position:position + batch.num_rows] = vectors_numpy(batch.column(0))
+            position += batch.num_rows
+        return out
 
     def dataset(self, namespace: str | None = None) -> pads.Dataset:
         """The dump (or one namespace) as a ``pyarrow.dataset`` for DuckDB, polars and friends."""
