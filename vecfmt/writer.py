@@ -266,7 +266,7 @@ class DumpWriter:
         if resumable and self.location.exists(EXPORT_STATE) and not self.location.exists(MANIFEST_NAME):
             self._restore()
         else:
-            prepare_location(self.location, overwrite or (resumable and not self.location.exists(MANIFEST_NAME)))
+            prepare_location(self.location, overwrite)  # nothing to resume: never delete files unasked
 
     @property
     def rows_written(self) -> int:
