@@ -68,7 +68,7 @@ def write_raw_dump(uri: str, tables: dict[str, pa.Table], metric: str = "cosine"
     files = []
     for namespace, table in tables.items():
         part = PartWriter(location, namespace, template.arrow_schema())
-        for batch in table.cast(template.arrow_schema()).to_batches():
+        for batch in table.select(template.arrow_schema().names).cast(template.arrow_schema()).to_batches():
             part.write(batch)
         files.extend(part.close())
     return commit_manifest(location, template, files)

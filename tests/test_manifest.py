@@ -85,3 +85,18 @@ def test_schema_violations_name_the_place(tmp_path):
     m["files"][0]["sha256"] = "xyz"
     with pytest.raises(DumpError, match="files/0/sha256"):
         Manifest.from_dict(m)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda m: m["files"][0].__setitem__("namespace", "zzz"), "not in a folder of a listed namespace"),
+    (lambda m: m["files"][0].__setitem__("path", "elsewhere/part-00000.parquet"), "not in a folder"),
+    (lambda m: m["files"].append(dict(m["files"][0], rows=0)), "a file is listed twice"),
+    (lambda m: m["namespaces"].append(dict(m["namespaces"][0], rows=0)), "listed twice"),
+    (lambda m: m["vectors"][0].__setitem__("column", "values_x"), "vectors/0/column"),
+    (lambda m: m.__setitem__("vectors", []), "sparse_values"),
+])
+def test_inconsistent_manifests_are_refused(tmp_path, mutate, message):
+    m = _manifest(tmp_path)
+    mutate(m)
+    with pytest.raises(DumpError, match=message):
+        Manifest.from_dict(m)

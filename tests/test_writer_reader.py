@@ -262,3 +262,24 @@ def test_a_null_component_inside_a_vector_is_refused(tmp_path):
                                                               pa.list_(pa.float32(), 3)))
     with pytest.raises(InvalidDataError, match="vector 'default' has a null component for id 'id-1'"):
         vecfmt.write_dump(str(tmp_path / "d"), table)
+
+
+@pytest.mark.parametrize("sparse, problem", [
+    ({"indices": [1, 5], "values": [0.5]}, "lengths"),
+    ({"indices": [5, 1], "values": [0.5, 0.25]}, "order"),
+    ({"indices": [5, 5], "values": [0.5, 0.25]}, "repeat"),
+    ({"indices": [1, 5], "values": [0.5, float("nan")]}, "nan"),
+])
+def test_malformed_sparse_vectors_are_refused(tmp_path, sparse, problem):
+    from vecfmt.schema import SPARSE_TYPE
+
+    good = {"indices": [0, 2], "values": [1.0, 2.0]}
+    table = make_table(3, 4).append_column("sparse_values", pa.array([good, sparse, None], SPARSE_TYPE))
+    with pytest.raises(InvalidDataError, match="sparse_values malformed for id 'id-1'"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)
+
+
+def test_named_vectors_need_a_primary_one(tmp_path):
+    table = make_table(3, 4, named={"title": 2}).drop_columns(["values"])
+    with pytest.raises(InvalidDataError, match="need a primary vector in 'values'"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)

@@ -34,7 +34,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 NamespaceOpt = Annotated[
     list[str] | None, typer.Option("--namespace", "-n", help="Only this namespace (repeatable).")
 ]
-BatchOpt = Annotated[int, typer.Option(help="Rows per batch.")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Rows per batch.")]
 
 
 def _print_json(data: Any) -> None:
@@ -224,6 +224,10 @@ def main() -> None:
         app()
     except VecfmtError as exc:
         err.print(f"error: {_safe(str(exc))}", markup=False)
+        sys.exit(1)
+    except OSError as exc:  # a path that is a file, a folder that cannot be made, a disk that is full
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"error: {_safe(exc.strerror or str(exc))}{_safe(str(where))}", markup=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)

@@ -190,6 +190,14 @@ class Manifest:
         )
         if manifest.total_rows != d["total_rows"]:
             raise DumpError("manifest.json is inconsistent: total_rows differs from the namespace counts")
+        folders = {ns.name: ns.path for ns in manifest.namespaces}
+        if len(folders) != len(manifest.namespaces) or len(set(folders.values())) != len(folders):
+            raise DumpError("manifest.json is inconsistent: a namespace or its folder is listed twice")
+        if len({f.path for f in manifest.files}) != len(manifest.files):
+            raise DumpError("manifest.json is inconsistent: a file is listed twice")
+        for f in manifest.files:
+            if f.namespace not in folders or f.path.split("/")[0] != folders[f.namespace]:
+                raise DumpError(f"manifest.json is inconsistent: {f.path} is not in a folder of a listed namespace")
         for ns in manifest.namespaces:
             if sum(f.rows for f in manifest.files_of(ns.name)) != ns.rows:
                 raise DumpError(

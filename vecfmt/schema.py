@@ -178,6 +178,28 @@ def null_component_rows(column: pa.Array) -> np.ndarray:
     return holes & column.is_valid().to_numpy(zero_copy_only=False)
 
 
+def malformed_sparse_rows(column: pa.Array) -> np.ndarray:
+    """Boolean mask of sparse vectors breaking spec 3.3: indices and values of different lengths,
+    indices not strictly increasing, or values that are not finite (whole column at once, no row loop)."""
+    n = len(column)
+    if column.null_count == n:
+        return np.zeros(n, dtype=bool)
+    indices, values = column.field("indices"), column.field("values")
+    lengths_i = pc.fill_null(pc.list_value_length(indices), 0).to_numpy(zero_copy_only=False)
+    lengths_v = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+    bad = lengths_i != lengths_v
+    flat_v = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+    if not np.isfinite(flat_v).all():
+        parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+        bad[parents[~np.isfinite(flat_v)]] = True
+    flat_i = pc.list_flatten(indices).to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(flat_i) > 1:
+        parents = pc.list_parent_indices(indices).to_numpy(zero_copy_only=False)
+        same_row = parents[1:] == parents[:-1]
+        bad[parents[1:][same_row & (np.diff(flat_i) <= 0)]] = True
+    return bad
+
+
 def non_finite_rows(column: pa.Array) -> np.ndarray:
     """Boolean mask of the non-null vectors holding NaN or inf (null slots are not looked at)."""
     bad = ~np.isfinite(vectors_numpy(column)).all(axis=1)

@@ -20,10 +20,15 @@ OBJECT_STORES = ("s3", "gcs", "abfs")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
+_SECRET_PARAM = re.compile(r"(?i)([?&][^=&]*(?:secret|key|token|password|credential)[^=&]*=)[^&]*")
+
+
 def redact(uri: str) -> str:
-    """The URI with any password (``user:secret@``) replaced, fit for messages and manifests."""
+    """The URI with any password (``user:secret@``) and secret-looking query values (``secret_key=``,
+    ``session_token=``, ...) replaced, fit for messages and manifests."""
     if not _SCHEME.match(uri):
         return uri
+    uri = _SECRET_PARAM.sub(r"\1***", uri)
     parts = urlsplit(uri)
     if parts.password is None:
         return uri

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
-from vecfmt.errors import InvalidDataError
+from vecfmt.errors import DumpError, InvalidDataError
 from vecfmt.manifest import EmbeddingModel, Manifest, NamespaceEntry
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
@@ -71,7 +71,10 @@ def export(
             RowProgress("export", total, progress) as bar,
         ):
             bar.advance(writer.rows_written)
-            start = writer.cursor or {"namespace": 0, "slice": 0, "token": None}
+            start = writer.cursor or {"namespaces": chosen, "namespace": 0, "slice": 0, "token": None}
+            if start["namespaces"] != chosen:  # positions are only meaningful over the same namespaces
+                raise DumpError(f"{dump_uri}: the interrupted export covered namespaces {start['namespaces']}, "
+                                f"this one {chosen}; resume with the same ones, or start again with overwrite")
             for n, namespace in enumerate(chosen):
                 for s, part in enumerate(exporter.slices(namespace)):
                     if (n, s) < (start["namespace"], start["slice"]):
@@ -82,8 +85,10 @@ def export(
                         writer.write_batch(chunk.batch, namespace)
                         bar.advance(chunk.batch.num_rows)
                         if resume and chunk.resume_token is not None and writer.files_finished > finished:
-                            writer.checkpoint({"namespace": n, "slice": s, "token": chunk.resume_token})
+                            cursor = {"namespaces": chosen, "namespace": n, "slice": s, "token": chunk.resume_token}
+                            writer.checkpoint(cursor)
                             finished = writer.files_finished
+            _check_counts(writer.rows_by_namespace(), desc.namespaces, chosen)
         assert writer.manifest is not None
         return writer.manifest
     finally:
@@ -171,7 +176,9 @@ def copy(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
 ) -> TransferResult:
-    """Store to store with no dump in between. Duplicate ids are caught as rows stream."""
+    """Store to store with no dump in between. Every batch is checked before it is written; duplicate
+    ids are detected once a namespace has streamed (so the target may already hold rows by then,
+    unless it enforces unique ids itself, as pgvector's primary key does)."""
     started = time.perf_counter()
     exporter = open_exporter(source)
     importer: Importer | None = None
@@ -213,6 +220,15 @@ def _checked(
             seen.append(batch.column(ID))
             yield batch
     check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
+
+
+def _check_counts(written: dict[str, int], reported: dict[str, int | None], chosen: list[str]) -> None:
+    """Rows written per namespace must be what the store said it held (when it said)."""
+    for namespace in chosen:
+        expected = reported.get(namespace)
+        if expected is not None and written.get(namespace, 0) != expected:
+            raise InvalidDataError(f"namespace {namespace!r}: the store reported {expected:,} rows but "
+                                   f"{written.get(namespace, 0):,} were exported; the dump is not written")
 
 
 def _choose_namespaces(available: list[str], wanted: list[str] | None) -> list[str]:

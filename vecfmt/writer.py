@@ -40,6 +40,7 @@ from vecfmt.schema import (
     conform,
     first_non_finite,
     is_vector_type,
+    malformed_sparse_rows,
     namespace_dir,
     null_component_rows,
 )
@@ -272,6 +273,9 @@ class DumpWriter:
     def rows_written(self) -> int:
         return sum(ns.rows for ns in self._namespaces.values())
 
+    def rows_by_namespace(self) -> dict[str, int]:
+        return {name: ns.rows for name, ns in self._namespaces.items()}
+
     def write(
         self, data: pa.RecordBatch | pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch],
         namespace: str = "",
@@ -415,6 +419,8 @@ def infer_vectors(schema: pa.Schema, metric: str) -> list[VectorSpec]:
     specs.sort(key=lambda s: s.column != VALUES)
     if not specs and SPARSE_VALUES not in schema.names:
         raise InvalidDataError("the data has neither a 'values' vector column nor 'sparse_values'")
+    if specs and specs[0].column != VALUES:
+        raise InvalidDataError(f"named vectors ({specs[0].column!r}, ...) need a primary vector in 'values'")
     return specs
 
 
@@ -437,6 +443,13 @@ def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSp
         row = first_non_finite(column)
         if row is not None:
             raise InvalidDataError(f"vector {spec.name!r} holds NaN or inf for id {ids[row].as_py()!r}")
+    if SPARSE_VALUES in batch.schema.names:
+        bad = malformed_sparse_rows(batch.column(SPARSE_VALUES))
+        if bad.any():
+            raise InvalidDataError(
+                f"sparse_values malformed for id {ids[int(np.argmax(bad))].as_py()!r} (indices and values must "
+                "have equal lengths, indices strictly increase, values be finite)"
+            )
     return batch
 
 

@@ -234,3 +234,30 @@ def test_export_killed_with_sigkill_resumes(tmp_path, identical):
     assert manifest.total_rows == 40_000
     identical(vecfmt.open_dump(str(out)).table(""), table)
     assert validate_dump(str(out)) == []
+
+
+def test_resume_refuses_other_namespaces_than_the_interrupted_export(tmp_path, monkeypatch):
+    with vecfmt.DumpWriter(str(tmp_path / "a")) as w:
+        w.write(make_table(600, 4, prefix="a-"), namespace="a")
+        w.write(make_table(600, 4, prefix="b-"), namespace="b")
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    exporter_cls = vecfmt.stores.lancedb.LanceDBExporter
+    original = exporter_cls.batches
+
+    def dying(self, part, *, batch_size, resume=None):
+        for i, chunk in enumerate(original(self, part, batch_size=batch_size, resume=resume)):
+            if part.namespace == "b" and i == 3:
+                raise ConnectionError("store went away")
+            yield chunk
+
+    monkeypatch.setattr(exporter_cls, "batches", dying)
+    options = vecfmt.ParquetOptions(max_file_rows=200)
+    out = str(tmp_path / "out")
+    with pytest.raises(ConnectionError):
+        transfer.export(lance(tmp_path), out, batch_size=100, options=options, resume=True)
+    monkeypatch.setattr(exporter_cls, "batches", original)
+    with pytest.raises(vecfmt.DumpError, match=r"covered namespaces \['a', 'b'\], this one \['b'\]"):
+        transfer.export(lance(tmp_path), out, namespaces=["b"], batch_size=100, options=options, resume=True)
+    manifest = transfer.export(lance(tmp_path), out, batch_size=100, options=options, resume=True)
+    assert {ns.name: ns.rows for ns in manifest.namespaces} == {"a": 600, "b": 600}
+    assert validate_dump(out) == []

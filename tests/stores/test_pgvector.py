@@ -400,8 +400,10 @@ def test_bad_vectors_are_refused_before_anything_is_written(tmp_path, pg_db):
 def test_unsorted_sparse_indices_are_refused_clearly(tmp_path, pg_db):
     table = make_table(2, 4).append_column(
         "sparse_values", pa.array([{"indices": [3, 1], "values": [1.0, 2.0]}, None], SPARSE_TYPE))
-    vecfmt.write_dump(str(tmp_path / "d"), table)
-    with pytest.raises(InvalidDataError, match="id 'id-0' has indices that are not strictly ascending"):
+    with pytest.raises(InvalidDataError, match="sparse_values malformed for id 'id-0'"):
+        vecfmt.write_dump(str(tmp_path / "w"), table)  # the writer refuses it
+    write_raw_dump(str(tmp_path / "d"), {"": table})  # a hand-made dump: the import refuses it
+    with pytest.raises(InvalidDataError, match="sparse_values malformed for id 'id-0'"):
         transfer.import_dump(str(tmp_path / "d"), pg(pg_db, sparse_dim=10))
 
 

@@ -19,6 +19,7 @@ from vecfmt.manifest import Manifest
 from vecfmt.reader import Dump
 from vecfmt.schema import DOCUMENT, ID, METADATA, vectors_numpy
 from vecfmt.storage import resolve
+from vecfmt.writer import check_unique_ids
 
 EXAMPLES = 5
 
@@ -96,8 +97,10 @@ def diff_dumps(
     output: str | None = None,
     batch_size: int = 65_536,
 ) -> DiffResult:
-    """Compare two dumps row by row (matched by id). ``tolerance`` is the largest absolute difference of
-    any vector component still counted as unchanged. ``output`` writes every differing row as Parquet."""
+    """Compare two dumps row by row (matched by id): one vector (the primary unless ``vector`` names
+    another), the metadata (as JSON values) and the documents; sparse and other named vectors are not
+    compared. ``tolerance`` is the largest absolute difference of any vector component still counted as
+    unchanged. ``output`` writes every differing row as Parquet. Ids must be unique on both sides."""
     a, b = Dump.open(a_uri), Dump.open(b_uri)
     column_a, column_b = _vector_columns(a.manifest, b.manifest, vector)
     result = DiffResult(a.uri, b.uri, tolerance, {})
@@ -154,6 +157,7 @@ def _diff_namespace(
     extra = [DOCUMENT] if with_document else []
     table_a, matrix_a = _load_a(a, namespace, column_a, extra, batch_size)
     ids_a = table_a.column(ID)
+    check_unique_ids(ids_a, namespace)
     out.rows_a = len(table_a)
     seen_in_b = np.zeros(len(table_a), dtype=bool)
 
@@ -161,6 +165,7 @@ def _diff_namespace(
     present = namespace in b.namespaces
     # One hash table of A's ids for all of B (building it per batch would dominate the run).
     ids_b = [x.column(ID) for x in b.batches(namespace, columns=[ID], verify=False)] if present else []
+    check_unique_ids(pa.chunked_array(ids_b, pa.string()), namespace)
     index_all = pc.index_in(pa.chunked_array(ids_b, pa.string()), value_set=ids_a).combine_chunks()
     offset = 0
     for batch in b.batches(namespace, columns=cols_b, batch_size=batch_size) if present else []:
@@ -223,9 +228,9 @@ def _compare(
     if writer is not None and changed.any():
         keep = pa.array(changed)
         writer.write_table(pa.table({
-            "namespace": pa.array([namespace] * int(changed.sum()), pa.string()),
+            "namespace": pa.repeat(pa.scalar(namespace), int(changed.sum())),
             "id": ids.filter(keep),
-            "change": pa.array(["changed"] * int(changed.sum()), pa.string()),
+            "change": pa.repeat(pa.scalar("changed"), int(changed.sum())),
             "vector_changed": pa.array(vector_changed[changed]),
             "metadata_changed": pa.array(metadata_changed[changed]),
             "document_changed": pa.array(document_changed[changed]),
@@ -277,9 +282,9 @@ def _write(writer: pq.ParquetWriter | None, namespace: str, ids: pa.Array | pa.C
         return
     n = len(ids)
     writer.write_table(pa.table({
-        "namespace": pa.array([namespace] * n, pa.string()),
+        "namespace": pa.repeat(pa.scalar(namespace), n),
         "id": ids,
-        "change": pa.array([change] * n, pa.string()),
+        "change": pa.repeat(pa.scalar(change), n),
         "vector_changed": pa.nulls(n, pa.bool_()),
         "metadata_changed": pa.nulls(n, pa.bool_()),
         "document_changed": pa.nulls(n, pa.bool_()),

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry
 from vecfmt.reader import Dump
-from vecfmt.schema import ID, METADATA, SPARSE_VALUES, non_finite_rows, null_component_rows
+from vecfmt.schema import ID, METADATA, SPARSE_VALUES, malformed_sparse_rows, non_finite_rows, null_component_rows
 
 MAX_ROWS_PER_PROBLEM = 5  # rows named per kind of problem and file; the count says how many in all
 
@@ -92,7 +92,8 @@ def _check_rows(dump: Dump, entry: FileEntry, batch: pa.RecordBatch, offset: int
         report(non_finite_rows(column), f"vector {spec.name!r} holds NaN or inf")
     report(_bad_json(batch.column(METADATA)), "metadata is not a JSON object")
     if dump.manifest.sparse_values:
-        report(_bad_sparse(batch.column(SPARSE_VALUES)), "sparse_values malformed")
+        report(malformed_sparse_rows(batch.column(SPARSE_VALUES)),
+               "sparse_values malformed (lengths differ, indices not increasing, or values not finite)")
     return out
 
 
@@ -105,21 +106,6 @@ def _bad_json(column: pa.Array) -> np.ndarray:
             bad[i] = not isinstance(json.loads(text), dict)
         except ValueError:
             bad[i] = True
-    return bad
-
-
-def _bad_sparse(column: pa.Array) -> np.ndarray:
-    """Indices and values of different lengths, or values that are not finite."""
-    if column.null_count == len(column):
-        return np.zeros(len(column), dtype=bool)
-    indices = column.field("indices")
-    values = column.field("values")
-    lengths_differ = pc.fill_null(pc.not_equal(pc.list_value_length(indices), pc.list_value_length(values)), False)
-    bad = lengths_differ.to_numpy(zero_copy_only=False).copy()
-    flat = pc.list_flatten(values).to_numpy(zero_copy_only=False)
-    if not np.isfinite(flat).all():
-        parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
-        bad[np.unique(parents[~np.isfinite(flat)])] = True
     return bad
 
 

@@ -126,7 +126,8 @@ class LanceDBExporter:
             return {"": self.table.count_rows()}
         names = self.table.search().select([self.namespace_column]).limit(None).to_arrow()
         counts = pc.value_counts(names.column(0).fill_null(""))
-        return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+        found = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+        return dict(sorted(found.items()))  # a stable order: resumed exports rely on it
 
     def slices(self, namespace: str) -> list[Slice]:
         return [Slice(namespace)]
@@ -235,7 +236,7 @@ class LanceDBImporter:
         names = [self.renames.get(n, n) for n in batch.schema.names]
         table = pa.Table.from_batches([batch.rename_columns(names)])
         if self.namespaced:
-            table = table.append_column(NAMESPACE_COLUMN, pa.array([namespace] * len(table), pa.string()))
+            table = table.append_column(NAMESPACE_COLUMN, pa.repeat(pa.scalar(namespace), len(table)))
         table = table.cast(self.table.schema)  # nullability and metadata only; no data is converted
         if self.upsert:
             (self.table.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all()

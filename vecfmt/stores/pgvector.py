@@ -167,6 +167,10 @@ class Target:
         if "password" in uri.options:
             raise StoreError("pgvector: put the password in the URI (USER:PASSWORD@HOST) or in PGPASSWORD, "
                              "not in an option")  # fmt: skip
+        if uri.location.split("/", 1)[0].count("@") > 1:
+            # libpq would cut the password at its first "@" and send the rest out as part of a host name
+            raise StoreError("pgvector: the URI has more than one '@' before the host; write an '@' inside "
+                             "the user or password as %40")
         base = f"postgresql://{uri.location}" if uri.location else ""
         params = {k: v for k, v in uri.options.items() if k in LIBPQ_OPTIONS}
         params.setdefault("connect_timeout", "10")
