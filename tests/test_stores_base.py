@@ -67,3 +67,18 @@ def test_no_store_module_imports_another():
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         others = {f"vecfmt.stores.{m}" for m in modules - {path.stem}}
         assert not imported & others, f"{path.name} imports {imported & others}"
+
+
+def test_secrets_in_query_strings_are_redacted():
+    from vecfmt.storage import redact
+
+    shown = redact("s3://bucket/x?access_key=AKIA&secret_key=TOPSECRET&region=us-east-1")
+    assert "TOPSECRET" not in shown and "region=us-east-1" in shown
+
+
+def test_an_unencoded_at_sign_in_a_pgvector_password_is_refused_without_echo():
+    from vecfmt.stores.base import open_exporter
+
+    with pytest.raises(StoreError, match="write an '@' inside the user or password as %40") as caught:
+        open_exporter("pgvector://app:p@ssw0rd@127.0.0.1:1/db?table=t")
+    assert "ssw0rd" not in str(caught.value)
