@@ -15,3 +15,9 @@ class InvalidDataError(VecfmtError):
 
 class StoreError(VecfmtError):
     """A store is unreachable, missing, refuses the operation, or its SDK is not installed."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type's name): what a one-line error can quote."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from vecfmt.errors import DumpError
+from vecfmt.errors import DumpError, first_line
 from vecfmt.manifest import MANIFEST_NAME, FileEntry, Manifest
 from vecfmt.schema import is_vector_type, same_type, vectors_numpy
 from vecfmt.storage import Location, resolve
@@ -54,7 +54,7 @@ class Dump:
                 ) from None
             raise DumpError(f"{location.uri} does not exist") from None
         except OSError as exc:
-            raise DumpError(f"cannot read {location.uri}/{MANIFEST_NAME}: {_line(exc)}") from None
+            raise DumpError(f"cannot read {location.uri}/{MANIFEST_NAME}: {first_line(exc)}") from None
         manifest = Manifest.from_json(raw.to_pybytes())
         dump = cls(location, manifest)
         if check_files:
@@ -168,7 +168,7 @@ class Dump:
         except FileNotFoundError:
             raise DumpError(f"{entry.path} is listed in the manifest but missing") from None
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DumpError(f"{entry.path} is not readable Parquet: {_line(exc)}") from None
+            raise DumpError(f"{entry.path} is not readable Parquet: {first_line(exc)}") from None
 
     def _check_file_schema(self, entry: FileEntry, parquet: pq.ParquetFile) -> None:
         rows = parquet.metadata.num_rows
@@ -213,7 +213,3 @@ class Dump:
 def open_dump(uri: str, *, check_files: bool = True) -> Dump:
     return Dump.open(uri, check_files=check_files)
 
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from vecfmt.errors import DumpError
+from vecfmt.errors import DumpError, first_line
 
 OBJECT_STORES = ("s3", "gcs", "abfs")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -120,7 +120,7 @@ def resolve(uri: str) -> Location:
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        raise DumpError(f"cannot open {shown}: {_first_line(exc)}") from None
+        raise DumpError(f"cannot open {shown}: {first_line(exc)}") from None
     return Location(fs, path.rstrip("/"), shown)
 
 
@@ -165,7 +165,3 @@ class HashingSink:
 
 _hash_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecfmt-sha256")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vecfmt.errors import StoreError
+from vecfmt.errors import StoreError, first_line
 from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
 from vecfmt.schema import (
     DOCUMENT,
@@ -56,7 +56,7 @@ def _connect(uri: StoreURI) -> Any:
     try:
         return lancedb.connect(uri.location)
     except Exception as exc:
-        raise StoreError(f"cannot open LanceDB database {uri.location}: {_line(exc)}") from None
+        raise StoreError(f"cannot open LanceDB database {uri.location}: {first_line(exc)}") from None
 
 
 def _table_names(db: Any) -> list[str]:
@@ -220,7 +220,7 @@ class LanceDBImporter:
                 self.db.drop_table(self.name)
             self.table = self.db.create_table(self.name, schema=schema)
         except Exception as exc:
-            raise StoreError(f"cannot create LanceDB table {self.name!r}: {_line(exc)}") from None
+            raise StoreError(f"cannot create LanceDB table {self.name!r}: {first_line(exc)}") from None
         return 0
 
     def _schema(self, manifest: Manifest) -> pa.Schema:
@@ -305,7 +305,3 @@ def _equals(column: str, value: str) -> str:
     quoted_column = "`" + column.replace("`", "``") + "`"
     return f"{quoted_column} = '" + value.replace("'", "''") + "'"
 
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
