@@ -112,9 +112,12 @@ class Dump:
         """Every row of the dump as ``(namespace, batch)`` pairs, in manifest order."""
         yield from self._stream(self.manifest.files, columns, batch_size, verify)
 
+    def schema_of(self, columns: Sequence[str] | None = None) -> pa.Schema:
+        """The dump's schema, or the part of it that ``columns`` select."""
+        return self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+
     def table(self, namespace: str | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
-        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
-        return pa.Table.from_batches(list(self.batches(namespace, columns=columns)), schema=schema)
+        return pa.Table.from_batches(list(self.batches(namespace, columns=columns)), schema=self.schema_of(columns))
 
     def file_batches(
         self,

@@ -145,7 +145,7 @@ def _load_a(
             matrix[position:position + batch.num_rows] = vectors_numpy(batch.column(column))
         position += batch.num_rows
         parts.append(batch.select(names))
-    return pa.Table.from_batches(parts, schema=_select(dump.schema, names)).combine_chunks(), matrix
+    return pa.Table.from_batches(parts, schema=dump.schema_of(names)).combine_chunks(), matrix
 
 
 def _diff_namespace(
@@ -237,10 +237,6 @@ def _compare(
             "max_abs_diff": pa.array(max_abs[changed], pa.float32()),
             "cosine_similarity": pa.array(cosine[changed], pa.float64()),
         }, schema=DIFF_SCHEMA))
-
-
-def _select(schema: pa.Schema, columns: list[str]) -> pa.Schema:
-    return pa.schema([schema.field(c) for c in columns])
 
 
 def _equal(x: pa.ChunkedArray | pa.Array, y: pa.Array) -> np.ndarray:
