@@ -97,3 +97,23 @@ def assert_one_clear_error(run: Run, *needles: str) -> None:
     assert len(lines) == 1, run.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def rewrite_part(root: str, index: int, table: pa.Table) -> str:
+    """Replace the ``index``-th file of the dump at ``root`` by ``table`` as plain Parquet (no checks)
+    and fix its rows, size and SHA-256 in the manifest, as a careless or hostile producer would."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    manifest_path = f"{root}/manifest.json"
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    entry = manifest["files"][index]
+    pq.write_table(table, f"{root}/{entry['path']}")
+    with open(f"{root}/{entry['path']}", "rb") as f:
+        data = f.read()
+    entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    return entry["path"]

@@ -283,3 +283,44 @@ def test_named_vectors_need_a_primary_one(tmp_path):
     table = make_table(3, 4, named={"title": 2}).drop_columns(["values"])
     with pytest.raises(InvalidDataError, match="need a primary vector in 'values'"):
         vecfmt.write_dump(str(tmp_path / "d"), table)
+
+
+@pytest.mark.parametrize("change", ["extra", "reordered"])
+def test_reader_refuses_extra_or_reordered_columns(tmp_path, change):
+    """Spec 7.2: a file holds exactly the manifest's columns, in its order (here size and SHA-256 were
+    fixed up in the manifest, so only the schema check can catch it)."""
+    from tests.helpers import rewrite_part
+    from vecfmt.ops import validate_dump
+
+    uri = str(tmp_path / "d")
+    table = make_table(20, 4, document=True)
+    vecfmt.write_dump(uri, table)
+    if change == "extra":
+        table = table.append_column("secret_extra", pa.array(["x"] * 20))
+        message = "has a column 'secret_extra' the manifest does not list"
+    else:
+        table = table.select(["id", "metadata", "values", "document"])
+        message = "has its columns in another order than the manifest's: id, metadata, values, document"
+    path = rewrite_part(uri, 0, table)
+    [problem] = validate_dump(uri)
+    assert problem.file == path and message in problem.message
+    with pytest.raises(DumpError, match=f"{path} {message}"):
+        vecfmt.open_dump(uri).table()
+
+
+def test_reader_gives_the_manifests_schema_whatever_the_files_nullability(tmp_path):
+    """A file written by another tool (nullable id, nullable vector child called ``item``) reads as the
+    manifest's schema; a null id in it is refused with the file and row."""
+    from tests.helpers import rewrite_part
+
+    uri = str(tmp_path / "d")
+    table = make_table(5, 4)
+    vecfmt.write_dump(uri, table)
+    loose = pa.schema([pa.field("id", pa.string()), pa.field("values", pa.list_(pa.float32(), 4)),
+                       pa.field("metadata", pa.string())])
+    rewrite_part(uri, 0, table.cast(loose))
+    dump = vecfmt.open_dump(uri)
+    assert dump.table().schema == dump.schema
+    path = rewrite_part(uri, 0, table.cast(loose).set_column(0, "id", pa.array(["a", None, "c", "d", "e"])))
+    with pytest.raises(DumpError, match=f"{path} row 1: id is null"):
+        vecfmt.open_dump(uri).table()

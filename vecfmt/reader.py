@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -126,9 +127,11 @@ class Dump:
         columns: Sequence[str] | None = None,
         batch_size: int | None = None,
         verify: bool = True,
+        conform: bool = True,
     ) -> Iterator[pa.RecordBatch]:
         """The batches of one file, checked (see ``load_file``)."""
-        yield from self.load_file(entry, columns=columns, verify=verify).to_batches(max_chunksize=batch_size)
+        table = self.load_file(entry, columns=columns, verify=verify, conform=conform)
+        yield from table.to_batches(max_chunksize=batch_size)
 
     def _stream(
         self, entries: Sequence[FileEntry], columns: Sequence[str] | None, batch_size: int | None, verify: bool
@@ -151,9 +154,13 @@ class Dump:
             for _, loading in pending:
                 loading.cancel()
 
-    def load_file(self, entry: FileEntry, *, columns: Sequence[str] | None = None, verify: bool = True) -> pa.Table:
+    def load_file(
+        self, entry: FileEntry, *, columns: Sequence[str] | None = None, verify: bool = True, conform: bool = True
+    ) -> pa.Table:
         """One whole file, after checking it against the manifest: size, SHA-256 (before any row is
-        decoded, with ``verify``), row count and schema."""
+        decoded, with ``verify``), row count and schema. With ``conform`` it comes in the manifest's exact
+        schema (another tool's list child names and nullability are cast away; a null where the format
+        forbids one is refused); without, as stored (``validate`` reports such rows itself)."""
         path = self.location.path(entry.path)
         try:
             if verify:
@@ -167,7 +174,9 @@ class Dump:
             else:
                 parquet = pq.ParquetFile(self.location.fs.open_input_file(path))
             self._check_file_schema(entry, parquet)
-            return parquet.read(columns=list(columns) if columns is not None else None, use_threads=False)
+            wanted = self.schema_of(columns)
+            table = parquet.read(columns=wanted.names, use_threads=False)  # in the manifest's order
+            return table if not conform or table.schema == wanted else _conform(entry, table, wanted)
         except FileNotFoundError:
             raise DumpError(f"{entry.path} is listed in the manifest but missing") from None
         except (pa.ArrowInvalid, OSError) as exc:
@@ -178,6 +187,10 @@ class Dump:
         if rows != entry.rows:
             raise DumpError(f"{entry.path} holds {rows} rows, the manifest says {entry.rows}")
         schema = parquet.schema_arrow
+        # exactly the manifest's columns (spec 7.2): an extra one may be data the manifest does not vouch for
+        extra = [name for name in schema.names if name not in self.schema.names]
+        if extra:
+            raise DumpError(f"{entry.path} has a column {extra[0]!r} the manifest does not list")
         for field in self.schema:
             index = schema.get_field_index(field.name)
             if index < 0:
@@ -188,6 +201,9 @@ class Dump:
                     raise DumpError(f"{entry.path} column {field.name!r} has {found.list_size} dimensions, "
                                     f"the manifest says {field.type.list_size}")
                 raise DumpError(f"{entry.path} column {field.name!r} is {found}, the manifest says {field.type}")
+        if schema.names != self.schema.names:
+            raise DumpError(f"{entry.path} has its columns in another order than the manifest's: "
+                            f"{', '.join(schema.names)}")
 
     # --- helpers for users ----------------------------------------------------------------------
 
@@ -211,6 +227,17 @@ class Dump:
         """The dump (or one namespace) as a ``pyarrow.dataset`` for DuckDB, polars and friends."""
         paths = [self.location.path(f.path) for f in self.files(namespace)]
         return pads.dataset(paths, schema=self.schema, format="parquet", filesystem=self.location.fs)
+
+
+def _conform(entry: FileEntry, table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A file's table in the dump's schema: the types are the same by meaning (checked before), so the
+    cast only renames list children and tightens nullability; a null the format forbids is refused."""
+    for field in schema:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            row = pc.index(pc.is_null(column), True).as_py()
+            raise DumpError(f"{entry.path} row {row}: {field.name} is null")
+    return table.cast(schema)
 
 
 def open_dump(uri: str, *, check_files: bool = True) -> Dump:

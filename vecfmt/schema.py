@@ -5,7 +5,9 @@ This module is the code of ``spec/vecfmt-v1.md`` sections 3-5; tests hold the tw
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -212,6 +214,25 @@ def first_non_finite(column: pa.Array) -> int | None:
     """Row number of the first vector holding NaN or inf, or None."""
     bad = non_finite_rows(column)
     return int(np.argmax(bad)) if bad.any() else None
+
+
+# The messages of ``parse_metadata_json``'s refusals, for callers that report them as problems.
+NAN_OR_INFINITY = "metadata holds NaN or Infinity, which JSON (RFC 8259) does not allow"
+NESTED_TOO_DEEPLY = "metadata nested too deeply to check"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(NAN_OR_INFINITY)
+
+
+def parse_metadata_json(text: str | bytes) -> Any:
+    """One metadata value parsed as RFC 8259 JSON (spec 3.4). Python's ``json.loads`` also takes
+    ``NaN``, ``Infinity`` and ``-Infinity``; those are refused here. Raises ValueError, whose message
+    says what is wrong, also for nesting deeper than the parser can follow."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(NESTED_TOO_DEEPLY) from None
 
 
 def namespace_dir(namespace: str) -> str:

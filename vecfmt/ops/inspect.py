@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from vecfmt.reader import Dump
-from vecfmt.schema import METADATA
+from vecfmt.schema import METADATA, parse_metadata_json
 
 METADATA_SAMPLE_ROWS = 10_000  # metadata keys and fill rates are estimated on this many rows per namespace
 NORMALIZED_TOLERANCE = 1e-3
@@ -110,8 +109,8 @@ class _KeyStats:
             if text is None:
                 continue
             try:
-                value = json.loads(text)
-            except ValueError:
+                value = parse_metadata_json(text)
+            except ValueError:  # not JSON, NaN/Infinity, nested too deeply: validate names those
                 continue
             if isinstance(value, dict):
                 for key, item in value.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +11,17 @@ import pyarrow.compute as pc
 from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry
 from vecfmt.reader import Dump
-from vecfmt.schema import ID, METADATA, SPARSE_VALUES, malformed_sparse_rows, non_finite_rows, null_component_rows
+from vecfmt.schema import (
+    ID,
+    METADATA,
+    NAN_OR_INFINITY,
+    NESTED_TOO_DEEPLY,
+    SPARSE_VALUES,
+    malformed_sparse_rows,
+    non_finite_rows,
+    null_component_rows,
+    parse_metadata_json,
+)
 
 MAX_ROWS_PER_PROBLEM = 5  # rows named per kind of problem and file; the count says how many in all
 
@@ -58,7 +67,7 @@ def _check_file(dump: Dump, entry: FileEntry) -> tuple[pa.ChunkedArray | None, l
     ids: list[pa.Array] = []
     offset = 0
     try:
-        for batch in dump.file_batches(entry):
+        for batch in dump.file_batches(entry, conform=False):  # null ids are reported row by row below
             problems.extend(_check_rows(dump, entry, batch, offset))
             ids.append(batch.column(ID))
             offset += batch.num_rows
@@ -72,17 +81,17 @@ def _check_file(dump: Dump, entry: FileEntry) -> tuple[pa.ChunkedArray | None, l
 def _check_rows(dump: Dump, entry: FileEntry, batch: pa.RecordBatch, offset: int) -> list[Problem]:
     out: list[Problem] = []
 
-    def report(mask: np.ndarray, what: str) -> None:
+    def report(mask: np.ndarray, what: str, *, with_id: bool = True) -> None:
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             return
         for row in rows[:MAX_ROWS_PER_PROBLEM]:
-            ident = batch.column(ID)[int(row)].as_py()
-            out.append(Problem(entry.path, offset + int(row), f"{what} (id {ident!r})"))
+            ident = f" (id {batch.column(ID)[int(row)].as_py()!r})" if with_id else ""
+            out.append(Problem(entry.path, offset + int(row), f"{what}{ident}"))
         if len(rows) > MAX_ROWS_PER_PROBLEM:
             out.append(Problem(entry.path, None, f"{len(rows)} rows in all: {what}"))
 
-    report(batch.column(ID).is_null().to_numpy(zero_copy_only=False), "id is null")
+    report(batch.column(ID).is_null().to_numpy(zero_copy_only=False), "id is null", with_id=False)
     for spec in dump.manifest.vectors:
         column = batch.column(spec.column)
         valid = column.is_valid().to_numpy(zero_copy_only=False)
@@ -90,29 +99,37 @@ def _check_rows(dump: Dump, entry: FileEntry, batch: pa.RecordBatch, offset: int
             report(~valid, f"vector {spec.name!r} is null")
         report(null_component_rows(column), f"vector {spec.name!r} has a null component")
         report(non_finite_rows(column), f"vector {spec.name!r} holds NaN or inf")
-    report(_bad_json(batch.column(METADATA)), "metadata is not a JSON object")
+    for what, mask in _bad_json(batch.column(METADATA)).items():
+        report(mask, what)
     if dump.manifest.sparse_values:
         report(malformed_sparse_rows(batch.column(SPARSE_VALUES)),
                "sparse_values malformed (lengths differ, indices not increasing, or values not finite)")
     return out
 
 
-def _bad_json(column: pa.Array) -> np.ndarray:
-    bad = np.zeros(len(column), dtype=bool)
+NOT_AN_OBJECT = "metadata is not a JSON object"
+
+
+def _bad_json(column: pa.Array) -> dict[str, np.ndarray]:
+    """A mask of bad rows per kind of problem, kinds ordered by their first bad row."""
+    masks: dict[str, np.ndarray] = {}
     for i, text in enumerate(column.to_pylist()):  # JSON has to be parsed row by row
         if text is None:
             continue
         try:
-            bad[i] = not isinstance(json.loads(text), dict)
-        except ValueError:
-            bad[i] = True
-    return bad
+            what = None if isinstance(parse_metadata_json(text), dict) else NOT_AN_OBJECT
+        except ValueError as exc:  # NaN/Infinity and deep nesting are named; anything else is broken JSON
+            what = str(exc) if str(exc) in (NAN_OR_INFINITY, NESTED_TOO_DEEPLY) else NOT_AN_OBJECT
+        if what is not None:
+            masks.setdefault(what, np.zeros(len(column), dtype=bool))[i] = True
+    return dict(sorted(masks.items(), key=lambda kv: int(np.argmax(kv[1]))))
 
 
 def _duplicate_ids(namespace: str, seen: list[tuple[FileEntry, pa.ChunkedArray]]) -> list[Problem]:
     if not seen:
         return []
-    ids = pa.chunked_array([c for _, col in seen for c in col.chunks], pa.string())
+    # null ids are reported row by row already; they are not duplicates of each other
+    ids = pa.chunked_array([c for _, col in seen for c in col.chunks], pa.string()).drop_null()
     if pc.count_distinct(ids).as_py() == len(ids):
         return []
     counts = pc.value_counts(ids)
