@@ -55,28 +55,56 @@ def test_the_core_imports_no_store_sdk():
     assert out.strip() == "[]"
 
 
-def test_no_store_module_imports_another():
+def test_no_store_imports_another():
+    """A store is a module ``vecfmt/stores/<name>.py`` or a package ``vecfmt/stores/<name>/``, and every
+    module inside that package belongs to store <name>. No store imports another store's modules."""
     import ast
     from pathlib import Path
 
-    stores = Path(__file__).resolve().parent.parent / "vecfmt" / "stores"
-    modules = {p.stem for p in stores.glob("*.py")} - {"__init__", "base"}
+    stores_dir = Path(__file__).resolve().parent.parent / "vecfmt" / "stores"
+    stores = {p.stem for p in stores_dir.glob("*.py")} - {"__init__", "base"}
+    stores |= {p.name for p in stores_dir.iterdir() if (p / "__init__.py").is_file()}
 
-    def store_of(module: str) -> str:
-        """``<store>_<something>`` is a private part of store ``<store>``; any other module is a store."""
-        prefix = module.split("_", 1)[0]
-        return prefix if prefix != module and prefix in modules else module
+    def store_of(module: str) -> str | None:
+        """The store a dotted module name belongs to; None for the core (vecfmt.stores.base, ...)."""
+        parts = module.split(".")
+        return parts[2] if parts[:2] == ["vecfmt", "stores"] and len(parts) > 2 and parts[2] in stores else None
 
-    assert store_of("pgvector_copy") == "pgvector" and store_of("lancedb") == "lancedb"
-    for path in stores.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        imported |= {f"vecfmt.stores.{a.name}" for n in ast.walk(tree)
-                     if isinstance(n, ast.ImportFrom) and n.module == "vecfmt.stores" for a in n.names}  # fmt: skip
-        own = store_of(path.stem) if path.stem in modules else None
-        others = {f"vecfmt.stores.{m}" for m in modules if store_of(m) != own}
-        assert not imported & others, f"{path.name} imports {imported & others}"
+    def imports(source: str, package: str) -> set[str]:
+        """Every module ``source`` imports, relative imports resolved against ``package``; a name taken
+        from a package counts as a module too (``from vecfmt.stores import lancedb``)."""
+        found = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+                found |= {base} | {f"{base}.{a.name}" for a in node.names}
+        return found
+
+    # The checker itself: a package's modules belong to its store, and a cross-store import is seen
+    # however it is written.
+    assert store_of("vecfmt.stores.pgvector.copy_binary") == "pgvector"
+    assert store_of("vecfmt.stores.lancedb") == "lancedb" and store_of("vecfmt.stores.base") is None
+    for package, statement in [
+        ("vecfmt.stores", "import vecfmt.stores.pgvector.connect"),
+        ("vecfmt.stores", "from vecfmt.stores import pgvector"),
+        ("vecfmt.stores", "from . import pgvector"),
+        ("vecfmt.stores.lancedb", "from ..pgvector.connect import Target"),  # as if lancedb were a package
+    ]:
+        assert "pgvector" in {store_of(m) for m in imports(statement, package)}, statement
+
+    checked = set()
+    for path in stores_dir.rglob("*.py"):
+        parts = path.relative_to(stores_dir.parent.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        own = store_of(module)
+        others = {m for m in imports(path.read_text(), package) if store_of(m) not in (None, own)}
+        assert not others, f"{path.relative_to(stores_dir)} (store {own}) imports {sorted(others)}"
+        checked.add(own)
+    assert {"lancedb", "pgvector"} <= checked
 
 
 def test_secrets_in_query_strings_are_redacted():

@@ -100,7 +100,7 @@ from vecfmt.schema import (
     vectors_array,
 )
 from vecfmt.stores.base import Chunk, Description, IfExists, Slice, StoreURI, require_sdk
-from vecfmt.stores.pgvector_copy import (
+from vecfmt.stores.pgvector.copy_binary import (
     COPY_HEADER,
     COPY_TRAILER,
     DENSE_TYPES,
