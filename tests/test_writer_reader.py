@@ -324,3 +324,124 @@ def test_reader_gives_the_manifests_schema_whatever_the_files_nullability(tmp_pa
     path = rewrite_part(uri, 0, table.cast(loose).set_column(0, "id", pa.array(["a", None, "c", "d", "e"])))
     with pytest.raises(DumpError, match=f"{path} row 1: id is null"):
         vecfmt.open_dump(uri).table()
+
+
+def _project(tmp_path):
+    """A folder that is not a dump: what --overwrite must never wipe."""
+    root = tmp_path / "project"
+    (root / "src").mkdir(parents=True)
+    (root / "README.md").write_text("# my project\n")
+    (root / "src" / "main.py").write_text("print('hi')\n")
+    return root
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_dump(tmp_path):
+    root = _project(tmp_path)
+    with pytest.raises(DumpError, match=r"holds files but no manifest.*not deleting them"):
+        vecfmt.write_dump(str(root), make_table(5, 4), overwrite=True)
+    assert (root / "README.md").exists() and (root / "src" / "main.py").exists()
+    assert not (root / "__default__").exists()
+
+
+def test_overwrite_deletes_only_what_the_old_manifest_lists(tmp_path):
+    root = tmp_path / "project"
+    old = vecfmt.write_dump(str(root), make_table(50, 4), namespace="a", options=ParquetOptions(max_file_rows=20))
+    _project(tmp_path)
+    stray = root / "a" / "notes.parquet"  # in a namespace folder, but not the dump's
+    stray.write_bytes(b"mine")
+    new = vecfmt.write_dump(str(root), make_table(5, 4, prefix="new-"), overwrite=True)
+    assert (root / "README.md").exists() and (root / "src" / "main.py").exists() and stray.exists()
+    assert not any((root / f.path).exists() for f in old.files)
+    assert vecfmt.open_dump(str(root)).table().column("id")[0].as_py() == "new-0"
+    assert [f.path for f in new.files] == ["__default__/part-00000.parquet"]
+
+
+def test_overwrite_of_an_interrupted_resumable_export_deletes_what_its_state_lists(tmp_path):
+    from vecfmt.writer import EXPORT_STATE
+
+    root = tmp_path / "project"
+    vectors = [vecfmt.VectorSpec("default", "values", 4, "cosine")]
+    writer = vecfmt.DumpWriter(str(root), vectors=vectors, resumable=True, options=ParquetOptions(max_file_rows=10))
+    writer.write_batch(make_table(10, 4).to_batches()[0])
+    writer.checkpoint({"at": 10})  # and then the process dies: no manifest
+    _project(tmp_path)
+    # a resume deletes the files written after the checkpoint, never anything it did not write
+    vecfmt.DumpWriter(str(root), vectors=vectors, resumable=True).abort()
+    assert (root / "README.md").exists() and (root / "src" / "main.py").exists()
+    vecfmt.write_dump(str(root), make_table(3, 4, prefix="new-"), overwrite=True)
+    assert (root / "README.md").exists() and (root / "src" / "main.py").exists()
+    assert not (root / EXPORT_STATE).exists()
+    assert vecfmt.open_dump(str(root)).manifest.total_rows == 3
+
+
+def test_a_local_write_is_durable_before_the_manifest_appears(tmp_path, monkeypatch):
+    """Spec 7.1: every part file, then the namespace folders and the root, are fsynced before the
+    manifest's rename; the root again after it."""
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append(("rename", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    root = tmp_path / "d"
+    with vecfmt.DumpWriter(str(root), options=ParquetOptions(max_file_rows=10)) as writer:
+        writer.write(make_table(25, 4, prefix="a-"), namespace="a")
+        writer.write(make_table(5, 4, prefix="b-"), namespace="b")
+    manifest = writer.manifest
+    commit = events.index(("rename", str(root / "manifest.json")))
+    before = {path for kind, path in events[:commit] if kind == "fsync"}
+    expected = {str(root / f.path) for f in manifest.files} | {str(root / "a"), str(root / "b"), str(root)}
+    assert len(manifest.files) == 4 and expected <= before, (expected - before, events)
+    last_dir_sync = max(i for i, (kind, path) in enumerate(events[:commit]) if path in {str(root / "a"), str(root)})
+    first_part_sync = min(i for i, (kind, path) in enumerate(events) if path.endswith(".parquet"))
+    assert first_part_sync < last_dir_sync  # folders are synced after the files they hold
+    assert ("fsync", str(root)) in events[commit + 1:]  # and the rename itself is made durable
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_writer_refuses_metadata_with_nan_or_infinity(tmp_path, constant):
+    texts = ['{"a": "NaN is fine in a string"}', '{"score": ' + constant + "}", None]
+    table = make_table(3, 4).set_column(2, "metadata", pa.array(texts))
+    with pytest.raises(InvalidDataError, match=r"metadata of id 'id-1' holds NaN or Infinity.*RFC 8259"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+    vecfmt.write_dump(str(tmp_path / "ok"), table.slice(0, 1))  # the word in a string is no number
+
+
+def test_writer_refuses_columns_it_does_not_know(tmp_path):
+    table = make_table(3, 4).append_column("text", pa.array(["a", "b", "c"])).append_column(
+        "title", pa.array(["A", None, "C"]))
+    with pytest.raises(InvalidDataError, match=r"columns 'text', 'title' are not part of this dump.*"
+                                               r"fold_columns=True"):
+        vecfmt.write_dump(str(tmp_path / "d"), table)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+    with (pytest.raises(InvalidDataError, match="column 'document' is not part of this dump"),
+          vecfmt.DumpWriter(str(tmp_path / "e"), document=False) as writer):
+        writer.write(make_table(3, 4, document=True))
+
+
+def test_writer_folds_unknown_columns_into_metadata_when_asked(tmp_path):
+    table = make_table(8, 4).append_column("text", pa.array([f"t{i}" for i in range(8)])).append_column(
+        "page", pa.array([1, None, 3, 4, 5, 6, 7, 8], pa.int64()))
+    manifest = vecfmt.write_dump(str(tmp_path / "d"), table, fold_columns=True)
+    assert manifest.extra["folded_columns"] == {"text": "string", "page": "int64"}
+    back = vecfmt.open_dump(str(tmp_path / "d")).table()
+    assert back.column_names == ["id", "values", "metadata"]
+    rows = [json.loads(m) for m in back.column("metadata").to_pylist()]
+    original = [json.loads(m) if m else {} for m in table.column("metadata").to_pylist()]
+    assert rows[0] == {**original[0], "text": "t0", "page": 1}
+    assert rows[1] == {**original[1], "text": "t1", "page": None}
+    assert rows[3] == {"text": "t3", "page": 4}  # a row without metadata gets an object
+    clash = table.append_column("i", pa.array(range(8)))
+    with pytest.raises(InvalidDataError, match="column 'i' cannot be folded into metadata: id 'id-0' "
+                                               "already has the key"):
+        vecfmt.write_dump(str(tmp_path / "e"), clash, fold_columns=True)

@@ -84,17 +84,35 @@ class Location:
             return  # folders are implicit there; marker objects would only clutter the dump
         self.fs.create_dir(self.path(relative) if relative else self.root, recursive=True)
 
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def sync(self, relative: str = "") -> None:
+        """Flush a file, or a folder's entries, to disk, so that a crash cannot lose what a later write
+        (the manifest) vouches for. Only local disks need it: an object store has an object once its PUT
+        returns."""
+        if not self.local:
+            return
+        fd = os.open(self.path(relative) if relative else self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def write_atomic(self, relative: str, data: bytes) -> None:
-        """Make ``relative`` appear whole or not at all: temp file + rename on a local disk, one PUT on
-        object storage (an object store never shows a half-written object)."""
+        """Make ``relative`` appear whole or not at all: temp file + rename on a local disk (then the
+        folder synced, so the rename itself survives a crash), one PUT on object storage (an object store
+        never shows a half-written object)."""
         target = self.path(relative)
-        if isinstance(self.fs, pafs.LocalFileSystem):
+        if self.local:
             temp = f"{target}.tmp-{uuid.uuid4().hex}"
             with open(temp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, target)
+            self.sync(relative.rpartition("/")[0])
         else:
             with self.fs.open_output_stream(target) as out:
                 out.write(data)

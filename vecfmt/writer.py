@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vecfmt.errors import DumpError, InvalidDataError
+from vecfmt.errors import DumpError, InvalidDataError, first_line
 from vecfmt.manifest import (
     MANIFEST_NAME,
     EmbeddingModel,
@@ -34,6 +35,7 @@ from vecfmt.schema import (
     ID,
     METADATA,
     NAMED_VECTOR_PREFIX,
+    NAN_OR_INFINITY,
     SPARSE_VALUES,
     VALUES,
     check_metric,
@@ -43,12 +45,15 @@ from vecfmt.schema import (
     malformed_sparse_rows,
     namespace_dir,
     null_component_rows,
+    parse_metadata_json,
 )
 from vecfmt.storage import HashingSink, Location, resolve
 
 MiB = 1024 * 1024
 # Beside the manifest while an export runs with checkpoints; removed once the manifest is written.
 EXPORT_STATE = "vecfmt-export-state.json"
+# What a manifest or export state may list (spec/manifest.schema.json): the only files --overwrite deletes.
+_DUMP_FILE = re.compile(r"^[^/.][^/]*/[^/]+\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,7 @@ class PartWriter:
             return
         self._writer.close()
         self._sink.close()
+        self.location.sync(self._path)  # on disk before any manifest or checkpoint lists it
         self.files.append(
             FileEntry(self._path, self.namespace, self._file_rows, self._sink.bytes, self._sink.hexdigest())
         )
@@ -243,8 +249,12 @@ class DumpWriter:
         options: ParquetOptions | None = None,
         check_ids: bool = True,
         resumable: bool = False,
+        fold_columns: bool = False,
     ) -> None:
         self.location = resolve(uri)
+        # Columns the format does not know are refused, or with ``fold_columns`` kept as keys of each row's
+        # metadata object (their Arrow types recorded in ``extra["folded_columns"]``); never dropped.
+        self.fold_columns = fold_columns
         self.metric = check_metric(metric)
         self.options = options or ParquetOptions()
         self.check_ids = check_ids
@@ -280,14 +290,19 @@ class DumpWriter:
         self, data: pa.RecordBatch | pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch],
         namespace: str = "",
     ) -> None:
-        if self._schema is None and isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)):
-            self._schema = self._settle_schema(data.schema)  # so that even an empty table defines the dump
+        if isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)):
+            if self._schema is None:
+                self._schema = self._settle_schema(data.schema)  # so that even an empty table defines the dump
+            self._unknown_columns(data.schema)
         for batch in _batches(data):
             self.write_batch(batch, namespace)
 
     def write_batch(self, batch: pa.RecordBatch, namespace: str = "") -> None:
         if self._schema is None:
             self._schema = self._settle_schema(batch.schema)
+        unknown = self._unknown_columns(batch.schema)
+        if unknown:
+            batch = fold_into_metadata(batch, unknown)
         batch = check_batch(batch, self._schema, self._template.vectors)
         ns = self._namespaces.get(namespace)
         if ns is None:
@@ -298,6 +313,22 @@ class DumpWriter:
             ns.ids.append(batch.column(ID))
         ns.part.write(batch)
         ns.rows += batch.num_rows
+
+    def _unknown_columns(self, schema: pa.Schema) -> list[str]:
+        """The columns of ``schema`` this dump has no place for: refused, or recorded to be folded."""
+        assert self._schema is not None
+        unknown = [name for name in schema.names if name not in self._schema.names]
+        if unknown and not self.fold_columns:
+            listed = ", ".join(repr(n) for n in unknown)
+            raise InvalidDataError(
+                f"column{'s' if len(unknown) > 1 else ''} {listed} {'are' if len(unknown) > 1 else 'is'} not part "
+                f"of this dump (its columns: {', '.join(self._schema.names)}); rename (e.g. to 'document') "
+                "or drop them, or pass fold_columns=True to keep them in each row's metadata"
+            )
+        folded = self._template.extra.setdefault("folded_columns", {}) if unknown else {}
+        for name in unknown:
+            folded.setdefault(name, str(schema.field(name).type))
+        return unknown
 
     def close(self) -> Manifest:
         """Finish every part file, check ids, and commit the manifest."""
@@ -331,9 +362,11 @@ class DumpWriter:
         right after the last row written) so that an interrupted export can continue from here."""
         for ns in self._namespaces.values():
             ns.part.roll()
+        files = [f for ns in self._namespaces.values() for f in ns.part.files]
+        sync_folders(self.location, files)
         state = {
             "definition": self._definition(),
-            "files": [asdict(f) for ns in self._namespaces.values() for f in ns.part.files],
+            "files": [asdict(f) for f in files],
             "cursor": cursor,
         }
         self.location.write_atomic(EXPORT_STATE, json.dumps(state).encode())
@@ -354,9 +387,10 @@ class DumpWriter:
         for f in files:
             if sizes.get(f.path) != f.bytes:
                 raise DumpError(f"cannot resume: {f.path} is missing or changed since the checkpoint")
-        kept = {f.path for f in files} | {EXPORT_STATE}
+        kept = {f.path for f in files}
+        ours = re.compile(r"^[^/.][^/]*/part-\d{5}\.parquet$")  # what this writer names its files
         for relative in sizes:
-            if relative not in kept:
+            if relative not in kept and ours.match(relative):
                 self.location.delete(relative)  # written after the last checkpoint
         self._schema = self._template.arrow_schema()
         for f in files:
@@ -443,6 +477,9 @@ def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSp
         row = first_non_finite(column)
         if row is not None:
             raise InvalidDataError(f"vector {spec.name!r} holds NaN or inf for id {ids[row].as_py()!r}")
+    row = first_nan_or_infinity(batch.column(METADATA))
+    if row is not None:
+        raise InvalidDataError(f"metadata of id {ids[row].as_py()!r} {NAN_OR_INFINITY.removeprefix('metadata ')}")
     if SPARSE_VALUES in batch.schema.names:
         bad = malformed_sparse_rows(batch.column(SPARSE_VALUES))
         if bad.any():
@@ -451,6 +488,52 @@ def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSp
                 "have equal lengths, indices strictly increase, values be finite)"
             )
     return batch
+
+
+def first_nan_or_infinity(metadata: pa.Array) -> int | None:
+    """Row of the first metadata text holding NaN or Infinity as a number (Python's JSON encoder writes
+    them unless told not to; JSON has none). Only texts containing those words are parsed, so the
+    check costs two substring scans of the column."""
+    suspect = pc.or_(pc.match_substring(metadata, "NaN"), pc.match_substring(metadata, "Infinity"))
+    if not pc.any(suspect).as_py():
+        return None
+    for row in np.flatnonzero(pc.fill_null(suspect, False).to_numpy(zero_copy_only=False)):
+        try:
+            parse_metadata_json(metadata[int(row)].as_py())
+        except ValueError as exc:  # other breakage (not JSON at all) is left to validate, as spec 7.1 says
+            if str(exc) == NAN_OR_INFINITY:
+                return int(row)
+    return None
+
+
+def fold_into_metadata(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
+    """Move the columns ``names`` into each row's metadata object, as keys named after them. JSON
+    objects are built row by row by nature; this runs only when folding was asked for."""
+    ids = batch.column(ID)
+    texts = batch.column(METADATA).to_pylist() if METADATA in batch.schema.names else [None] * batch.num_rows
+    folded = []
+    for row, (text, values) in enumerate(zip(texts, batch.select(names).to_pylist(), strict=True)):
+        try:
+            target = {} if text is None else parse_metadata_json(text)
+        except ValueError as exc:
+            raise InvalidDataError(f"metadata of id {ids[row].as_py()!r} is not JSON ({exc}); "
+                                   "cannot fold columns into it") from None
+        if not isinstance(target, dict):
+            raise InvalidDataError(f"metadata of id {ids[row].as_py()!r} is not a JSON object; "
+                                   "cannot fold columns into it")
+        clash = next((name for name in values if name in target), None)
+        if clash is not None:
+            raise InvalidDataError(f"column {clash!r} cannot be folded into metadata: id {ids[row].as_py()!r} "
+                                   "already has the key")
+        target.update(values)
+        try:
+            folded.append(json.dumps(target, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidDataError(f"cannot fold columns {', '.join(map(repr, names))} into the metadata of id "
+                                   f"{ids[row].as_py()!r}: {exc}") from None
+    kept = [name for name in batch.schema.names if name not in names and name != METADATA]
+    return pa.RecordBatch.from_arrays([*(batch.column(n) for n in kept), pa.array(folded, pa.string())],
+                                      names=[*kept, METADATA])
 
 
 def check_unique_ids(ids: pa.ChunkedArray | pa.Array, namespace: str) -> None:
@@ -464,19 +547,49 @@ def check_unique_ids(ids: pa.ChunkedArray | pa.Array, namespace: str) -> None:
 
 
 def prepare_location(location: Location, overwrite: bool) -> None:
-    """Refuse to write over an existing dump (or the leftovers of an interrupted one) unless asked to;
-    when asked, first remove the old manifest so the old dump is never mistaken for the new one."""
+    """Refuse to write over an existing dump unless asked to. When asked, delete only what the old
+    manifest (or an interrupted export's state) lists, the old manifest first so that the old dump is
+    never mistaken for the new one; a folder holding neither is not a dump and is never emptied."""
     existing = location.listdir()
-    if existing and not overwrite:
-        what = "a dump" if MANIFEST_NAME in existing else "files but no manifest (an interrupted write?)"
+    if not existing:
+        location.makedirs()
+        return
+    has_manifest, has_state = MANIFEST_NAME in existing, EXPORT_STATE in existing
+    if not (has_manifest or has_state):
+        raise DumpError(f"{location.uri} holds files but no manifest (not a vecfmt dump, or the leftovers of an "
+                        "interrupted write): not deleting them; remove them yourself or choose another folder")
+    if not overwrite:
+        what = "a dump" if has_manifest else "an interrupted export (pass resume to continue it)"
         raise DumpError(f"{location.uri} already holds {what}; pass overwrite to replace it")
-    if existing:
-        if MANIFEST_NAME in existing:
-            location.delete(MANIFEST_NAME)
-        for relative in existing:
-            if relative != MANIFEST_NAME:
-                location.delete(relative)
+    listed = {path for name in (MANIFEST_NAME, EXPORT_STATE) if name in existing
+              for path in _listed_files(location, name)}
+    if has_manifest:
+        location.delete(MANIFEST_NAME)
+    for relative in sorted(listed & set(existing)):
+        location.delete(relative)
+    if has_state:
+        location.delete(EXPORT_STATE)
     location.makedirs()
+
+
+def _listed_files(location: Location, name: str) -> list[str]:
+    """The data files an old manifest or export state lists, read leniently (any version), so that
+    overwrite deletes them and nothing else."""
+    try:
+        listed = json.loads(location.read_bytes(name).to_pybytes())["files"]
+        paths = [entry["path"] for entry in listed]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DumpError(f"{location.uri}/{name} is unreadable ({first_line(exc)}), so which files belong to the "
+                        "old dump is unknown: not deleting anything; remove it yourself") from None
+    return [p for p in paths if isinstance(p, str) and _DUMP_FILE.match(p)]
+
+
+def sync_folders(location: Location, files: list[FileEntry]) -> None:
+    """Make the files' folder entries durable (the files themselves were synced as they closed), then
+    the root's: what must hold before a manifest or checkpoint vouches for them (spec 7.1)."""
+    for folder in sorted({f.path.rpartition("/")[0] for f in files} - {""}):
+        location.sync(folder)
+    location.sync()
 
 
 def commit_manifest(
@@ -510,6 +623,7 @@ def commit_manifest(
             ]
             check_unique_ids(pa.chunked_array([c for col in ids for c in col.chunks], pa.string()), namespace)
     jsonschema.validate(manifest.to_dict(), manifest_json_schema())
+    sync_folders(location, files)
     location.write_atomic(MANIFEST_NAME, manifest.to_json().encode())
     return manifest
 
@@ -525,10 +639,13 @@ def write_dump(
     vectors: list[VectorSpec] | None = None,
     overwrite: bool = False,
     options: ParquetOptions | None = None,
+    fold_columns: bool = False,
 ) -> Manifest:
-    """Write ``data`` (one namespace) as a complete dump at ``uri`` and return its manifest."""
+    """Write ``data`` (one namespace) as a complete dump at ``uri`` and return its manifest. Columns the
+    format does not know are refused, or with ``fold_columns`` kept in each row's metadata."""
     with DumpWriter(
-        uri, metric=metric, model=model, source=source, vectors=vectors, overwrite=overwrite, options=options
+        uri, metric=metric, model=model, source=source, vectors=vectors, overwrite=overwrite, options=options,
+        fold_columns=fold_columns,
     ) as writer:
         writer.write(data, namespace)
     assert writer.manifest is not None
