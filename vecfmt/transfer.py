@@ -5,19 +5,32 @@ from their store (see ``stores/base.py``)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import pyarrow as pa
 
-from vecfmt.errors import DumpError, InvalidDataError
-from vecfmt.manifest import EmbeddingModel, Manifest, NamespaceEntry
+from vecfmt.errors import DumpError, InvalidDataError, StoreError
+from vecfmt.manifest import MANIFEST_NAME, EmbeddingModel, Manifest, NamespaceEntry
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
 from vecfmt.schema import ID, namespace_dir
-from vecfmt.stores.base import Exporter, IfExists, Importer, open_exporter, open_importer
-from vecfmt.writer import DumpWriter, ParquetOptions, check_batch, check_unique_ids
+from vecfmt.storage import redact, resolve
+from vecfmt.stores.base import (
+    Description,
+    Exporter,
+    IfExists,
+    Importer,
+    StoreURI,
+    open_exporter,
+    open_importer,
+    store_identity,
+    supports_resume,
+)
+from vecfmt.writer import EXPORT_STATE, DumpWriter, ParquetOptions, check_batch, check_unique_ids
 
 DEFAULT_BATCH_SIZE = 10_000
 
@@ -48,13 +61,19 @@ def export(
 ) -> Manifest:
     """Export a store (``lancedb://...``, ``pgvector://...``) to a dump at ``dump_uri``.
 
-    With ``resume``, the export checkpoints each time a part file is finished (when the store gives
-    resume tokens), and a re-run with ``resume`` continues from the last checkpoint."""
+    With ``resume``, the export checkpoints each time a part file is finished (the store must give
+    resume tokens), and a re-run with ``resume`` from the same source continues from the last one."""
     exporter = open_exporter(source)
     try:
+        if resume and not supports_resume(exporter):
+            raise StoreError(f"the {StoreURI.parse(source).scheme} store cannot resume an export (it gives no "
+                             "resume tokens to checkpoint with); export without resume")
         desc = exporter.describe()
         chosen = _choose_namespaces(list(desc.namespaces), namespaces)
         total = desc.total_rows if namespaces is None else None
+        origin = _origin(exporter, desc)
+        if resume:  # before the writer takes up the interrupted export's files
+            _check_same_origin(dump_uri, origin)
         with (
             DumpWriter(
                 dump_uri,
@@ -85,7 +104,8 @@ def export(
                         writer.write_batch(chunk.batch, namespace)
                         bar.advance(chunk.batch.num_rows)
                         if resume and chunk.resume_token is not None and writer.files_finished > finished:
-                            cursor = {"namespaces": chosen, "namespace": n, "slice": s, "token": chunk.resume_token}
+                            cursor = {"namespaces": chosen, "origin": origin, "namespace": n, "slice": s,
+                                      "token": chunk.resume_token}
                             writer.checkpoint(cursor)
                             finished = writer.files_finished
             _check_counts(writer.rows_by_namespace(), desc.namespaces, chosen)
@@ -93,6 +113,40 @@ def export(
         return writer.manifest
     finally:
         exporter.close()
+
+
+def _origin(exporter: Exporter, desc: Description) -> dict[str, Any]:
+    """What an export reads, as its state records it: the source (no secrets), the store's resolved
+    identity when it has one, and the rows it reported per namespace."""
+    identity = store_identity(exporter)
+    return json.loads(json.dumps({  # as it reads back from the state file (tuples become lists)
+        "source": asdict(desc.source),
+        "identity": None if identity is None else [redact(str(part)) for part in identity],
+        "counts": desc.namespaces,
+    }))
+
+
+def _check_same_origin(dump_uri: str, origin: dict[str, Any]) -> None:
+    """An interrupted export at ``dump_uri`` may only be continued from the very source it read."""
+    location = resolve(dump_uri)
+    if not location.exists(EXPORT_STATE) or location.exists(MANIFEST_NAME):
+        return  # nothing to resume
+    cursor = json.loads(location.read_bytes(EXPORT_STATE).to_pybytes()).get("cursor") or {}
+    recorded = cursor.get("origin")
+    if recorded is None:
+        raise DumpError(f"{dump_uri}: the interrupted export did not record its source; start again with overwrite")
+    if (recorded["source"], recorded["identity"]) != (origin["source"], origin["identity"]):
+        raise DumpError(f"{dump_uri}: the interrupted export read {_label(recorded)}, this one {_label(origin)}; "
+                        "resume with the same source, or start again with overwrite")
+    if recorded["counts"] != origin["counts"]:
+        raise DumpError(f"{dump_uri}: {_label(origin)} changed since the interrupted export (rows per "
+                        f"namespace then {recorded['counts']}, now {origin['counts']}); start again with overwrite")
+
+
+def _label(origin: dict[str, Any]) -> str:
+    source = origin["source"]
+    where = f" ({origin['identity'][1]})" if origin["identity"] and len(origin["identity"]) > 2 else ""
+    return f"{source['kind']} {source['name']!r}{where}"
 
 
 def import_dump(
@@ -119,12 +173,16 @@ def import_dump(
         if namespaces is not None:  # the store sees only what it will receive
             manifest = replace(manifest, namespaces=[n for n in manifest.namespaces if n.name in chosen],
                                files=[f for f in manifest.files if f.namespace in chosen])
-        done = importer.prepare(manifest, if_exists=IfExists(if_exists), resume=resume)
-        total = sum(f.rows for f in manifest.files if f.namespace in chosen)
-        with RowProgress("import", total, progress) as bar:
-            bar.advance(done)
-            moved = _write_from(dump, chosen, importer, done, batch_size, bar)
-            importer.finish()
+        try:
+            done = importer.prepare(manifest, if_exists=IfExists(if_exists), resume=resume)
+            total = sum(f.rows for f in manifest.files if f.namespace in chosen)
+            with RowProgress("import", total, progress) as bar:
+                bar.advance(done)
+                moved = _write_from(dump, chosen, importer, done, batch_size, bar)
+                importer.finish()
+        except (DumpError, InvalidDataError):
+            _abort(importer)  # a broken dump: resuming cannot help, so nothing staged is kept for it
+            raise
     finally:
         importer.close()
     return TransferResult(moved, done, time.perf_counter() - started, chosen)
@@ -191,16 +249,24 @@ def copy(
         # What the store will receive (counts as the source reported them; no files: nothing to resume).
         template.namespaces = [NamespaceEntry(n, namespace_dir(n), desc.namespaces[n] or 0) for n in chosen]
         importer = open_importer(target)
-        importer.prepare(template, if_exists=IfExists(if_exists))
+        identity = store_identity(exporter)
+        if identity is not None and identity == store_identity(importer):
+            raise StoreError(f"{StoreURI.parse(source)} and {StoreURI.parse(target)} are the same table: a copy "
+                             "would overwrite what it reads; copy to another table")
         schema = template.arrow_schema()
         moved = 0
-        with RowProgress("copy", desc.total_rows, progress) as bar:
-            for namespace in chosen:
-                for batch in _checked(exporter, namespace, schema, template, batch_size):
-                    moved += batch.num_rows
-                    importer.write(namespace, batch, rows_done=moved)
-                    bar.advance(batch.num_rows)
-            importer.finish()
+        try:
+            importer.prepare(template, if_exists=IfExists(if_exists))
+            with RowProgress("copy", desc.total_rows, progress) as bar:
+                for namespace in chosen:
+                    for batch in _checked(exporter, namespace, schema, template, batch_size):
+                        moved += batch.num_rows
+                        importer.write(namespace, batch, rows_done=moved)
+                        bar.advance(batch.num_rows)
+                importer.finish()
+        except BaseException:
+            _abort(importer)  # a copy cannot resume: whatever it staged is of no use
+            raise
         return TransferResult(moved, 0, time.perf_counter() - started, chosen)
     finally:
         exporter.close()
@@ -220,6 +286,12 @@ def _checked(
             seen.append(batch.column(ID))
             yield batch
     check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
+
+
+def _abort(importer: Importer) -> None:
+    abort = getattr(importer, "abort", None)  # optional (stores/base.py)
+    if callable(abort):
+        abort()
 
 
 def _check_counts(written: dict[str, int], reported: dict[str, int | None], chosen: list[str]) -> None:

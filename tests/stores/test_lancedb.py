@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import vecfmt
-from tests.helpers import make_table
+from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli, write_raw_dump
 from vecfmt import transfer
 from vecfmt.errors import StoreError
 from vecfmt.ops import validate_dump
@@ -90,26 +90,30 @@ def test_append_refuses_other_dimensions(tmp_path):
         transfer.import_dump(str(tmp_path / "b"), lance(tmp_path), if_exists="append")
 
 
-def test_interrupted_import_resumes_without_duplicates_or_losses(tmp_path, identical):
-    a = str(tmp_path / "a")
-    table = make_table(1000, 8)
-    vecfmt.write_dump(a, table, options=vecfmt.ParquetOptions(max_file_rows=300))
+def _stop_at_write(monkeypatch, n: int) -> None:
+    """The importer's ``n``-th write raises KeyboardInterrupt, as if the process were stopped there."""
     importer_cls = vecfmt.stores.lancedb.LanceDBImporter
     original_write = importer_cls.write
     calls = {"n": 0}
 
     def failing_write(self, namespace, batch, *, rows_done):
         calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt  # as if the process were stopped mid-import
+        if calls["n"] == n:
+            raise KeyboardInterrupt
         original_write(self, namespace, batch, rows_done=rows_done)
 
-    importer_cls.write = failing_write
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            transfer.import_dump(a, lance(tmp_path), batch_size=100)
-    finally:
-        importer_cls.write = original_write
+    monkeypatch.setattr(importer_cls, "write", failing_write)
+
+
+def test_interrupted_import_resumes_without_duplicates_or_losses(tmp_path, identical, monkeypatch):
+    a = str(tmp_path / "a")
+    table = make_table(1000, 8)
+    vecfmt.write_dump(a, table, options=vecfmt.ParquetOptions(max_file_rows=300))
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)  # commits after writes 2 and 4
+    _stop_at_write(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.import_dump(a, lance(tmp_path), batch_size=100)
+    monkeypatch.undo()
     assert _count(tmp_path) == 400
     result = transfer.import_dump(a, lance(tmp_path), resume=True, batch_size=100)
     assert (result.rows_skipped, result.rows) == (400, 600)
@@ -261,3 +265,193 @@ def test_resume_refuses_other_namespaces_than_the_interrupted_export(tmp_path, m
     manifest = transfer.export(lance(tmp_path), out, batch_size=100, options=options, resume=True)
     assert {ns.name: ns.rows for ns in manifest.namespaces} == {"a": 600, "b": 600}
     assert validate_dump(out) == []
+
+
+def _rows(tmp_path, table="items") -> list[tuple]:
+    """(namespace, id) of every row; a table without a namespace column is all default namespace."""
+    got = lancedb.connect(str(tmp_path / "db")).open_table(table).to_arrow()
+    spaces = got.column("namespace").to_pylist() if "namespace" in got.column_names else [""] * got.num_rows
+    return sorted(zip(spaces, got.column("id").to_pylist(), strict=True))
+
+
+def _tables(tmp_path) -> list[str]:
+    return list(lancedb.connect(str(tmp_path / "db")).list_tables().tables)
+
+
+def test_upsert_keys_on_namespace_and_id(tmp_path):
+    with vecfmt.DumpWriter(str(tmp_path / "a")) as w:
+        w.write(make_table(2, 4, prefix="x"), namespace="a")  # ids x0, x1
+        w.write(make_table(1, 4, prefix="x", seed=1), namespace="b")  # id x0, another vector
+    for _ in range(2):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), if_exists="upsert")
+    assert _rows(tmp_path) == [("a", "x0"), ("a", "x1"), ("b", "x0")]
+    transfer.export(lance(tmp_path), str(tmp_path / "back"))
+    dump = vecfmt.open_dump(str(tmp_path / "back"))
+    np.testing.assert_array_equal(dump.vectors(dump.table("b")), vecfmt.open_dump(str(tmp_path / "a")).vectors(
+        vecfmt.open_dump(str(tmp_path / "a")).table("b")))
+
+
+def test_upsert_of_a_default_namespace_dump_into_a_namespaced_table(tmp_path):
+    with vecfmt.DumpWriter(str(tmp_path / "a")) as w:
+        w.write(make_table(3, 4), namespace="t")
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(2, 4, seed=5))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    transfer.import_dump(str(tmp_path / "d"), lance(tmp_path), if_exists="upsert")
+    transfer.import_dump(str(tmp_path / "d"), lance(tmp_path), if_exists="upsert")
+    assert _rows(tmp_path) == [("", "id-0"), ("", "id-1"), ("t", "id-0"), ("t", "id-1"), ("t", "id-2")]
+
+
+def _old_table(tmp_path, n=1000) -> None:
+    vecfmt.write_dump(str(tmp_path / "old"), make_table(n, 8, prefix="old-"))
+    transfer.import_dump(str(tmp_path / "old"), lance(tmp_path))
+
+
+def _assert_old_table_untouched(tmp_path, n=1000) -> None:
+    assert _tables(tmp_path) == ["items"]  # no staged table left behind
+    assert _rows(tmp_path) == sorted(("", f"old-{i}") for i in range(n))
+
+
+def test_replace_with_a_dump_whose_checksum_is_wrong_leaves_the_old_table(tmp_path):
+    _old_table(tmp_path)
+    new = str(tmp_path / "new")
+    vecfmt.write_dump(new, make_table(1000, 8), options=vecfmt.ParquetOptions(max_file_rows=100))
+    manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
+    manifest["files"][3]["sha256"] = "0" * 64
+    (tmp_path / "new" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(vecfmt.DumpError, match="SHA-256"):
+        transfer.import_dump(new, lance(tmp_path), if_exists="replace", batch_size=25)
+    _assert_old_table_untouched(tmp_path)
+
+
+def test_replace_with_a_bad_row_leaves_the_old_table(tmp_path):
+    _old_table(tmp_path)
+    bad = make_table(1000, 8)
+    vectors = bad.column("values").combine_chunks().values.to_numpy().copy().reshape(1000, 8)
+    vectors[700, 3] = np.nan
+    bad = bad.set_column(1, "values", vectors_array(vectors))
+    write_raw_dump(str(tmp_path / "new"), {"": bad})
+    with pytest.raises(vecfmt.InvalidDataError, match="NaN"):
+        transfer.import_dump(str(tmp_path / "new"), lance(tmp_path), if_exists="replace", batch_size=25)
+    _assert_old_table_untouched(tmp_path)
+
+
+def test_interrupted_replace_keeps_the_old_table_and_resumes(tmp_path, identical, monkeypatch):
+    _old_table(tmp_path)
+    new = make_table(1000, 8, prefix="new-", document=True)
+    vecfmt.write_dump(str(tmp_path / "new"), new, options=vecfmt.ParquetOptions(max_file_rows=300))
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 300)
+    _stop_at_write(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.import_dump(str(tmp_path / "new"), lance(tmp_path), if_exists="replace", batch_size=100)
+    monkeypatch.undo()
+    assert _rows(tmp_path) == sorted(("", f"old-{i}") for i in range(1000))  # readers still see the old rows
+    assert len(_tables(tmp_path)) == 2  # the staged table, kept for the resume
+    result = transfer.import_dump(str(tmp_path / "new"), lance(tmp_path), if_exists="replace", resume=True,
+                                  batch_size=100)
+    assert (result.rows_skipped, result.rows) == (300, 700)
+    assert _tables(tmp_path) == ["items"]
+    transfer.export(lance(tmp_path), str(tmp_path / "back"))
+    identical(vecfmt.open_dump(str(tmp_path / "back")).table(""), new)
+
+
+def test_a_new_replace_clears_a_staged_table_left_by_an_interrupted_one(tmp_path, monkeypatch):
+    _old_table(tmp_path, 100)
+    vecfmt.write_dump(str(tmp_path / "new"), make_table(100, 8, prefix="new-"))
+    monkeypatch.setattr(vecfmt.stores.lancedb.LanceDBImporter, "finish",
+                        lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        transfer.import_dump(str(tmp_path / "new"), lance(tmp_path), if_exists="replace")
+    monkeypatch.undo()
+    assert len(_tables(tmp_path)) == 2
+    transfer.import_dump(str(tmp_path / "new"), lance(tmp_path), if_exists="replace")
+    assert _tables(tmp_path) == ["items"]
+    assert _rows(tmp_path) == sorted(("", f"new-{i}") for i in range(100))
+
+
+def test_null_namespaces_export_under_the_default_namespace(tmp_path):
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("items", pa.table({
+        "id": ["a", "b", "c"],
+        "vector": vectors_array(np.eye(3, dtype=np.float32)),
+        "namespace": pa.array([None, "t", ""], pa.string()),
+    }))
+    manifest = transfer.export(lance(tmp_path), str(tmp_path / "out"))
+    assert {ns.name: ns.rows for ns in manifest.namespaces} == {"": 2, "t": 1}
+    assert sorted(vecfmt.open_dump(str(tmp_path / "out")).table("").column("id").to_pylist()) == ["a", "c"]
+
+
+def test_import_commits_large_pieces_and_compacts(tmp_path, identical):
+    table = make_table(20_000, 8)
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=1000)
+    lance_table = lancedb.connect(str(tmp_path / "db")).open_table("items")
+    assert lance_table.stats()["fragment_stats"]["num_fragments"] == 1
+    assert len(lance_table.list_versions()) <= 3  # create, one commit, compaction at most
+    transfer.export(lance(tmp_path), str(tmp_path / "b"))
+    identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
+
+
+def test_finish_compacts_the_fragments_of_several_commits_and_keeps_every_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 5000)
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(20_000, 8))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=1000)
+    lance_table = lancedb.connect(str(tmp_path / "db")).open_table("items")
+    assert lance_table.stats()["fragment_stats"]["num_fragments"] == 1
+    versions = [v["version"] for v in lance_table.list_versions()]
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 6  # 1 create + 4 adds: none pruned
+    assert lance_table.count_rows() == 20_000
+
+
+def _foreign(tmp_path, **columns) -> None:
+    n = len(next(iter(columns.values())))
+    lancedb.connect(str(tmp_path / "db")).create_table("docs", pa.table({
+        "id": [f"r{i}" for i in range(n)],
+        "vector": vectors_array(np.ones((n, 2), np.float32)),
+        **columns,
+    }))
+
+
+def _exported_metadata(tmp_path) -> list:
+    transfer.export(lance(tmp_path, "docs"), str(tmp_path / "out"))
+    rows = vecfmt.open_dump(str(tmp_path / "out")).table("").sort_by("id")
+    return [None if m is None else json.loads(m) for m in rows.column("metadata").to_pylist()]
+
+
+def test_folded_columns_are_encoded_as_json(tmp_path):
+    import datetime as dt
+    _foreign(
+        tmp_path,
+        blob=pa.array([b"\x00\x01", None], pa.binary()),
+        day=pa.array([dt.date(2024, 2, 29), None], pa.date32()),
+        at=pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, 6000), None], pa.timestamp("ms")),
+        score=pa.array([0.5, None], pa.float64()),
+        tags=pa.array([["x"], []], pa.list_(pa.string())),
+    )
+    assert _exported_metadata(tmp_path) == [
+        {"blob": "AAE=", "day": "2024-02-29", "at": "2024-01-02T03:04:05.006000", "score": 0.5, "tags": ["x"]},
+        {"tags": []},
+    ]
+
+
+def test_folded_nan_is_refused_naming_column_and_row(tmp_path):
+    _foreign(tmp_path, score=pa.array([0.5, float("nan")], pa.float64()))
+    run = vecfmt_cli("export", lance(tmp_path, "docs"), str(tmp_path / "out"))
+    assert_one_clear_error(run, "'score'", "'r1'", "NaN")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_metadata_that_is_not_an_object_is_wrapped_under_its_column_name(tmp_path):
+    _foreign(tmp_path, metadata=pa.array(['[1, 2]', '{"k": 1}', '"s"', None]))
+    assert _exported_metadata(tmp_path) == [{"metadata": [1, 2]}, {"k": 1}, {"metadata": "s"}, None]
+
+
+def test_metadata_that_is_not_an_object_is_wrapped_when_columns_are_folded(tmp_path):
+    _foreign(tmp_path, metadata=pa.array(['[1, 2]', '{"k": 1}', "7", None]), page=[1, 2, 3, 4])
+    assert _exported_metadata(tmp_path) == [
+        {"metadata": [1, 2], "page": 1}, {"k": 1, "page": 2}, {"metadata": 7, "page": 3}, {"page": 4}]
+
+
+def test_metadata_that_is_not_json_is_refused(tmp_path):
+    _foreign(tmp_path, metadata=pa.array(["{}", "oops"]))
+    with pytest.raises(vecfmt.InvalidDataError, match=r"column 'metadata' of row 'r1' is not JSON"):
+        transfer.export(lance(tmp_path, "docs"), str(tmp_path / "out"))

@@ -132,6 +132,14 @@ class IfExists(str, Enum):
 
 @runtime_checkable
 class Exporter(Protocol):
+    """Optional members (read with ``supports_resume`` and ``store_identity`` below):
+
+    - ``supports_resume: bool`` (default False): ``batches`` gives resume tokens, so an export can
+      checkpoint and continue after an interruption; without it an export refuses ``resume``.
+    - ``identity() -> tuple[str, ...]``: the store object this reads, resolved (scheme, absolute
+      location, table; no secrets), equal for every spelling of the same table. ``copy`` refuses to
+      read and write one table when both sides have it."""
+
     def describe(self) -> Description:
         """Vectors (dims, metric), namespaces and counts, model, source: what the manifest needs."""
         ...
@@ -149,6 +157,10 @@ class Exporter(Protocol):
 
 @runtime_checkable
 class Importer(Protocol):
+    """Optional members: ``identity()`` as on ``Exporter``; ``abort()``, called when the import failed
+    for a reason a resume cannot cure (a broken dump, a failed copy): remove what this run staged
+    (e.g. a replace's staged table), never data the target held before."""
+
     def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
         """Make the target ready for the dump's rows (create, check dims/metric, clear on replace).
 
@@ -174,6 +186,16 @@ class Searchable(Protocol):
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
         """The ``k`` nearest ids to ``vector`` with the store's own scores (for verification, tuning)."""
         ...
+
+
+def supports_resume(exporter: Exporter) -> bool:
+    return bool(getattr(exporter, "supports_resume", False))
+
+
+def store_identity(side: Exporter | Importer) -> tuple[str, ...] | None:
+    """The resolved identity of the table a store module reads or writes, when it can tell."""
+    identity = getattr(side, "identity", None)
+    return tuple(identity()) if callable(identity) else None
 
 
 # --- registry -------------------------------------------------------------------------------------

@@ -13,19 +13,38 @@ A table vecfmt creates holds ``id``, ``vector`` (the dump's ``values``), one col
 vector (named after it), ``sparse_values``, ``metadata`` (JSON text), ``document`` and, when the dump has
 non-default namespaces, ``namespace``. The dump's vector definitions, model and source are kept in the
 table's schema metadata under ``vecfmt``, so an export gives back the same manifest fields. Columns of
-foreign tables that are not vectors are folded into the JSON metadata.
+foreign tables that are not vectors are folded into the JSON metadata by the rules of
+``vecfmt.metadata``; a NULL namespace exports as the default namespace ``""``.
+
+Ids are unique within a namespace: ``upsert`` merges on (namespace, id) when the table has namespaces.
+
+Imports commit in pieces of about ``COMMIT_BYTES`` or ``COMMIT_ROWS`` (each an atomic Lance commit, in
+the dump's order, so the rows a table holds are exactly the rows a resume skips), then compact the
+table's small fragments in ``finish()`` without pruning any version.
+
+``replace`` never touches the old table while loading: the rows go into a staged table beside it
+(``<table>-vecfmt-staging``) and ``finish()`` swaps them in. LanceDB OSS cannot rename a table, so the
+swap is an overwrite of the old table with the staged rows: one Lance commit, atomic for readers (they
+see every old row or every new one), at the cost of writing the rows a second time; then the staged
+table is dropped. The old rows stay readable in the table's earlier versions until they are cleaned up
+(``optimize(cleanup_older_than=...)``). A dump that turns out broken (checksum, bad row) drops the
+staged table and leaves the old one as it was; an interruption keeps the staged table for ``resume``, and
+a new ``replace`` drops a staged table it finds. Details: docs/lancedb.md.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vecfmt import metadata
 from vecfmt.errors import StoreError, first_line
 from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
 from vecfmt.schema import (
@@ -47,6 +66,12 @@ NAMESPACE_COLUMN = "namespace"
 SCHEMA_KEY = b"vecfmt"
 # canonical metric -> LanceDB distance_type
 DISTANCE_TYPES = {"cosine": "cosine", "dot": "dot", "euclidean": "l2", "hamming": "hamming"}
+# An import commits once this much is buffered: few, large fragments and versions, bounded memory.
+COMMIT_BYTES = 64 * 1024 * 1024
+COMMIT_ROWS = 100_000
+STAGING_SUFFIX = "-vecfmt-staging"
+# optimize() prunes versions older than this; vecfmt compacts only and never prunes a user's history.
+KEEP_VERSIONS = timedelta(days=100 * 365)
 
 
 def _connect(uri: StoreURI) -> Any:
@@ -63,7 +88,15 @@ def _table_names(db: Any) -> list[str]:
     return list(db.list_tables().tables)
 
 
+def _identity(uri: StoreURI, table: str) -> tuple[str, str, str]:
+    """The table's identity however its folder is spelled (``./db``, ``/abs/db``, ``db/../db``)."""
+    location = uri.location if "://" in uri.location else os.path.realpath(uri.location)
+    return (SCHEME, location, table)
+
+
 class LanceDBExporter:
+    supports_resume = True  # tokens name a table version and an offset in it
+
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri
         self.name = uri.require("table")
@@ -80,8 +113,16 @@ class LanceDBExporter:
         self.vectors = self._vector_columns()  # lance column -> VectorSpec
         ns_default = NAMESPACE_COLUMN if NAMESPACE_COLUMN in self.schema.names else None
         self.namespace_column = uri.option("namespace_column", ns_default)
-        known = {self.id_column, *self.vectors, SPARSE_VALUES, METADATA, DOCUMENT, self.namespace_column}
+        # metadata is JSON text; a metadata column of another type is folded like any other column
+        own = self.schema.field(METADATA).type if METADATA in self.schema.names else None
+        self.own_metadata = own is not None and (pa.types.is_string(own) or pa.types.is_large_string(own))
+        known = {self.id_column, *self.vectors, SPARSE_VALUES, DOCUMENT, self.namespace_column}
+        if self.own_metadata:
+            known.add(METADATA)
         self.folded = [f for f in self.schema if f.name not in known]
+
+    def identity(self) -> tuple[str, str, str]:
+        return _identity(self.uri, self.name)
 
     def _vector_columns(self) -> dict[str, VectorSpec]:
         candidates = [f for f in self.schema if pa.types.is_fixed_size_list(f.type)
@@ -139,7 +180,7 @@ class LanceDBExporter:
             self.table.checkout(position["version"])
         query = self.table.search()
         if self.namespace_column is not None:
-            query = query.where(_equals(self.namespace_column, part.namespace))
+            query = query.where(_in_namespace(self.namespace_column, part.namespace))
         columns = [f.name for f in self.schema if f.name != self.namespace_column]
         offset = position["offset"]
         query = query.select(columns).limit(None)
@@ -159,19 +200,13 @@ class LanceDBExporter:
         return pa.RecordBatch.from_pydict(arrays)
 
     def _metadata(self, batch: pa.RecordBatch) -> pa.Array:
-        own = batch.column(METADATA) if METADATA in batch.schema.names else None
-        if not self.folded:
-            return own if own is not None else pa.nulls(batch.num_rows, pa.string())
-        # Folding arbitrary columns into one JSON object per row has no Arrow kernel: a per-row loop,
-        # only for tables vecfmt did not create.
-        rows = batch.select([f.name for f in self.folded]).to_pylist()
-        texts = own.to_pylist() if own is not None else [None] * batch.num_rows
-        out = []
-        for row, text in zip(rows, texts, strict=True):
-            merged = json.loads(text) if text else {}
-            merged.update({k: v for k, v in row.items() if v is not None})
-            out.append(json.dumps(merged, ensure_ascii=False, default=str))
-        return pa.array(out, pa.string())
+        own = batch.column(METADATA) if self.own_metadata else None
+        ids = _as_string(batch.column(self.id_column))
+        if self.folded:
+            return metadata.fold(ids, own, METADATA, batch.select([f.name for f in self.folded]))
+        if own is None:
+            return pa.nulls(batch.num_rows, pa.string())
+        return metadata.as_objects(own, METADATA, ids)
 
     def close(self) -> None:
         pass
@@ -181,47 +216,74 @@ class LanceDBImporter:
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri
         self.name = uri.require("table")
+        self.staging_name = self.name + STAGING_SUFFIX
         self.db = _connect(uri)
         self.table: Any = None
+        self.staged = False  # loading a replace beside the old table: swap at finish()
         self.renames: dict[str, str] = {}
         self.namespaced = False
         self.upsert = False
         self.metric = "cosine"
+        self.pending: list[pa.Table] = []  # written but not yet committed
+
+    def identity(self) -> tuple[str, str, str]:
+        return _identity(self.uri, self.name)
 
     def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
         self.renames = {v.column: PRIMARY_COLUMN if v.column == VALUES else v.name for v in manifest.vectors}
         self.namespaced = any(ns.name != "" for ns in manifest.namespaces)
         self.metric = manifest.primary.metric if manifest.primary else "cosine"
-        schema = self._schema(manifest)
-        exists = self.name in _table_names(self.db)
+        tables = _table_names(self.db)
+        exists = self.name in tables
         identity = manifest.identity() if manifest.files else None
-        if exists and resume:
-            table = self.db.open_table(self.name)
-            saved = _saved_definitions(table.schema)
-            if identity is None or saved.get("import_of") != identity:
-                raise StoreError(
-                    f"LanceDB table {self.name!r} was not started by an import of this dump; cannot resume"
-                )
-            self.table = table
-            return table.count_rows()  # each add() is one atomic Lance commit, in dump order
+        if resume and (exists or self.staging_name in tables):
+            return self._resume(identity, tables)
         if exists and if_exists == IfExists.FAIL:
             raise StoreError(f"LanceDB table {self.name!r} already exists (choose if_exists append, "
                              "upsert or replace)")
         if exists and if_exists in (IfExists.APPEND, IfExists.UPSERT):
             table = self.db.open_table(self.name)
-            _check_compatible(table.schema, schema, self.name)
+            self.namespaced = self.namespaced or NAMESPACE_COLUMN in table.schema.names
+            _check_compatible(table.schema, self._schema(manifest), self.name)
             self.table = table
             self.upsert = if_exists == IfExists.UPSERT
             return 0
         meta = {"import_of": identity, **_definitions(manifest, self.renames)}
-        schema = schema.with_metadata({SCHEMA_KEY: json.dumps(meta).encode()})
+        if exists:  # replace: load beside the old table, which stays as it is until finish()
+            self._drop_leftover_staging(tables)
+            meta["staging_for"] = self.name
+        schema = self._schema(manifest).with_metadata({SCHEMA_KEY: json.dumps(meta).encode()})
         try:
-            if exists:  # replace
-                self.db.drop_table(self.name)
-            self.table = self.db.create_table(self.name, schema=schema)
+            self.table = self.db.create_table(self.staging_name if exists else self.name, schema=schema)
         except Exception as exc:
             raise StoreError(f"cannot create LanceDB table {self.name!r}: {first_line(exc)}") from None
+        self.staged = exists
         return 0
+
+    def _resume(self, identity: str | None, tables: list[str]) -> int:
+        """Continue this dump's import: a staged replace first, else the table itself. Each commit is
+        atomic and in dump order, so the rows a table holds are the rows to skip."""
+        for name, staged in ((self.staging_name, True), (self.name, False)):
+            if name not in tables:
+                continue
+            table = self.db.open_table(name)
+            saved = _saved_definitions(table.schema)
+            if identity is not None and saved.get("import_of") == identity and (
+                    not staged or saved.get("staging_for") == self.name):
+                self.table, self.staged = table, staged
+                self.namespaced = NAMESPACE_COLUMN in table.schema.names
+                return table.count_rows()
+        raise StoreError(f"LanceDB table {self.name!r} was not started by an import of this dump; cannot resume")
+
+    def _drop_leftover_staging(self, tables: list[str]) -> None:
+        """A staged table an interrupted replace left; dropped only when vecfmt staged it."""
+        if self.staging_name not in tables:
+            return
+        saved = _saved_definitions(self.db.open_table(self.staging_name).schema)
+        if saved.get("staging_for") != self.name:
+            raise StoreError(f"LanceDB table {self.staging_name!r} exists and was not staged by vecfmt; "
+                             f"rename or drop it to replace {self.name!r}")
+        self.db.drop_table(self.staging_name)
 
     def _schema(self, manifest: Manifest) -> pa.Schema:
         fields = []
@@ -237,15 +299,48 @@ class LanceDBImporter:
         table = pa.Table.from_batches([batch.rename_columns(names)])
         if self.namespaced:
             table = table.append_column(NAMESPACE_COLUMN, pa.repeat(pa.scalar(namespace), len(table)))
-        table = table.cast(self.table.schema)  # nullability and metadata only; no data is converted
-        if self.upsert:
-            (self.table.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all()
-             .execute(table))
+        self.pending.append(table.cast(self.table.schema))  # nullability and metadata only: no conversion
+        if (sum(t.num_rows for t in self.pending) >= COMMIT_ROWS
+                or sum(t.nbytes for t in self.pending) >= COMMIT_BYTES):
+            self._commit()
+
+    def _commit(self) -> None:
+        """One Lance commit of everything written since the last one."""
+        if not self.pending:
+            return
+        data = pa.concat_tables(self.pending)
+        if self.upsert:  # ids are unique within a namespace only
+            keys = [NAMESPACE_COLUMN, ID] if self.namespaced else [ID]
+            self.table.merge_insert(keys).when_matched_update_all().when_not_matched_insert_all().execute(data)
         else:
-            self.table.add(table)
+            self.table.add(data)
+        self.pending = []
 
     def finish(self) -> None:
-        pass
+        self._commit()
+        if self.staged:
+            self._swap()
+        # Compact the small fragments the load left; a huge cleanup age keeps every earlier version.
+        self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
+
+    def _swap(self) -> None:
+        """The staged rows replace the old table's in one overwrite commit, then the staged table goes."""
+        staged = self.table
+        rows = staged.search().limit(None).to_batches()
+        try:
+            self.table = self.db.create_table(self.name, rows, mode="overwrite")
+        except Exception as exc:
+            raise StoreError(f"cannot swap the staged rows into LanceDB table {self.name!r} (it is "
+                             f"unchanged; resume to try again): {first_line(exc)}") from None
+        self.db.drop_table(self.staging_name)
+        self.staged = False
+
+    def abort(self) -> None:
+        """The dump is broken: drop the staged table (the old one was never touched)."""
+        self.pending = []
+        if self.staged and self.staging_name in _table_names(self.db):
+            self.db.drop_table(self.staging_name)
+        self.staged = False
 
     def close(self) -> None:
         pass
@@ -254,7 +349,7 @@ class LanceDBImporter:
         query = (self.table.search(np.asarray(vector, np.float32), vector_column_name=PRIMARY_COLUMN)
                  .distance_type(DISTANCE_TYPES.get(self.metric, "l2")).select([ID]).limit(k))
         if self.namespaced:
-            query = query.where(_equals(NAMESPACE_COLUMN, namespace))
+            query = query.where(_in_namespace(NAMESPACE_COLUMN, namespace))
         result = query.to_arrow()
         return list(zip(result.column(ID).to_pylist(), result.column("_distance").to_pylist(), strict=True))
 
@@ -300,8 +395,10 @@ def _as_string(ids: pa.Array) -> pa.Array:
     return ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
 
 
-def _equals(column: str, value: str) -> str:
-    """A LanceDB filter; the value is a SQL string literal with its quotes doubled."""
+def _in_namespace(column: str, namespace: str) -> str:
+    """A LanceDB filter for one namespace (a NULL namespace is the default one, as it is counted);
+    the value is a SQL string literal with its quotes doubled."""
     quoted_column = "`" + column.replace("`", "``") + "`"
-    return f"{quoted_column} = '" + value.replace("'", "''") + "'"
+    equals = f"{quoted_column} = '" + namespace.replace("'", "''") + "'"
+    return f"({equals} OR {quoted_column} IS NULL)" if namespace == "" else equals
 
