@@ -159,3 +159,26 @@ def test_credentials_in_a_dump_uri_are_refused_and_never_shown():
     run = vecfmt_cli("inspect", "s3://AKIAEXAMPLE:topsecret@bucket/dump")
     assert_one_clear_error(run, "credentials do not belong in a dump URI")
     assert "topsecret" not in run.stderr + run.stdout
+
+
+def test_diff_exit_codes_are_those_of_cmp(good, tmp_path):
+    root, _ = good
+    vecfmt.write_dump(str(tmp_path / "other"), make_table(10, 8))
+    assert vecfmt_cli("diff", str(root), str(root)).code == 0
+    assert vecfmt_cli("diff", str(root), str(tmp_path / "other")).code == 1
+    missing = vecfmt_cli("diff", str(root), str(tmp_path / "nope"))
+    assert_one_clear_error(missing, "does not exist")
+    assert missing.code == 2
+    assert vecfmt_cli("diff", str(root), str(root), "--output", str(tmp_path / "no" / "such" / "x.parquet")).code == 2
+    assert "2 when it could not compare" in " ".join(vecfmt_cli("diff", "--help").stdout.split())
+
+
+def test_validate_exit_codes(good, tmp_path):
+    root, _ = good
+    assert vecfmt_cli("validate", str(root)).code == 0
+    missing = vecfmt_cli("validate", str(tmp_path / "nope"))
+    assert_one_clear_error(missing, "does not exist")
+    assert missing.code == 2  # nothing to check is not an invalid dump
+    (root / "manifest.json").unlink()
+    assert vecfmt_cli("validate", str(root)).code == 1  # a folder without a manifest is an incomplete dump
+    assert "2 when it could not run" in " ".join(vecfmt_cli("validate", "--help").stdout.split())

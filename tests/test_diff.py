@@ -84,3 +84,40 @@ def test_cosine_drift_is_reported(tmp_path):
     result = diff_dumps(str(tmp_path / "a"), str(tmp_path / "b"))
     expected = min(float(x @ y / np.linalg.norm(x) / np.linalg.norm(y)) for x, y in zip(matrix, rotated, strict=True))
     assert result.namespaces[""].min_cosine_similarity == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_column_missing_on_one_side_is_a_difference(tmp_path):
+    a = make_table(20, 4, document=True, sparse=True)
+    vecfmt.write_dump(str(tmp_path / "a"), a)
+    vecfmt.write_dump(str(tmp_path / "b"), a.drop_columns(["document"]))
+    result = diff_dumps(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert not result.identical
+    assert result.columns_only_in_a == ["document"] and result.columns_only_in_b == []
+    assert result.namespaces[""].documents_changed == 20  # every text was lost
+    assert result.to_dict()["columns_only_in_a"] == ["document"]
+    vecfmt.write_dump(str(tmp_path / "c"), a.drop_columns(["sparse_values"]))
+    assert diff_dumps(str(tmp_path / "a"), str(tmp_path / "c")).columns_only_in_a == ["sparse_values"]
+    named = make_table(20, 4, document=True, sparse=True, named={"title": 3})
+    vecfmt.write_dump(str(tmp_path / "n"), named.select([*a.column_names, "values_title"]))
+    other = diff_dumps(str(tmp_path / "a"), str(tmp_path / "n"))
+    assert other.columns_only_in_b == ["values_title"] and not other.identical
+
+
+def test_metadata_equality_keeps_json_types(tmp_path):
+    pairs = [  # (A, B, changed?)
+        ('{"n": 1}', '{"n": 1.0}', True),
+        ('{"b": true}', '{"b": 1}', True),
+        ('{"z": 0}', '{"z": -0.0}', True),
+        ('{"z": 0.0}', '{"z": -0.0}', True),
+        ('{"f": false}', '{"f": 0}', True),
+        ('{"x": 1, "y": [1.5, "s"]}', '{"y": [1.50, "s"], "x": 1}', False),  # key order, spelling
+        ('{"n": 1.0}', '{"n": 1e0}', False),
+        ('{"u": "\\u00fc"}', '{"u": "ü"}', False),
+        ('{"a": 1}', None, True),
+    ]
+    table = make_table(len(pairs), 4)
+    vecfmt.write_dump(str(tmp_path / "a"), table.set_column(2, "metadata", pa.array([p[0] for p in pairs])))
+    vecfmt.write_dump(str(tmp_path / "b"), table.set_column(2, "metadata", pa.array([p[1] for p in pairs])))
+    ns = diff_dumps(str(tmp_path / "a"), str(tmp_path / "b")).namespaces[""]
+    assert ns.examples["metadata_changed"] == [f"id-{i}" for i, p in enumerate(pairs) if p[2]][:5]
+    assert ns.metadata_changed == sum(p[2] for p in pairs)

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -43,6 +45,21 @@ def _print_json(data: Any) -> None:
 
 def _progress(quiet: bool, as_json: bool) -> bool | None:
     return False if quiet or as_json else None  # None: only when stderr is a terminal
+
+
+# validate and diff answer a question with their exit code, as cmp, diff and git diff --exit-code do:
+# 0 valid/identical, 1 problems/differences found, 2 could not answer (bad input, unreadable dump).
+COULD_NOT_RUN = 2
+
+
+@contextmanager
+def _could_not_run_exits_2() -> Iterator[None]:
+    """Errors exit 2 rather than 1, so that a script cannot take "no such dump" for "different"."""
+    try:
+        yield
+    except (VecfmtError, OSError) as exc:
+        err.print(_error_line(exc), markup=False)
+        raise typer.Exit(COULD_NOT_RUN) from None
 
 
 def _model(name: str | None, provider: str | None) -> EmbeddingModel | None:
@@ -161,8 +178,10 @@ def validate_cmd(
     dump: Annotated[str, typer.Argument(help="Dump location.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a dump completely; exit 1 if anything is wrong, naming each problem's file and row."""
-    problems = validate_dump(dump)
+    """Check a dump completely, naming each problem's file and row. Exit 0 when it is valid, 1 when
+    problems were found, 2 when it could not run (nothing at that location, a bad URI)."""
+    with _could_not_run_exits_2():
+        problems = validate_dump(dump)
     if as_json:
         _print_json({"valid": not problems,
                      "problems": [{"file": p.file, "row": p.row, "message": p.message} for p in problems]})
@@ -184,8 +203,10 @@ def diff_cmd(
     output: Annotated[str | None, typer.Option(help="Write every differing row to this Parquet file.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare two dumps by id. Exit 0 when identical, 1 when they differ."""
-    result = diff_dumps(a, b, tolerance=tolerance, vector=vector, output=output)
+    """Compare two dumps by id. Exit 0 when identical, 1 when they differ, 2 when it could not compare
+    them (a dump missing or unreadable, vectors of other dimensions)."""
+    with _could_not_run_exits_2():
+        result = diff_dumps(a, b, tolerance=tolerance, vector=vector, output=output)
     report = result.to_dict()
     if as_json:
         _print_json(report)
@@ -197,6 +218,9 @@ def diff_cmd(
                   f"metadata changed: {t['metadata_changed']:,}   documents changed: {t['documents_changed']:,}")
         out.print(f"max abs difference: {t['max_abs_diff']:.3g}   "
                   f"max cosine drift: {1 - t['min_cosine_similarity']:.3g}")
+        for side in ("a", "b"):
+            if report[f"columns_only_in_{side}"]:
+                out.print(f"columns only in {side.upper()}: {', '.join(report[f'columns_only_in_{side}'])}")
         for name, ns in report["namespaces"].items():
             for kind, ids in ns["examples"].items():
                 out.print(f"  {name!r} {kind}: {', '.join(map(repr, ids))}", markup=False)
@@ -219,15 +243,19 @@ def _safe(message: str) -> str:
     return _USERINFO.sub(r"\1***@", message)
 
 
+def _error_line(exc: VecfmtError | OSError) -> str:
+    if isinstance(exc, VecfmtError):
+        return f"error: {_safe(str(exc))}"
+    # a path that is a file, a folder that cannot be made, a disk that is full
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"error: {_safe(exc.strerror or str(exc))}{_safe(str(where))}"
+
+
 def main() -> None:
     try:
         app()
-    except VecfmtError as exc:
-        err.print(f"error: {_safe(str(exc))}", markup=False)
-        sys.exit(1)
-    except OSError as exc:  # a path that is a file, a folder that cannot be made, a disk that is full
-        where = f": {exc.filename}" if exc.filename else ""
-        err.print(f"error: {_safe(exc.strerror or str(exc))}{_safe(str(where))}", markup=False)
+    except (VecfmtError, OSError) as exc:
+        err.print(_error_line(exc), markup=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from vecfmt.errors import InvalidDataError
 from vecfmt.manifest import Manifest
 from vecfmt.reader import Dump
-from vecfmt.schema import DOCUMENT, ID, METADATA, vectors_numpy
+from vecfmt.schema import DOCUMENT, ID, METADATA, parse_metadata_json, vectors_numpy
 from vecfmt.storage import resolve
 from vecfmt.writer import check_unique_ids
 
@@ -65,10 +65,14 @@ class DiffResult:
     b: str
     tolerance: float
     namespaces: dict[str, NamespaceDiff]
+    # columns (document, sparse_values, named vectors) one dump has and the other lacks: data lost or added
+    columns_only_in_a: list[str] = field(default_factory=list)
+    columns_only_in_b: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
-        return all(ns.identical for ns in self.namespaces.values())
+        return (not self.columns_only_in_a and not self.columns_only_in_b
+                and all(ns.identical for ns in self.namespaces.values()))
 
     def to_dict(self) -> dict[str, Any]:
         totals = {k: sum(getattr(ns, k) for ns in self.namespaces.values())
@@ -82,6 +86,8 @@ class DiffResult:
             "b": self.b,
             "tolerance": self.tolerance,
             "identical": self.identical,
+            "columns_only_in_a": self.columns_only_in_a,
+            "columns_only_in_b": self.columns_only_in_b,
             "totals": totals,
             "namespaces": {name: {**ns.__dict__, "identical": ns.identical}
                            for name, ns in self.namespaces.items()},
@@ -98,12 +104,16 @@ def diff_dumps(
     batch_size: int = 65_536,
 ) -> DiffResult:
     """Compare two dumps row by row (matched by id): one vector (the primary unless ``vector`` names
-    another), the metadata (as JSON values) and the documents; sparse and other named vectors are not
-    compared. ``tolerance`` is the largest absolute difference of any vector component still counted as
+    another), the metadata (as JSON values, types kept: ``1``, ``1.0`` and ``true`` differ, so do ``0`` and
+    ``-0.0``) and the documents (a dump without them counts as all null). A column one dump has and the
+    other lacks is a difference; the contents of sparse and other named vectors are not compared.
+    ``tolerance`` is the largest absolute difference of any vector component still counted as
     unchanged. ``output`` writes every differing row as Parquet. Ids must be unique on both sides."""
     a, b = Dump.open(a_uri), Dump.open(b_uri)
     column_a, column_b = _vector_columns(a.manifest, b.manifest, vector)
-    result = DiffResult(a.uri, b.uri, tolerance, {})
+    result = DiffResult(a.uri, b.uri, tolerance, {},
+                        columns_only_in_a=[c for c in a.schema.names if c not in b.schema.names],
+                        columns_only_in_b=[c for c in b.schema.names if c not in a.schema.names])
     writer = _open_output(output)
     try:
         for namespace in sorted(set(a.namespaces) | set(b.namespaces)):
@@ -153,15 +163,14 @@ def _diff_namespace(
     tolerance: float, batch_size: int, writer: pq.ParquetWriter | None,
 ) -> NamespaceDiff:
     out = NamespaceDiff()
-    with_document = a.manifest.document and b.manifest.document
-    extra = [DOCUMENT] if with_document else []
-    table_a, matrix_a = _load_a(a, namespace, column_a, extra, batch_size)
+    with_document = a.manifest.document or b.manifest.document  # one side without them lost them all
+    table_a, matrix_a = _load_a(a, namespace, column_a, [DOCUMENT] if a.manifest.document else [], batch_size)
     ids_a = table_a.column(ID)
     check_unique_ids(ids_a, namespace)
     out.rows_a = len(table_a)
     seen_in_b = np.zeros(len(table_a), dtype=bool)
 
-    cols_b = [ID, *([column_b] if column_b else []), METADATA, *extra]
+    cols_b = [ID, *([column_b] if column_b else []), METADATA, *([DOCUMENT] if b.manifest.document else [])]
     present = namespace in b.namespaces
     # One hash table of A's ids for all of B (building it per batch would dominate the run).
     ids_b = [x.column(ID) for x in b.batches(namespace, columns=[ID], verify=False)] if present else []
@@ -216,7 +225,8 @@ def _compare(
         out.min_cosine_similarity = min(out.min_cosine_similarity, float(cosine.min(initial=1.0)))
     metadata_changed = _json_differs(a.column(METADATA), b.column(METADATA))
     document_changed = (
-        ~_equal(a.column(DOCUMENT), b.column(DOCUMENT)) if with_document else np.zeros(n, dtype=bool)
+        ~_equal(_column_or_nulls(a, DOCUMENT), _column_or_nulls(b, DOCUMENT)) if with_document
+        else np.zeros(n, dtype=bool)
     )
     ids = b.column(ID)
     for kind, mask, counter in (("vectors_changed", vector_changed, "vectors_changed"),
@@ -239,6 +249,10 @@ def _compare(
         }, schema=DIFF_SCHEMA))
 
 
+def _column_or_nulls(data: pa.Table | pa.RecordBatch, name: str) -> pa.Array | pa.ChunkedArray:
+    return data.column(name) if name in data.schema.names else pa.nulls(data.num_rows, pa.string())
+
+
 def _equal(x: pa.ChunkedArray | pa.Array, y: pa.Array) -> np.ndarray:
     """Null-aware equality: two nulls are equal, a null and a value are not."""
     same = pc.equal(x, y)
@@ -253,17 +267,20 @@ def _json_differs(a: pa.ChunkedArray | pa.Array, b: pa.Array) -> np.ndarray:
         texts_a = pc.take(a, pa.array(np.flatnonzero(differs))).to_pylist()
         texts_b = pc.take(b, pa.array(np.flatnonzero(differs))).to_pylist()
         for pos, ta, tb in zip(np.flatnonzero(differs), texts_a, texts_b, strict=True):
-            differs[pos] = _parse(ta) != _parse(tb)  # only rows whose texts differ are parsed
+            if ta is not None and tb is not None:  # a null beside a text differs; only texts are parsed
+                ca = _canonical(ta)
+                differs[pos] = ca is None or ca != _canonical(tb)
     return differs
 
 
-def _parse(text: str | None) -> Any:
-    if text is None:
-        return None
+def _canonical(text: str) -> str | None:
+    """One spelling per JSON value that keeps its types: keys sorted, one number format (``1``, ``1.0``,
+    ``-0.0`` and ``true`` stay distinct, where Python's ``==`` says ``1 == 1.0 == True`` and ``0 == -0.0``).
+    None when the text cannot be parsed: such a row, whose texts already differ, differs."""
     try:
-        return json.loads(text)
-    except ValueError:
-        return text
+        return json.dumps(parse_metadata_json(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, RecursionError):
+        return None
 
 
 def _open_output(output: str | None) -> pq.ParquetWriter | None:

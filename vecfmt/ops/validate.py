@@ -22,6 +22,7 @@ from vecfmt.schema import (
     null_component_rows,
     parse_metadata_json,
 )
+from vecfmt.storage import resolve
 
 MAX_ROWS_PER_PROBLEM = 5  # rows named per kind of problem and file; the count says how many in all
 
@@ -42,10 +43,13 @@ class Problem:
 def validate_dump(uri: str) -> list[Problem]:
     """Check the manifest (JSON Schema, version, counts), every file's size, checksum, Parquet schema and
     row count, and every row: null or duplicate ids, NaN/inf, metadata that is not a JSON object,
-    malformed sparse vectors. An empty list means the dump is valid."""
+    malformed sparse vectors. An empty list means the dump is valid. Raises DumpError when there is
+    nothing to check at ``uri`` (or the URI itself is refused)."""
     try:
         dump = Dump.open(uri, check_files=False)
     except DumpError as exc:
+        if not resolve(uri).is_dir():
+            raise  # nothing there to check is no invalid dump: the check could not run
         return [Problem(MANIFEST_NAME, None, str(exc))]
     problems = [Problem(entry.path, None, message) for entry, message in dump.size_problems()]
     broken = {p.file for p in problems}
