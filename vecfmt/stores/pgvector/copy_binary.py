@@ -244,7 +244,7 @@ def check_sparse(column: pa.Array, dimension: int, ids: pa.Array, max_nnz: int =
 # --- binary formats: encoding ids and dense vectors ------------------------------------------------
 
 
-def _encode_id(rows: CopyRows, ids: pa.Array, typname: str, column: str) -> None:
+def encode_id(rows: CopyRows, ids: pa.Array, typname: str, column: str) -> None:
     if typname in TEXT_TYPES:
         rows.variable(ids)
         return
@@ -279,8 +279,8 @@ def _first_offset(array: pa.Array) -> int:
     return int(np.frombuffer(array.buffers()[1], np.int32, count=1, offset=array.offset * 4)[0])
 
 
-def _encode_dense(rows: CopyRows, column: pa.Array, typname: str, ids: pa.Array, source: str, name: str
-                  ) -> None:  # fmt: skip
+def encode_dense(rows: CopyRows, column: pa.Array, typname: str, ids: pa.Array, source: str, name: str
+                 ) -> None:  # fmt: skip
     matrix = vectors_numpy(column)  # null rows read as whatever the buffer holds; they are sent as NULL
     if typname == "halfvec":
         too_big = np.abs(matrix) > HALF_MAX

@@ -1,0 +1,490 @@
+"""Import: prepare the table (create, or map onto one that exists), load each batch with one binary COPY
+committed together with a progress row, then build the primary key and indexes and analyse."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from vecfmt.errors import StoreError
+from vecfmt.manifest import Manifest
+from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, VALUES
+from vecfmt.stores.base import IfExists, StoreURI
+from vecfmt.stores.pgvector.catalog import (
+    HNSW_MAX_SPARSE_NNZ,
+    PLAIN_STORAGE_MAX_DIM,
+    SPARSE_TYPE_NAME,
+    Extension,
+    column_list,
+    find_extension,
+    find_relation,
+)
+from vecfmt.stores.pgvector.connect import Target, log
+from vecfmt.stores.pgvector.copy_binary import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    DENSE_TYPES,
+    MAX_SPARSE_NNZ,
+    CopyRows,
+    check_sparse,
+    encode_dense,
+    encode_id,
+    sparse_payload,
+)
+from vecfmt.stores.pgvector.loader import Job, Loader
+from vecfmt.stores.pgvector.plan import (
+    STAGING_METADATA,
+    Plan,
+    check_unique_key,
+    definitions_comment,
+    index_requests,
+    plan_existing,
+    plan_new,
+)
+from vecfmt.stores.pgvector.search import nearest
+
+PROGRESS_TABLE = "vecfmt_import_progress"
+STAGING_TABLE = "vecfmt_staging"
+DEFAULT_PARALLEL = 2  # loading connections: measured ~10-15% faster than one on 2 cores (PG 15 and 18)
+
+
+class PgvectorImporter:
+    def __init__(self, uri: StoreURI) -> None:
+        self.target = Target(uri)
+        if self.target.table is None:
+            raise StoreError(f"pgvector {self.target.where} needs the option table=NAME")
+        if self.target.query is not None:
+            raise StoreError(f"pgvector {self.target.where}: query= is for exports only")
+        self.conn: psycopg.Connection | None = None
+        self.plan: Plan | None = None
+        self.ext: Extension | None = None
+        self.identity: str | None = None
+        self.staging = False  # upsert or folded columns: COPY into a temp table, then INSERT ... SELECT
+        self.upsert = False
+        self.pending: dict[str, Any] = {}  # work left for finish(): primary key, indexes
+        self._loader: Loader | None = None
+        self._extra_conns: list[psycopg.Connection] = []
+        self._created = False
+        self._committed = 0  # batches committed by this run
+        self._resumed_from = 0
+        self._progress_written = False  # by this run: only then is the progress row ours to delete
+        self._finished = False
+
+    # -- prepare --
+
+    def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
+        t = self.target
+        self.conn = t.connect()
+        conn = self.conn
+        self.identity = _dump_identity(manifest)
+        with t.errors("cannot prepare the import"):
+            self.ext = self._ensure_extension()
+            schema = t.schema or conn.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                raise StoreError(f"pgvector {t.where}: no schema to create the table in; pass schema=NAME")
+            found = find_relation(conn, schema, t.table)  # type: ignore[arg-type]
+            progress = self._progress(schema)
+            if progress is not None and progress["dump"] != self.identity:
+                progress = None  # another dump's (or a copy's): not ours to resume
+            if resume and found is not None and progress is not None:
+                self.pending = progress["pending"]
+                self.plan = plan_existing(t, conn, manifest, schema, found[0])
+                self._start()
+                self._resumed_from = int(progress["rows"])
+                log.info("pgvector: resuming the import into %s after %d rows", self.plan.label, progress["rows"])
+                return int(progress["rows"])
+            if resume and found is not None and self.identity is not None:
+                raise StoreError(
+                    f"pgvector {t.where}: nothing to resume: table {schema}.{t.table} is not being loaded from "
+                    "this dump (its import finished, or was of another dump); run without resume"
+                )
+            if found is not None and if_exists == IfExists.FAIL:
+                interrupted = "" if progress is None or self.identity is None else (
+                    f"; an interrupted import of this dump committed {progress['rows']:,} rows: resume it")
+                raise StoreError(
+                    f"pgvector {t.where}: table {schema}.{t.table} already exists (choose if_exists append, "
+                    f"upsert or replace){interrupted}"
+                )
+            if found is not None and if_exists in (IfExists.APPEND, IfExists.UPSERT):
+                self.plan = plan_existing(t, conn, manifest, schema, found[0])
+                self.upsert = if_exists == IfExists.UPSERT
+                if self.upsert:
+                    check_unique_key(t, conn, self.plan, found[0])
+                self.pending = {"upsert": self.upsert}
+                with conn.transaction():
+                    self._save_progress(0)
+            else:
+                self.plan = plan_new(t, conn, manifest, schema)
+                self._comment = definitions_comment(manifest, self.plan)
+                self.pending = {"primary_key": True, "indexes": index_requests(t, self.plan, manifest)}
+                with conn.transaction():
+                    if found is not None:
+                        conn.execute(sql.SQL("DROP TABLE {}").format(self.plan.relation))
+                    self._create_table()
+                    self._save_progress(0)
+                self._created = found is None  # dropped again if the import fails before its first commit
+            self._start()
+        return 0
+
+    def _ensure_extension(self) -> Extension:
+        assert self.conn is not None
+        ext = find_extension(self.conn)
+        if ext is not None:
+            return ext
+        available = self.conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+        if available is None:
+            raise StoreError(f"pgvector {self.target.where}: the pgvector extension is not installed on the server")
+        try:
+            self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege:
+            raise StoreError(
+                f"pgvector {self.target.where}: not allowed to create the pgvector extension; ask an "
+                "administrator to run CREATE EXTENSION vector in this database"
+            ) from None
+        ext = find_extension(self.conn)
+        assert ext is not None
+        return ext
+
+    def _progress(self, schema: str) -> dict[str, Any] | None:
+        assert self.conn is not None
+        self.progress_table = sql.Identifier(schema, PROGRESS_TABLE)
+        if find_relation(self.conn, schema, PROGRESS_TABLE) is None:
+            return None
+        row = self.conn.execute(
+            sql.SQL("SELECT dump, rows_done, pending FROM {} WHERE target = %s").format(self.progress_table),
+            (f"{schema}.{self.target.table}",),
+        ).fetchone()
+        return None if row is None else {"dump": row[0], "rows": row[1], "pending": row[2]}
+
+    def _save_progress(self, rows_done: int) -> None:
+        """Record (in the caller's transaction) that ``rows_done`` rows of this dump are committed."""
+        assert self.conn is not None and self.plan is not None
+        self.conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (target text PRIMARY KEY, dump text, rows_done bigint NOT NULL, "
+            "pending jsonb NOT NULL DEFAULT '{{}}', updated_at timestamptz NOT NULL DEFAULT now())"
+        ).format(self.progress_table))  # fmt: skip
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (target, dump, rows_done, pending) VALUES (%s, %s, %s, %s) ON CONFLICT (target) "
+                "DO UPDATE SET dump = EXCLUDED.dump, rows_done = EXCLUDED.rows_done, pending = EXCLUDED.pending, "
+                "updated_at = now()"
+            ).format(self.progress_table),
+            (self.plan.label, self.identity, rows_done, psycopg.types.json.Jsonb(self.pending)),
+        )
+        self._progress_written = True
+
+    def _create_table(self) -> None:
+        assert self.conn is not None and self.plan is not None and self.ext is not None
+        plan, ext = self.plan, self.ext
+        id_type = {"text": "text", "varchar": "varchar", "bpchar": "text", "int2": "smallint",
+                   "int4": "integer", "int8": "bigint", "uuid": "uuid"}[plan.id.typname]  # fmt: skip
+        columns = [sql.SQL("{} {} NOT NULL").format(sql.Identifier(plan.id.name), sql.SQL(id_type))]
+        if plan.namespace is not None:
+            columns.append(sql.SQL("{} text NOT NULL DEFAULT ''").format(sql.Identifier(plan.namespace.name)))
+        for dest in plan.dense:
+            null = sql.SQL(" NOT NULL") if dest.source == VALUES else sql.SQL("")
+            columns.append(sql.SQL("{} {}{}").format(sql.Identifier(dest.name), ext.type(dest.typname, dest.dimension),
+                                                     null))  # fmt: skip
+        if plan.sparse is not None:
+            columns.append(sql.SQL("{} {}").format(sql.Identifier(plan.sparse.name),
+                                                   ext.type(SPARSE_TYPE_NAME, plan.sparse.dimension)))  # fmt: skip
+        if plan.metadata is not None and plan.metadata_in_table:
+            columns.append(sql.SQL("{} jsonb").format(sql.Identifier(plan.metadata.name)))
+        if plan.document is not None:
+            columns.append(sql.SQL("{} text").format(sql.Identifier(plan.document.name)))
+        for name, type_name in plan.folded:
+            columns.append(sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_name)))  # server-made name
+        self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(plan.relation, sql.SQL(", ").join(columns)))
+        # COMMENT takes no parameters; Literal quotes the JSON (a manifest's text) as one string constant.
+        self.conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(plan.relation, sql.Literal(self._comment)))
+        storage = self.target.uri.option("storage", "auto") or "auto"
+        if storage not in ("auto", "plain", "external", "default"):
+            raise StoreError(f"pgvector {self.target.where}: storage must be plain, external or default, "
+                             f"not {storage!r}")  # fmt: skip
+        for dest in plan.dense:
+            # Inline vectors (no TOAST) load ~1.4x faster and scan faster, as long as a row fits a page.
+            plain = storage == "plain" or (storage == "auto" and dest.dimension <= PLAIN_STORAGE_MAX_DIM[dest.typname])
+            if plain:
+                self.conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STORAGE PLAIN").format(
+                    plan.relation, sql.Identifier(dest.name)))  # fmt: skip
+
+    # -- write --
+
+    def _start(self) -> None:
+        assert self.plan is not None and self.conn is not None
+        plan, uri = self.plan, self.target.uri
+        self.upsert = bool(self.pending.get("upsert", self.upsert))
+        self.staging = self.upsert or bool(plan.folded)
+        parallel = uri.int_option("parallel", DEFAULT_PARALLEL) or DEFAULT_PARALLEL
+        if not 1 <= parallel <= 16:
+            raise StoreError(f"pgvector {self.target.where}: parallel must be between 1 and 16, not {parallel}")
+        self._extra_conns = [self.target.connect() for _ in range(parallel - 1)]
+        connections = [self.conn, *self._extra_conns]
+        names = [d.name for d in plan.loaded()]
+        if self.staging:
+            staging = sql.Identifier(STAGING_TABLE)
+            for conn in connections:  # a temporary table belongs to one session
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+                conn.execute(sql.SQL(
+                    "CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
+                ).format(staging, column_list(plan.in_table()), plan.relation))  # fmt: skip
+                if not plan.metadata_in_table:
+                    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} jsonb").format(
+                        staging, sql.Identifier(STAGING_METADATA)))  # fmt: skip
+            self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(staging, column_list(names))
+            self.insert_sql = self._staging_insert()
+        else:
+            self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+                plan.relation, column_list(names))
+        self._loader = Loader(connections, self.target)
+
+    def _close_extra(self) -> None:
+        for conn in self._extra_conns:
+            with suppress(Exception):
+                conn.close()
+        self._extra_conns = []
+
+    def _staging_insert(self) -> sql.Composable:
+        """Staging rows into the table: folded columns filled from the JSON (which loses their keys),
+        and ON CONFLICT for upserts."""
+        assert self.plan is not None
+        plan = self.plan
+        targets = plan.in_table()
+        values: list[sql.Composable] = [sql.SQL("s.{}").format(sql.Identifier(n)) for n in targets]
+        source = sql.SQL("{} s").format(sql.Identifier(STAGING_TABLE))
+        if plan.folded:
+            assert plan.metadata is not None
+            keys = [name for name, _ in plan.folded]
+            meta = sql.SQL("s.{}").format(sql.Identifier(plan.metadata.name))
+            if plan.metadata_in_table:
+                # What is left of the JSON once the folded keys are out; an empty object is NULL again.
+                values[targets.index(plan.metadata.name)] = sql.SQL("nullif({}::jsonb - {}::text[], '{{}}')").format(
+                    meta, sql.Literal(keys))
+            targets = targets + keys
+            values += [sql.SQL("r.{}").format(sql.Identifier(k)) for k in keys]
+            source = sql.SQL("{} CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, {}::jsonb) r").format(
+                source, plan.relation, meta)
+        query = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            plan.relation, column_list(targets), sql.SQL(", ").join(values), source)
+        if self.upsert:
+            key = plan.key()
+            updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in targets if n not in key]
+            action = sql.SQL("UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates else sql.SQL("NOTHING")
+            query = sql.SQL("{} ON CONFLICT ({}) DO {}").format(query, column_list(key), action)
+        return query
+
+    def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
+        if self.plan is None or self._loader is None:
+            raise StoreError("pgvector: write() before prepare()")
+        plan = self.plan
+        if plan.namespace is None and namespace != "":
+            raise StoreError(
+                f"pgvector: rows of namespace {namespace!r} but table {plan.label} keeps no namespaces; "
+                f"pass namespace_column=COLUMN to keep them in a column"
+            )
+        if batch.num_rows == 0:
+            return
+        payload = self.encode(batch, namespace)
+        self._loader.submit(self._job(payload, rows_done), sum(len(p) for p in payload))
+
+    def encode(self, batch: pa.RecordBatch, namespace: str = "") -> list[pa.Buffer | bytes]:
+        """The binary COPY stream of one batch: header, rows, trailer."""
+        assert self.plan is not None
+        plan = self.plan
+        n = batch.num_rows
+        ids = batch.column(ID)
+        loaded = plan.loaded()
+        # With folded columns and no metadata column, the staging table still needs the JSON: see _start.
+        rows = CopyRows(n, len(loaded))
+        for dest in loaded:
+            if dest.source == ID:
+                encode_id(rows, ids, dest.typname, dest.name)
+            elif dest.typname in DENSE_TYPES:
+                encode_dense(rows, batch.column(dest.source), dest.typname, ids, dest.source, dest.name)
+            elif dest.typname == SPARSE_TYPE_NAME:
+                column = batch.column(SPARSE_VALUES)
+                indexed = any(r["column"] == dest.name for r in self.pending.get("indexes") or [])
+                check_sparse(column, dest.dimension, ids, HNSW_MAX_SPARSE_NNZ if indexed else MAX_SPARSE_NNZ)
+                rows.variable(sparse_payload(column, dest.dimension))
+            elif dest.source == METADATA:
+                metadata = batch.column(METADATA).cast(pa.large_binary())
+                if dest.typname == "jsonb":  # jsonb's binary form is a version byte, then the text
+                    metadata = pc.binary_join_element_wise(
+                        pa.scalar(b"\x01", pa.large_binary()), metadata, pa.scalar(b"", pa.large_binary()))
+                rows.variable(metadata)
+            elif dest.source == DOCUMENT:
+                rows.variable(batch.column(DOCUMENT))
+            else:  # the namespace: the same bytes in every row
+                encoded = namespace.encode()
+                if encoded:
+                    rows.field(np.dtype(f"S{len(encoded)}"), encoded)
+                else:
+                    rows.fixed(np.dtype(">i4"), 0)  # an empty string: length 0, no bytes
+        return [COPY_HEADER, rows.build(), COPY_TRAILER]
+
+    def _job(self, payload: list[pa.Buffer | bytes], rows_done: int) -> Job:
+        def load(conn: psycopg.Connection, my_turn: Callable[[], None]) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(self.copy_sql) as copy:
+                    for part in payload:
+                        copy.write(part)
+                if self.staging:
+                    cur.execute(self.insert_sql)  # the staging rows go at commit (ON COMMIT DELETE ROWS)
+                my_turn()  # the previous batch has committed: commits stay in dump order
+                if self.identity is not None:
+                    cur.execute(
+                        sql.SQL("UPDATE {} SET rows_done = %s, updated_at = now() WHERE target = %s").format(
+                            self.progress_table),
+                        (rows_done, self.plan.label),  # type: ignore[union-attr]
+                    )
+
+        return load
+
+    # -- finish --
+
+    def finish(self) -> None:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            try:
+                loader.close()  # every batch committed, or the first error
+            finally:
+                self._committed = loader.committed
+        self._close_extra()
+        if self.conn is None or self.plan is None:
+            return
+        t, plan, conn = self.target, self.plan, self.conn
+        with t.errors("cannot finish the import"):
+            if self.pending.get("primary_key"):
+                with (t.errors(f"cannot add the primary key ({', '.join(plan.key())}) to {plan.label}"),
+                      _phase("primary key", plan.label)):  # fmt: skip
+                    self._add_primary_key()
+                self.pending["primary_key"] = False
+                with conn.transaction():
+                    self._save_progress_pending()
+            requests = self.pending.get("indexes") or []
+            if requests:
+                self._build_indexes(requests)
+            with _phase("analyze", plan.label):
+                conn.execute(sql.SQL("ANALYZE {}").format(plan.relation))
+            self._drop_progress()
+        self._finished = True
+
+    def _add_primary_key(self) -> None:
+        assert self.conn is not None and self.plan is not None
+        exists = self.conn.execute(
+            "SELECT 1 FROM pg_index WHERE indrelid = %s::regclass AND indisprimary",
+            (self.plan.relation.as_string(self.conn),),
+        ).fetchone()
+        if exists is None:
+            self.conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                self.plan.relation, column_list(self.plan.key())))  # fmt: skip
+
+    def _save_progress_pending(self) -> None:
+        assert self.conn is not None and self.plan is not None
+        self.conn.execute(
+            sql.SQL("UPDATE {} SET pending = %s WHERE target = %s").format(self.progress_table),
+            (psycopg.types.json.Jsonb(self.pending), self.plan.label),
+        )
+
+    def _build_indexes(self, requests: list[dict[str, Any]]) -> None:
+        assert self.conn is not None and self.plan is not None
+        conn, plan, uri = self.conn, self.plan, self.target.uri
+        memory = uri.option("maintenance_work_mem", "1GB") or "1GB"
+        if not re.fullmatch(r"\d+\s*(kB|MB|GB|TB)?", memory):
+            raise StoreError(f"pgvector {self.target.where}: maintenance_work_mem must look like 512MB or 2GB, "
+                             f"not {memory!r}")  # fmt: skip
+        workers = uri.int_option("workers")
+        if workers is None:
+            current = conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0]
+            workers = max(2, int(current))
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(plan.relation)).fetchone()[0]
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (memory,))
+        conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(workers),))
+        for request in requests:
+            options = dict(request.get("options") or {})
+            if request["method"] == "ivfflat" and "lists" not in options:
+                options["lists"] = max(1, rows // 1000 if rows <= 1_000_000 else int(math.sqrt(rows)))
+            name = f"{plan.table}_{request['column']}_{request['method']}_idx"[:63]
+            with_sql = sql.SQL("")
+            if options:
+                with_sql = sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(int(v))) for k, v in options.items()))
+            statement = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} ({} {}){}").format(
+                sql.Identifier(name), plan.relation, sql.Identifier(request["method"]),
+                sql.Identifier(request["column"]), sql.Identifier(self.ext.schema, request["opclass"]),  # type: ignore[union-attr]
+                with_sql)  # fmt: skip
+            with _phase("index", f"{request['method']} {request['opclass']} on {plan.label}.{request['column']}"):
+                try:
+                    conn.execute(statement)
+                except psycopg.errors.DiskFull:  # parallel builds need /dev/shm; build alone instead
+                    conn.execute("SET max_parallel_maintenance_workers = 0")
+                    conn.execute(statement)
+        conn.execute("RESET maintenance_work_mem")
+        conn.execute("RESET max_parallel_maintenance_workers")
+
+    def _drop_progress(self) -> None:
+        assert self.conn is not None and self.plan is not None
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self.progress_table))
+            self.conn.execute(sql.SQL("DELETE FROM {} WHERE target = %s").format(self.progress_table),
+                              (self.plan.label,))  # fmt: skip
+            left = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.progress_table)).fetchone()[0]
+            if left == 0:
+                self.conn.execute(sql.SQL("DROP TABLE {}").format(self.progress_table))
+
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+        if self.conn is None or self.plan is None or not self.plan.dense or self.ext is None:
+            raise StoreError("pgvector: search needs a prepared import with a dense vector")
+        plan = self.plan
+        dest = plan.dense[0]
+        ns = (plan.namespace.name, namespace) if plan.namespace else None
+        with self.target.errors("search failed"):
+            return nearest(self.conn, self.ext, plan.relation, plan.id.name, dest.name, dest.typname,
+                           plan.metrics.get(dest.name, "cosine"), vector, k, ns)  # fmt: skip
+
+    def close(self) -> None:
+        if self._loader is not None:
+            self._loader.abort()
+            self._committed = self._loader.committed
+            self._loader = None
+        self._close_extra()
+        if self.conn is not None and not self.conn.closed:
+            if self.plan is not None and not self._finished and self._committed == 0 and self._resumed_from == 0:
+                self._leave_no_trace()
+            self.conn.close()
+
+    def _leave_no_trace(self) -> None:
+        """An import that failed before its first commit leaves nothing behind: no progress row, and not
+        even the table when it made it."""
+        assert self.conn is not None and self.plan is not None
+        if self._created:
+            with suppress(psycopg.Error), self.conn.transaction():
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.plan.relation))
+        if self._progress_written:
+            with suppress(psycopg.Error):
+                self._drop_progress()
+
+
+@contextmanager
+def _phase(phase: str, what: str) -> Iterator[None]:
+    """Log how long a step after the load took (``extra`` carries phase and seconds, for benchmarks)."""
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    log.info("pgvector: %s of %s took %.2fs", phase, what, seconds, extra={"phase": phase, "seconds": seconds})
+
+
+def _dump_identity(manifest: Manifest) -> str | None:
+    """What tells this dump from any other (the core's digest of its creation time and files' checksums);
+    None for a store-to-store copy, which has no files."""
+    return manifest.identity() if manifest.files else None

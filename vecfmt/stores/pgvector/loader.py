@@ -1,0 +1,111 @@
+"""The loading threads of an import: batches COPY on several connections at once and commit in dump order."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+
+import psycopg
+
+from vecfmt.errors import StoreError
+from vecfmt.stores.pgvector.connect import Target
+
+
+class _Aborted(Exception):
+    """Another batch failed: this one must not commit (commits stay in dump order)."""
+
+
+Job = Callable[[psycopg.Connection, Callable[[], None]], None]
+
+
+class Loader:
+    """Loads batches on worker threads, one connection each, so the next batches are read and encoded
+    while PostgreSQL loads these, and several backends load at once. Batches may COPY concurrently but
+    commit strictly in dump order (each waits for its predecessor before writing its progress row), so
+    what is committed is always a prefix of the dump: an import killed at any point resumes exactly.
+
+    The dump reader decodes a row group (~64 MB) at a time, in bursts, so up to ``max_bytes`` of encoded
+    batches may wait: enough to keep PostgreSQL busy through a burst (64 MB loaded as fast as 96 and
+    160 MB did), and a bound on memory."""
+
+    def __init__(self, connections: list[psycopg.Connection], target: Target, max_bytes: int = 64 << 20) -> None:
+        self.target = target
+        self.max_bytes = max_bytes
+        self._jobs: list[tuple[int, Job, int]] = []  # (sequence, job, bytes), oldest first
+        self._queued_bytes = 0  # waiting or running
+        self._submitted = 0
+        self._committed = 0  # jobs committed, in order
+        self._closing = False
+        self._changed = threading.Condition()
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._run, args=(conn,), name=f"vecfmt-pgvector-copy-{i}", daemon=True)
+                         for i, conn in enumerate(connections)]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, conn: psycopg.Connection) -> None:
+        while True:
+            with self._changed:
+                while not self._jobs and not self._closing:
+                    self._changed.wait()
+                if not self._jobs:
+                    return
+                sequence, job, size = self._jobs.pop(0)
+
+            def my_turn(sequence: int = sequence) -> None:
+                with self._changed:
+                    while self._committed < sequence and self._error is None:
+                        self._changed.wait()
+                    if self._error is not None:
+                        raise _Aborted
+
+            try:
+                if self._error is not None:
+                    raise _Aborted
+                with self.target.errors("cannot load a batch"):
+                    job(conn, my_turn)
+            except _Aborted:
+                pass
+            except BaseException as exc:  # handed to the caller
+                with self._changed:
+                    self._error = self._error or exc
+            with self._changed:
+                if self._error is None:
+                    self._committed = sequence + 1
+                self._queued_bytes -= size
+                self._changed.notify_all()
+
+    @property
+    def committed(self) -> int:
+        return self._committed
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, job: Job, size: int) -> None:
+        with self._changed:
+            while self._queued_bytes and self._queued_bytes + size > self.max_bytes and self._error is None:
+                self._changed.wait()
+            self._raise()
+            self._jobs.append((self._submitted, job, size))
+            self._submitted += 1
+            self._queued_bytes += size
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Wait for every batch; raise the first error."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self._raise()
+
+    def abort(self) -> None:
+        with self._changed:
+            self._error = self._error or StoreError("import aborted")
+            self._jobs.clear()
+        with suppress(BaseException):
+            self.close()
