@@ -439,9 +439,11 @@ def test_writer_folds_unknown_columns_into_metadata_when_asked(tmp_path):
     rows = [json.loads(m) for m in back.column("metadata").to_pylist()]
     original = [json.loads(m) if m else {} for m in table.column("metadata").to_pylist()]
     assert rows[0] == {**original[0], "text": "t0", "page": 1}
-    assert rows[1] == {**original[1], "text": "t1", "page": None}
+    assert rows[1] == {**original[1], "text": "t1"}  # spec 3.4.1: null values are left out
     assert rows[3] == {"text": "t3", "page": 4}  # a row without metadata gets an object
-    clash = table.append_column("i", pa.array(range(8)))
-    with pytest.raises(InvalidDataError, match="column 'i' cannot be folded into metadata: id 'id-0' "
-                                               "already has the key"):
-        vecfmt.write_dump(str(tmp_path / "e"), clash, fold_columns=True)
+    clash = table.append_column("i", pa.array([10 * i for i in range(8)]))
+    vecfmt.write_dump(str(tmp_path / "e"), clash, fold_columns=True)  # a folded key wins (spec 3.4.1)
+    assert json.loads(vecfmt.open_dump(str(tmp_path / "e")).table().column("metadata")[2].as_py())["i"] == 20
+    nan = table.append_column("score", pa.array([0.5, float("nan")] + [1.0] * 6))
+    with pytest.raises(InvalidDataError, match="column 'score' of row 'id-1' holds NaN or Infinity"):
+        vecfmt.write_dump(str(tmp_path / "f"), nan, fold_columns=True)

@@ -30,6 +30,7 @@ from vecfmt.manifest import (
     VectorSpec,
     manifest_json_schema,
 )
+from vecfmt.metadata import fold
 from vecfmt.schema import (
     DOCUMENT,
     ID,
@@ -507,33 +508,12 @@ def first_nan_or_infinity(metadata: pa.Array) -> int | None:
 
 
 def fold_into_metadata(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
-    """Move the columns ``names`` into each row's metadata object, as keys named after them. JSON
-    objects are built row by row by nature; this runs only when folding was asked for."""
-    ids = batch.column(ID)
-    texts = batch.column(METADATA).to_pylist() if METADATA in batch.schema.names else [None] * batch.num_rows
-    folded = []
-    for row, (text, values) in enumerate(zip(texts, batch.select(names).to_pylist(), strict=True)):
-        try:
-            target = {} if text is None else parse_metadata_json(text)
-        except ValueError as exc:
-            raise InvalidDataError(f"metadata of id {ids[row].as_py()!r} is not JSON ({exc}); "
-                                   "cannot fold columns into it") from None
-        if not isinstance(target, dict):
-            raise InvalidDataError(f"metadata of id {ids[row].as_py()!r} is not a JSON object; "
-                                   "cannot fold columns into it")
-        clash = next((name for name in values if name in target), None)
-        if clash is not None:
-            raise InvalidDataError(f"column {clash!r} cannot be folded into metadata: id {ids[row].as_py()!r} "
-                                   "already has the key")
-        target.update(values)
-        try:
-            folded.append(json.dumps(target, ensure_ascii=False, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise InvalidDataError(f"cannot fold columns {', '.join(map(repr, names))} into the metadata of id "
-                                   f"{ids[row].as_py()!r}: {exc}") from None
+    """Move the columns ``names`` into each row's metadata object, by the rules store modules follow
+    (spec 3.4.1, ``vecfmt.metadata.fold``: a folded key wins, nulls are left out)."""
+    own = batch.column(METADATA) if METADATA in batch.schema.names else None
+    metadata = fold(batch.column(ID), own, METADATA, batch.select(names))
     kept = [name for name in batch.schema.names if name not in names and name != METADATA]
-    return pa.RecordBatch.from_arrays([*(batch.column(n) for n in kept), pa.array(folded, pa.string())],
-                                      names=[*kept, METADATA])
+    return pa.RecordBatch.from_arrays([*(batch.column(n) for n in kept), metadata], names=[*kept, METADATA])
 
 
 def check_unique_ids(ids: pa.ChunkedArray | pa.Array, namespace: str) -> None:
