@@ -41,3 +41,15 @@ def test_namespace_examples_in_the_spec_hold():
     for name, folder in examples:
         assert namespace_dir(name) == folder
     assert f"`{DEFAULT_NAMESPACE_DIR}`" in SPEC
+
+
+def test_the_tools_exit_codes_and_the_overwrite_rules_are_the_codes():
+    from vecfmt.cli import COULD_NOT_RUN, app
+    from vecfmt.writer import EXPORT_STATE
+
+    table = SPEC.split("### 7.4")[1].split("## 8.")[0]
+    assert re.findall(r"^\| (\d) \|", table, re.M) == ["0", "1", str(COULD_NOT_RUN)]
+    helps = {c.name: " ".join((c.callback.__doc__ or "").split()) for c in app.registered_commands}
+    assert f"{COULD_NOT_RUN} when it could not compare" in helps["diff"]
+    assert f"{COULD_NOT_RUN} when it could not run" in helps["validate"]
+    assert f"`{EXPORT_STATE}`" in SPEC.split("### 7.1")[1].split("### 7.2")[0]
