@@ -189,19 +189,19 @@ class LanceDBExporter:
             yield Chunk(self._canonical(batch), json.dumps({"version": position["version"], "offset": offset}))
 
     def _canonical(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        arrays: dict[str, pa.Array] = {ID: _as_string(batch.column(self.id_column))}
+        ids = _as_string(batch.column(self.id_column))
+        arrays: dict[str, pa.Array] = {ID: ids}
         for lance_column, spec in self.vectors.items():
             arrays[spec.column] = batch.column(lance_column)
         if SPARSE_VALUES in batch.schema.names:
             arrays[SPARSE_VALUES] = batch.column(SPARSE_VALUES)
-        arrays[METADATA] = self._metadata(batch)
+        arrays[METADATA] = self._metadata(batch, ids)
         if DOCUMENT in batch.schema.names:
             arrays[DOCUMENT] = batch.column(DOCUMENT)
         return pa.RecordBatch.from_pydict(arrays)
 
-    def _metadata(self, batch: pa.RecordBatch) -> pa.Array:
+    def _metadata(self, batch: pa.RecordBatch, ids: pa.Array) -> pa.Array:
         own = batch.column(METADATA) if self.own_metadata else None
-        ids = _as_string(batch.column(self.id_column))
         if self.folded:
             return metadata.fold(ids, own, METADATA, batch.select([f.name for f in self.folded]))
         if own is None:
