@@ -55,6 +55,8 @@ MiB = 1024 * 1024
 EXPORT_STATE = "vecfmt-export-state.json"
 # What a manifest or export state may list (spec/manifest.schema.json): the only files --overwrite deletes.
 _DUMP_FILE = re.compile(r"^[^/.][^/]*/[^/]+\.parquet$")
+# What DumpWriter names its own part files: an interrupted export's later ones are not in its state.
+_OWN_PART = re.compile(r"^[^/.][^/]*/part-\d{5}\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -389,9 +391,8 @@ class DumpWriter:
             if sizes.get(f.path) != f.bytes:
                 raise DumpError(f"cannot resume: {f.path} is missing or changed since the checkpoint")
         kept = {f.path for f in files}
-        ours = re.compile(r"^[^/.][^/]*/part-\d{5}\.parquet$")  # what this writer names its files
         for relative in sizes:
-            if relative not in kept and ours.match(relative):
+            if relative not in kept and _OWN_PART.match(relative):  # what this writer names its files
                 self.location.delete(relative)  # written after the last checkpoint
         self._schema = self._template.arrow_schema()
         for f in files:
@@ -543,6 +544,8 @@ def prepare_location(location: Location, overwrite: bool) -> None:
         raise DumpError(f"{location.uri} already holds {what}; pass overwrite to replace it")
     listed = {path for name in (MANIFEST_NAME, EXPORT_STATE) if name in existing
               for path in _listed_files(location, name)}
+    if has_state:  # files written after the last checkpoint, as a resume would delete them (no strays left)
+        listed |= {path for path in existing if _OWN_PART.match(path)}
     if has_manifest:
         location.delete(MANIFEST_NAME)
     for relative in sorted(listed & set(existing)):

@@ -52,6 +52,7 @@ def validate_dump(uri: str) -> list[Problem]:
             raise  # nothing there to check is no invalid dump: the check could not run
         return [Problem(MANIFEST_NAME, None, str(exc))]
     problems = [Problem(entry.path, None, message) for entry, message in dump.size_problems()]
+    problems.extend(_unlisted_parquet(uri, dump))
     broken = {p.file for p in problems}
     for namespace in dump.namespaces:
         seen_ids: list[tuple[FileEntry, pa.ChunkedArray]] = []
@@ -64,6 +65,16 @@ def validate_dump(uri: str) -> list[Problem]:
                 seen_ids.append((entry, ids))
         problems.extend(_duplicate_ids(namespace, seen_ids))
     return problems
+
+
+def _unlisted_parquet(uri: str, dump: Dump) -> list[Problem]:
+    """``.parquet`` files in the dump's folders that the manifest does not list: vecfmt readers ignore
+    them (spec 2), but Pinecone's bulk import reads every one, so the dump would not arrive as it is."""
+    listed = {entry.path for entry in dump.manifest.files}
+    return [Problem(path, None, "a .parquet file the manifest does not list: vecfmt readers ignore it, Pinecone's "
+                                "bulk import would import it; remove it")
+            for path in resolve(uri).listdir()
+            if path.count("/") == 1 and path.endswith(".parquet") and path not in listed]  # fmt: skip
 
 
 def _check_file(dump: Dump, entry: FileEntry) -> tuple[pa.ChunkedArray | None, list[Problem]]:
