@@ -7,9 +7,10 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -21,22 +22,54 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 _SECRET_PARAM = re.compile(r"(?i)([?&][^=&]*(?:secret|key|token|password|credential)[^=&]*=)[^&]*")
+# What may follow a userinfo's "@": a host list (names, IPv4/IPv6, ports, commas), then "/", "?" or the end.
+_HOST_PART = re.compile(r"[\w.~%:,\[\]-]*(?:[/?]|$)")
 
 
-def redact(uri: str) -> str:
-    """The URI with any password (``user:secret@``) and secret-looking query values (``secret_key=``,
-    ``session_token=``, ...) replaced, fit for messages and manifests."""
-    if not _SCHEME.match(uri):
-        return uri
-    uri = _SECRET_PARAM.sub(r"\1***", uri)
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+def split_userinfo(rest: str) -> tuple[str | None, str]:
+    """``(userinfo, the rest)`` of what follows ``SCHEME://``; userinfo is None when there is none.
+
+    The userinfo ends at the LAST "@" that is followed by a host part, so an unencoded password may hold
+    "?", "#", "/", ":" or "@" and is never mistaken for options or a path; an "@" after the host (in an
+    option such as ``query=... @> ...``, or a path ``./data@v2``) is not taken for one."""
+    at = len(rest)
+    while (at := rest.rfind("@", 0, at)) >= 0:
+        user = rest[:at].partition(":")[0]
+        if not any(c in user for c in "/?#") and _HOST_PART.match(rest, at + 1):
+            return rest[:at], rest[at + 1:]
+    return None, rest
+
+
+def userinfo_secrets(userinfo: str | None) -> tuple[str, ...]:
+    """Every form the password of ``USER:PASSWORD`` may take in text: as written, percent-decoded, and
+    percent-encoded (as a driver's connection string holds it)."""
+    if userinfo is None or ":" not in userinfo:
+        return ()
+    password = userinfo.partition(":")[2]
+    forms = {password, unquote(password), quote(password, safe=""), quote(unquote(password), safe="")}
+    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret value replaced (longest first)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def redact(uri: str, secrets: Iterable[str] = ()) -> str:
+    """The URI (or any text) with any password (``user:secret@``), secret-looking query values
+    (``secret_key=``, ``session_token=``, ...) and the given ``secrets`` values replaced, fit for
+    messages and manifests."""
+    found = list(secrets)
+    if _SCHEME.match(uri):
+        head, _, rest = uri.partition("://")
+        userinfo, after = split_userinfo(rest)
+        found += userinfo_secrets(userinfo)
+        if userinfo is not None and ":" in userinfo:
+            uri = f"{head}://{userinfo.partition(':')[0]}:***@{after}"
+        uri = _SECRET_PARAM.sub(r"\1***", uri)
+    return scrub(uri, found)
 
 
 @dataclass(frozen=True)
@@ -124,7 +157,8 @@ class Location:
 def resolve(uri: str) -> Location:
     """Resolve a dump URI. Plain paths are local; anything with a scheme goes to ``pyarrow.fs``."""
     shown = redact(uri)
-    if _SCHEME.match(uri) and "@" in urlsplit(uri).netloc:
+    if _SCHEME.match(uri) and (split_userinfo(uri.partition("://")[2])[0] is not None
+                               or "@" in urlsplit(uri).netloc):
         raise DumpError(
             f"{shown}: credentials do not belong in a dump URI; set them in the environment "
             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)"

@@ -19,7 +19,7 @@ and are never written to a manifest, a log line or an error message.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib.metadata import entry_points
@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from vecfmt.errors import StoreError
 from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
-from vecfmt.storage import redact
+from vecfmt.storage import redact, split_userinfo, userinfo_secrets
 
 ENTRY_POINT_GROUP = "vecfmt.stores"
 
@@ -40,24 +40,50 @@ ENTRY_POINT_GROUP = "vecfmt.stores"
 @dataclass(frozen=True)
 class StoreURI:
     scheme: str
-    location: str
+    location: str  # verbatim, userinfo included
     options: dict[str, str]
-    raw: str
+    raw: str = field(repr=False)
+    userinfo: str | None = field(default=None, repr=False)  # USER[:PASSWORD] as written, before the host
 
     @classmethod
     def parse(cls, uri: str) -> StoreURI:
         scheme, sep, rest = uri.partition("://")
         if not sep or not scheme:
             raise StoreError(f"not a store URI (expected SCHEME://LOCATION?options): {redact(uri)}")
-        location, _, query = rest.partition("?")
+        # The userinfo first: a password may hold "?", "#" or "/", which must not start options or a path.
+        userinfo, after = split_userinfo(rest)
+        host_location, _, query = after.partition("?")
+        location = host_location if userinfo is None else f"{userinfo}@{host_location}"
         try:
             options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
         except ValueError:
             raise StoreError(f"cannot parse the options of {redact(uri)}") from None
-        return cls(scheme.lower(), location, options, uri)
+        return cls(scheme.lower(), location, options, uri, userinfo)
+
+    @property
+    def host_location(self) -> str:
+        """LOCATION without its userinfo."""
+        return self.location if self.userinfo is None else self.location[len(self.userinfo) + 1:]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The password in every form it may take in text (as written, decoded, encoded): what
+        ``redact`` and a store's error cleaning remove."""
+        return userinfo_secrets(self.userinfo)
 
     def __str__(self) -> str:
-        return redact(self.raw)
+        return redact(self.raw, self.secrets)
+
+    def __repr__(self) -> str:
+        return f"StoreURI({str(self)!r})"
+
+    def check_options(self, known: Iterable[str], *, see: str = "") -> None:
+        """Refuse an option the store does not read, so a typo is an error rather than a silent default."""
+        known = set(known)
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            hint = f"see {see}" if see else f"known: {', '.join(sorted(known))}"
+            raise StoreError(f"{self.scheme}: unknown option {unknown[0]!r} ({hint})")
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return self.options.get(key, default)

@@ -100,7 +100,9 @@ def table_attributes(conn: psycopg.Connection, relid: int) -> list[Attribute]:
 
 def query_attributes(conn: psycopg.Connection, query: sql.Composable) -> list[Attribute]:
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM ({}) AS vecfmt_source LIMIT 0").format(query))
+        # binary=True: the extended protocol, whose one Parse message refuses a second statement hidden
+        # in query= (e.g. "...) s; COMMIT; DELETE ..."); LIMIT 0 returns no rows to decode.
+        cur.execute(sql.SQL("SELECT * FROM ({}) AS vecfmt_source LIMIT 0").format(query), binary=True)
         result = cur.pgresult
         assert result is not None and cur.description is not None
         described = [(c.name, result.ftype(i), result.fmod(i)) for i, c in enumerate(cur.description)]

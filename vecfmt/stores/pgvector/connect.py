@@ -8,11 +8,13 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote, unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.storage import scrub
 from vecfmt.stores.base import StoreURI
 
 SCHEME = "pgvector"
@@ -40,23 +42,20 @@ class Target:
 
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri
-        self._secrets = _secrets_of(uri.location)
-        unknown = sorted(set(uri.options) - LIBPQ_OPTIONS - STORE_OPTIONS - {"password"})
-        if unknown:
-            raise StoreError(f"pgvector: unknown option {unknown[0]!r} (see docs/pgvector.md)")
+        self._secrets = list(uri.secrets)
+        uri.check_options(LIBPQ_OPTIONS | STORE_OPTIONS | {"password"}, see="docs/pgvector.md")
         if "password" in uri.options:
             raise StoreError("pgvector: put the password in the URI (USER:PASSWORD@HOST) or in PGPASSWORD, "
                              "not in an option")  # fmt: skip
-        if uri.location.split("/", 1)[0].count("@") > 1:
-            # libpq would cut the password at its first "@" and send the rest out as part of a host name
+        if "@" in (uri.userinfo or "") or "@" in uri.host_location.split("/", 1)[0]:
+            # Documented: an unencoded '@' inside the user or password is refused (never echoed).
             raise StoreError("pgvector: the URI has more than one '@' before the host; write an '@' inside "
                              "the user or password as %40")
-        base = f"postgresql://{uri.location}" if uri.location else ""
         params = {k: v for k, v in uri.options.items() if k in LIBPQ_OPTIONS}
         params.setdefault("connect_timeout", "10")
         params.setdefault("application_name", "vecfmt")
         try:
-            self.conninfo = make_conninfo(base, **params)
+            self.conninfo = make_conninfo(_libpq_uri(uri), **params)
             parts = conninfo_to_dict(self.conninfo)
         except psycopg.Error as exc:
             raise StoreError(f"pgvector: invalid connection string: {self.clean(str(exc))}") from None
@@ -79,9 +78,7 @@ class Target:
 
     def clean(self, text: str) -> str:
         """``text`` as one line with every secret removed."""
-        for secret in sorted(set(self._secrets), key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "***")
+        text = scrub(text, self._secrets)
         text = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
         text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -107,23 +104,29 @@ class Target:
                 raise self.fail(doing, exc) from None
             raise
 
-    def connect(self, *, autocommit: bool = True) -> psycopg.Connection:
+    def conninfo_for(self, *, read_only: bool = False) -> str:
+        """The conninfo; ``read_only``: every transaction of the session is read-only (set at connection
+        level, so a statement cannot end the read-only transaction and write in the next one)."""
+        if not read_only:
+            return self.conninfo
+        options = conninfo_to_dict(self.conninfo).get("options") or os.environ.get("PGOPTIONS", "")
+        return make_conninfo(self.conninfo, options=f"{options} -c default_transaction_read_only=on".strip())
+
+    def connect(self, *, autocommit: bool = True, read_only: bool = False) -> psycopg.Connection:
         with self.errors("cannot connect"):
-            return psycopg.connect(self.conninfo, autocommit=autocommit)
+            return psycopg.connect(self.conninfo_for(read_only=read_only), autocommit=autocommit)
 
 
-def _secrets_of(location: str) -> list[str]:
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(f"postgresql://{location}").password
-    except ValueError:
-        password = None
-    if not password:
-        # An unparsable LOCATION may still hold user:secret@; take what is between the first ":" and "@".
-        match = re.match(r"^[^:@/]*:([^@]*)@", location)
-        password = match.group(1) if match else None
-    return [password, unquote(password)] if password else []
+def _libpq_uri(uri: StoreURI) -> str:
+    """``postgresql://LOCATION`` with the user and password percent-encoded: libpq ends a userinfo at its
+    first "/" or "@", so an unencoded one would be cut and sent out as part of a host name."""
+    if not uri.location:
+        return ""
+    if uri.userinfo is None:
+        return f"postgresql://{uri.location}"
+    user, colon, password = uri.userinfo.partition(":")
+    userinfo = quote(unquote(user), safe="") + (f":{quote(unquote(password), safe='')}" if colon else "")
+    return f"postgresql://{userinfo}@{uri.host_location}"
 
 
 def driver_message(exc: BaseException) -> str:

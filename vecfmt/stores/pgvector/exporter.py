@@ -46,6 +46,11 @@ from vecfmt.stores.pgvector.connect import SCHEME, Target, comma_list, driver_me
 from vecfmt.stores.pgvector.copy_binary import DENSE_TYPES, TEXT_TYPES, decode_dense, decode_sparse
 from vecfmt.stores.pgvector.search import nearest
 
+# Namespace column types whose values equal exactly what their text form reads back as: filtered with
+# a plain "=", which an index serves. (Integers' text form is never '', so "" is just NULL for them.)
+TEXT_NAMESPACE_TYPES = {"text", "varchar"}
+INDEXABLE_NAMESPACE_TYPES = TEXT_NAMESPACE_TYPES | {"int2", "int4", "int8"}
+
 
 @dataclass
 class _ExportColumn:
@@ -64,7 +69,7 @@ class PgvectorExporter:
         if (t.table is None) == (t.query is None):
             raise StoreError(f"pgvector {t.where} needs exactly one of table=NAME or query=SELECT...")
         self._adbc: Any = None
-        self.conn = t.connect(autocommit=False)
+        self.conn = t.connect(autocommit=False, read_only=True)
         try:
             with t.errors("cannot read the source"):
                 self._open_snapshot()
@@ -244,7 +249,8 @@ class PgvectorExporter:
     def slices(self, namespace: str) -> list[Slice]:
         return [Slice(namespace)]
 
-    def _select(self, namespace: str) -> sql.Composable:
+    def select_sql(self, namespace: str) -> sql.Composable:
+        """The SELECT that one namespace's COPY runs (public so that its plan can be checked)."""
         columns: list[sql.Composable] = [sql.SQL("{}::text").format(sql.Identifier(self.id_column))]
         columns += [sql.Identifier(c.attr.name) for c in self.dense]
         if self.sparse_column is not None:
@@ -254,10 +260,23 @@ class PgvectorExporter:
             columns.append(sql.SQL("{}::text").format(sql.Identifier(self.document_column)))
         query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), self.source_sql)
         if self.namespace_column is not None:
-            # The namespace value came from this database; Literal quotes it (never str formatting).
-            query = sql.SQL("{} WHERE coalesce({}::text, '') = {}").format(
-                query, sql.Identifier(self.namespace_column), sql.Literal(namespace))
+            query = sql.SQL("{} WHERE {}").format(query, self._namespace_filter(namespace))
         return query
+
+    def _namespace_filter(self, namespace: str) -> sql.Composable:
+        """Rows of ``namespace`` as describe() groups them (by text form, NULL and '' both ""). The
+        namespace came from this database; Literal quotes it (never str formatting)."""
+        column = sql.Identifier(self.namespace_column)
+        typname = self.attrs[self.namespace_column].typname
+        if typname not in INDEXABLE_NAMESPACE_TYPES:
+            # No exact way back from the text form (numeric 1.0 = 1.00, citext): compare text, scanning.
+            return sql.SQL("coalesce({}::text, '') = {}").format(column, sql.Literal(namespace))
+        # A plain comparison on the column, so an index on it serves each namespace instead of every
+        # namespace scanning the whole table.
+        if namespace == "":
+            empty = sql.SQL(" OR {} = ''").format(column) if typname in TEXT_NAMESPACE_TYPES else sql.SQL("")
+            return sql.SQL("({} IS NULL{})").format(column, empty)
+        return sql.SQL("{} = {}").format(column, sql.Literal(namespace))
 
     def _metadata_sql(self) -> sql.Composable:
         own = None if self.metadata_column is None else sql.Identifier(self.metadata_column)
@@ -282,7 +301,8 @@ class PgvectorExporter:
         if self._adbc is None:
             dbapi = require_sdk("adbc_driver_postgresql.dbapi", SCHEME)
             with self.target.errors("cannot connect"):
-                self._adbc = dbapi.connect(self.target.conninfo)  # not autocommit: one transaction
+                # not autocommit: one transaction; read-only for the session, as the inspecting connection
+                self._adbc = dbapi.connect(self.target.conninfo_for(read_only=True))
                 with self._adbc.cursor() as cur:
                     cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     if self.snapshot is not None:
@@ -293,7 +313,7 @@ class PgvectorExporter:
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
         t = self.target
-        query = self._select(part.namespace).as_string(self.conn)
+        query = self.select_sql(part.namespace).as_string(self.conn)
         row_bytes = 64 + sum(4 + c.dimension * 4 for c in self.dense)
         hint = int(min(64 << 20, max(1 << 20, batch_size * row_bytes)))
         conn = self._adbc_connection()
@@ -350,7 +370,7 @@ class PgvectorExporter:
         column = self.dense[0]
         assert column.spec is not None
         ns = (self.namespace_column, namespace) if self.namespace_column else None
-        with self.target.errors("search failed"), self.target.connect() as conn:
+        with self.target.errors("search failed"), self.target.connect(read_only=True) as conn:
             return nearest(conn, self.ext, sql.Identifier(self.schema, self.table), self.id_column,
                            column.attr.name, column.attr.typname, column.spec.metric, vector, k, ns)  # fmt: skip
 
