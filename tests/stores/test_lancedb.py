@@ -455,3 +455,14 @@ def test_metadata_that_is_not_json_is_refused(tmp_path):
     _foreign(tmp_path, metadata=pa.array(["{}", "oops"]))
     with pytest.raises(vecfmt.InvalidDataError, match=r"column 'metadata' of row 'r1' is not JSON"):
         transfer.export(lance(tmp_path, "docs"), str(tmp_path / "out"))
+
+
+def test_unknown_options_are_refused(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(3, 2))
+    with pytest.raises(StoreError, match=r"lancedb: unknown option 'tabel'"):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path, extra="&tabel=x"))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path, extra="&metric=cosine&id=id&vector=vector"))
+    with pytest.raises(StoreError, match=r"lancedb: unknown option 'metirc'"):
+        transfer.export(lance(tmp_path, extra="&metirc=dot"), str(tmp_path / "b"))
+    run = vecfmt_cli("export", lance(tmp_path, extra="&namespace_colum=ns"), str(tmp_path / "c"))
+    assert_one_clear_error(run, "unknown option 'namespace_colum'")

@@ -75,6 +75,7 @@ KEEP_VERSIONS = timedelta(days=100 * 365)
 
 
 def _connect(uri: StoreURI) -> Any:
+    uri.check_options({"table", "vector", "id", "metric", "namespace_column"})  # the options this module reads
     lancedb = require_sdk("lancedb", SCHEME)
     if not uri.location:
         raise StoreError(f"{uri} names no database folder (lancedb://PATH?table=NAME)")
