@@ -169,6 +169,8 @@ def import_dump(
         ids = [b.column(ID) for b in dump.batches(namespace, columns=[ID], verify=False)]
         check_unique_ids(pa.chunked_array(ids, pa.string()), namespace)
     importer = open_importer(target)
+    if hasattr(importer, "source_dump"):  # optional (stores/base.py): a store that can read the dump itself
+        importer.source_dump = None if namespaces is not None else dump_uri
     try:
         if namespaces is not None:  # the store sees only what it will receive
             manifest = replace(manifest, namespaces=[n for n in manifest.namespaces if n.name in chosen],
@@ -183,6 +185,12 @@ def import_dump(
         except (DumpError, InvalidDataError):
             _abort(importer)  # a broken dump: resuming cannot help, so nothing staged is kept for it
             raise
+        except StoreError as exc:  # the store failed (server gone, lock, ...): say how to go on
+            committed = _rows_committed(importer)
+            if not committed:
+                raise
+            raise StoreError(f"{exc}; {committed:,} rows of the dump are committed, and `vecfmt import "
+                             f"{redact(dump_uri)} {StoreURI.parse(target)} --resume` continues from there") from None
     finally:
         importer.close()
     return TransferResult(moved, done, time.perf_counter() - started, chosen)
@@ -286,6 +294,11 @@ def _checked(
             seen.append(batch.column(ID))
             yield batch
     check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
+
+
+def _rows_committed(importer: Importer) -> int | None:
+    rows_committed = getattr(importer, "rows_committed", None)  # optional (stores/base.py)
+    return rows_committed() if callable(rows_committed) else None
 
 
 def _abort(importer: Importer) -> None:

@@ -21,7 +21,8 @@ from psycopg import sql
 import vecfmt
 from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli, write_raw_dump
 from vecfmt import transfer
-from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.errors import DumpError, InvalidDataError, StoreError
+from vecfmt.ops.diff import diff_dumps
 from vecfmt.schema import SPARSE_TYPE, vectors_array
 from vecfmt.stores.base import IfExists, open_importer
 from vecfmt.stores.pgvector import PROGRESS_TABLE
@@ -546,3 +547,187 @@ def test_search_uses_the_index_and_finds_the_vector_itself(tmp_path, pg_db):
         assert len(hits) == 3 and hits[1][1] >= hits[0][1]
     finally:
         importer.close()
+
+
+# --- replace, locks, identity, the shared progress table, jsonb numbers ----------------------------------
+
+STAGED = "items__vecfmt_replace"
+
+
+def _corrupt_last_file(root: str) -> None:
+    """Flip bytes in the middle of the dump's last part file: its SHA-256 no longer matches."""
+    with open(f"{root}/manifest.json") as f:
+        path = f"{root}/{json.load(f)['files'][-1]['path']}"
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        f.write(b"\xde\xad\xbe\xef" * 4)
+
+
+@pytest.mark.parametrize("broken", ["sha256", "nul_in_json"])
+def test_a_failed_replace_leaves_the_old_table_untouched(tmp_path, pg_db, broken):
+    old = make_table(1000, 4, seed=1)
+    vecfmt.write_dump(str(tmp_path / "old"), old)
+    transfer.import_dump(str(tmp_path / "old"), pg(pg_db))
+    new = make_table(200, 4, seed=2, prefix="new-")
+    if broken == "nul_in_json":  # valid JSON that jsonb refuses, well after the first batches
+        metadata = new.column("metadata").to_pylist()
+        metadata[150] = json.dumps({"bad": "a\u0000b"})
+        new = new.set_column(new.schema.get_field_index("metadata"), "metadata", pa.array(metadata, pa.string()))
+    bad = str(tmp_path / "bad")
+    vecfmt.write_dump(bad, new, options=vecfmt.ParquetOptions(max_file_rows=50))
+    if broken == "sha256":
+        _corrupt_last_file(bad)
+    with pytest.raises((InvalidDataError, DumpError)):
+        transfer.import_dump(bad, pg(pg_db), if_exists="replace", batch_size=20)
+    transfer.export(pg(pg_db), str(tmp_path / "back"))
+    assert_same_rows(vecfmt.open_dump(str(tmp_path / "back")).table(""), old)
+    assert run_sql(pg_db, f"SELECT to_regclass('{STAGED}') IS NULL, to_regclass('{PROGRESS_TABLE}') IS NULL") == [
+        (True, True)]  # fmt: skip
+
+
+def _interrupted_replace(dump: str, uri: str, batches: int) -> None:
+    """Commit ``batches`` batches of a replace, then stop as a killed run would (no finish)."""
+    importer = open_importer(uri)
+    try:
+        importer.prepare(vecfmt.open_dump(dump).manifest, if_exists=IfExists.REPLACE)
+        rows_done = 0
+        for batch in list(vecfmt.open_dump(dump).batches("", batch_size=50))[:batches]:
+            rows_done += batch.num_rows
+            importer.write("", batch, rows_done=rows_done)
+        importer._loader.close()  # type: ignore[attr-defined]  # wait until every batch is committed
+        assert importer.rows_committed() == rows_done  # type: ignore[attr-defined]
+    finally:
+        importer.close()
+
+
+def test_an_interrupted_replace_resumes_and_a_new_one_clears_what_it_staged(tmp_path, pg_db):
+    old, new = make_table(300, 4, seed=1), make_table(400, 4, seed=2, prefix="new-")
+    vecfmt.write_dump(str(tmp_path / "old"), old)
+    vecfmt.write_dump(str(tmp_path / "new"), new)
+    transfer.import_dump(str(tmp_path / "old"), pg(pg_db))
+    _interrupted_replace(str(tmp_path / "new"), pg(pg_db), 3)
+    assert run_sql(pg_db, "SELECT count(*) FROM items", f"SELECT count(*) FROM {STAGED}") == [(150,)]
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(300,)]  # untouched while the new rows load
+    result = transfer.import_dump(str(tmp_path / "new"), pg(pg_db), if_exists="replace", resume=True)
+    assert (result.rows_skipped, result.rows) == (150, 250)
+    transfer.export(pg(pg_db), str(tmp_path / "back"))
+    assert_same_rows(vecfmt.open_dump(str(tmp_path / "back")).table(""), new)
+    assert run_sql(pg_db, f"SELECT to_regclass('{STAGED}') IS NULL") == [(True,)]
+    # The swapped-in table carries the usual names: no "__vecfmt_replace" left on it anywhere.
+    names = run_sql(pg_db, "SELECT relname FROM pg_class WHERE relname LIKE 'items%' ORDER BY 1")
+    assert names == [("items",), ("items_embedding_hnsw_idx",), ("items_pkey",)]
+    assert run_sql(pg_db, "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%vecfmt_replace%'") == [(0,)]
+    assert "staging_for" not in run_sql(pg_db, "SELECT obj_description('items'::regclass)")[0][0]
+
+    # A fresh replace (no resume) clears what an interrupted one staged ...
+    _interrupted_replace(str(tmp_path / "old"), pg(pg_db), 2)
+    transfer.import_dump(str(tmp_path / "old"), pg(pg_db), if_exists="replace")
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(300,)]
+    # ... but never a table of that name that vecfmt did not stage.
+    run_sql(pg_db, f"CREATE TABLE {STAGED} (precious int)", f"INSERT INTO {STAGED} VALUES (1)")
+    with pytest.raises(StoreError, match=f"{STAGED}.* was not staged by vecfmt"):
+        transfer.import_dump(str(tmp_path / "new"), pg(pg_db), if_exists="replace")
+    assert run_sql(pg_db, f"SELECT precious FROM {STAGED}") == [(1,)]
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(300,)]
+
+
+def test_a_locked_table_is_one_clear_error_not_a_hang(tmp_path, pg_db):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(50, 4))
+    transfer.import_dump(str(tmp_path / "a"), pg(pg_db))
+    with psycopg.connect(pg_db) as holder:  # a reader in a long transaction
+        holder.execute("SELECT count(*) FROM items")
+        started = time.monotonic()
+        run = vecfmt_cli("import", str(tmp_path / "a"), pg(pg_db, lock_timeout="1s"), "--if-exists", "replace",
+                         timeout=60)  # fmt: skip
+        assert time.monotonic() - started < 30
+        assert_one_clear_error(run, "table public.items is locked by another session", "lock_timeout=1s",
+                               "--resume")  # fmt: skip
+        assert PASSWORD not in run.stderr
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(50,)]
+    run = vecfmt_cli("import", str(tmp_path / "a"), pg(pg_db, lock_timeout="soon"), "--if-exists", "replace")
+    assert_one_clear_error(run, "lock_timeout")
+
+
+def test_copying_a_table_onto_itself_is_refused(tmp_path, pg_db):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(50, 4))
+    transfer.import_dump(str(tmp_path / "a"), pg(pg_db))
+    other_spelling = pg(pg_db, schema="public")
+    run = vecfmt_cli("copy", pg(pg_db), other_spelling, "--if-exists", "replace", timeout=60)
+    assert_one_clear_error(run, "are the same table")
+    assert PASSWORD not in run.stderr
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(50,)]
+    assert transfer.copy(pg(pg_db), pg(pg_db, "items2")).rows == 50  # another table: fine
+
+
+def _waiting_on_locks(dsn: str) -> int:
+    return run_sql(dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'")[0][0]  # fmt: skip
+
+
+def _wait_for(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_one_import_finishing_never_drops_the_progress_table_under_another(tmp_path, pg_db):
+    import threading
+
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(100, 4))
+    dump = vecfmt.open_dump(str(tmp_path / "a"))
+    run_sql(pg_db, "CREATE EXTENSION vector",
+            "CREATE TABLE items_a (id text PRIMARY KEY, embedding vector(4), metadata jsonb)")
+    first = open_importer(pg(pg_db, "items_a", index="none", lock_timeout="60s"))
+    second = open_importer(pg(pg_db, "items_b", index="none", lock_timeout="60s"))
+    errors: list[BaseException] = []
+
+    def run(step) -> None:
+        try:
+            step()
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    def load_second() -> None:
+        second.prepare(dump.manifest, if_exists=IfExists.FAIL)
+        second.write("", dump.table("").to_batches()[0], rows_done=100)
+        second.finish()
+
+    try:
+        first.prepare(dump.manifest, if_exists=IfExists.APPEND)
+        first.write("", dump.table("").to_batches()[0], rows_done=100)
+        with psycopg.connect(pg_db) as holder:  # holds the progress table so the two meet there
+            holder.execute(f"LOCK TABLE {PROGRESS_TABLE} IN SHARE MODE")
+            finishing = threading.Thread(target=run, args=(first.finish,))
+            finishing.start()
+            _wait_for(lambda: _waiting_on_locks(pg_db) == 1)  # the first import, about to clean up
+            starting = threading.Thread(target=run, args=(load_second,))
+            starting.start()
+            _wait_for(lambda: _waiting_on_locks(pg_db) == 2)  # the second, about to record its start
+        finishing.join(60)
+        starting.join(60)
+    finally:
+        first.close()
+        second.close()
+    assert not errors, errors
+    assert run_sql(pg_db, "SELECT count(*) FROM items_a") == [(100,)]
+    assert run_sql(pg_db, "SELECT count(*) FROM items_b") == [(100,)]
+    assert run_sql(pg_db, f"SELECT to_regclass('{PROGRESS_TABLE}') IS NULL") == [(True,)]
+
+
+def test_jsonb_changes_numbers_as_documented(tmp_path, pg_db):
+    table = make_table(3, 4)
+    texts = ['{"z": -0.0, "big": 1.5e300, "f": 1.0, "e": 1E2, "small": 1e-7, "n": 12345678901234567890}',
+             '{"b": 1, "a": [0.1, -0, 2.50]}', None]  # fmt: skip
+    table = table.set_column(table.schema.get_field_index("metadata"), "metadata", pa.array(texts, pa.string()))
+    _, back = round_trip(tmp_path, pg_db, table)
+    got = [json.loads(t) if t is not None else None for t in back.sort_by("id").column("metadata").to_pylist()]
+    first = got[0]
+    assert first["big"] == 15 * 10**299 and isinstance(first["big"], int)  # 1.5e300: a 301-digit integer
+    assert first["z"] == 0 and str(first["z"]) == "0.0"  # the sign of -0.0 is lost
+    assert first["f"] == 1.0 and isinstance(first["f"], float)  # 1.0 keeps its ".0"
+    assert first["e"] == 100 and isinstance(first["e"], int)  # an exponent is written out
+    assert str(first["small"]) == "1e-07" and first["n"] == 12345678901234567890  # exact digits
+    assert got[1] == {"a": [0.1, 0, 2.5], "b": 1}
+    diff = diff_dumps(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert diff.namespaces[""].metadata_changed == 1  # diff tells the changed row apart (types and signs count)

@@ -183,9 +183,14 @@ class Exporter(Protocol):
 
 @runtime_checkable
 class Importer(Protocol):
-    """Optional members: ``identity()`` as on ``Exporter``; ``abort()``, called when the import failed
+    """Optional members: ``identity()`` as on ``Exporter``; ``source_dump: str | None``, which an import
+    sets to the dump's URI (None when importing only some namespaces) for a store that can load the dump's
+    files itself (Pinecone's bulk import); ``abort()``, called when the import failed
     for a reason a resume cannot cure (a broken dump, a failed copy): remove what this run staged
-    (e.g. a replace's staged table), never data the target held before."""
+    (e.g. a replace's staged table), never data the target held before; ``rows_committed() -> int | None``,
+    called after a failure: how many of the dump's rows are committed (what ``resume`` skips; loading is
+    stopped first so the count is final), None when the store cannot tell or resume. The core then ends the
+    error with that count and the ``--resume`` command."""
 
     def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
         """Make the target ready for the dump's rows (create, check dims/metric, clear on replace).

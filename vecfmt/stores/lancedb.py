@@ -226,6 +226,9 @@ class LanceDBImporter:
         self.upsert = False
         self.metric = "cosine"
         self.pending: list[pa.Table] = []  # written but not yet committed
+        self.resumable = False  # an import of a dump (a copy cannot resume)
+        self.rows_written = 0  # the dump's rows once everything written so far is committed
+        self.rows_done = 0  # ... once the last commit is
 
     def identity(self) -> tuple[str, str, str]:
         return _identity(self.uri, self.name)
@@ -237,6 +240,7 @@ class LanceDBImporter:
         tables = _table_names(self.db)
         exists = self.name in tables
         identity = manifest.identity() if manifest.files else None
+        self.resumable = identity is not None
         if resume and (exists or self.staging_name in tables):
             return self._resume(identity, tables)
         if exists and if_exists == IfExists.FAIL:
@@ -273,7 +277,8 @@ class LanceDBImporter:
                     not staged or saved.get("staging_for") == self.name):
                 self.table, self.staged = table, staged
                 self.namespaced = NAMESPACE_COLUMN in table.schema.names
-                return table.count_rows()
+                self.rows_done = self.rows_written = table.count_rows()
+                return self.rows_done
         raise StoreError(f"LanceDB table {self.name!r} was not started by an import of this dump; cannot resume")
 
     def _drop_leftover_staging(self, tables: list[str]) -> None:
@@ -301,6 +306,7 @@ class LanceDBImporter:
         if self.namespaced:
             table = table.append_column(NAMESPACE_COLUMN, pa.repeat(pa.scalar(namespace), len(table)))
         self.pending.append(table.cast(self.table.schema))  # nullability and metadata only: no conversion
+        self.rows_written = rows_done
         if (sum(t.num_rows for t in self.pending) >= COMMIT_ROWS
                 or sum(t.nbytes for t in self.pending) >= COMMIT_BYTES):
             self._commit()
@@ -316,6 +322,11 @@ class LanceDBImporter:
         else:
             self.table.add(data)
         self.pending = []
+        self.rows_done = self.rows_written
+
+    def rows_committed(self) -> int | None:
+        """The dump's rows in the table (what ``resume`` skips); None for a copy."""
+        return self.rows_done if self.resumable else None
 
     def finish(self) -> None:
         self._commit()

@@ -42,6 +42,8 @@ Options (all optional except ``table`` or ``query``):
                        when a row fits a page (vector <= 1900 dims, halfvec <= 3800): vectors stay in the
                        heap instead of TOAST, which loads 1.2-1.4x faster and scans faster
 ``parallel``           import: loading connections (default 2; batches still commit in dump order)
+``lock_timeout``       import: how long a statement waits for a lock another session holds (default ``5s``;
+                       ``0`` for ever), then one error line names the locked table
 =====================  ===================================================================================
 
 Type mapping: ``vector(d)`` <-> ``values`` (float32, exact); ``halfvec(d)`` -> float32 exactly, float32 ->
@@ -56,7 +58,8 @@ recreates them (typmods such as ``varchar(20)`` are dropped) and fills them from
 Import writes each batch with one binary COPY, committed together with a progress row in
 ``vecfmt_import_progress`` (same schema as the table), so an import killed at any point resumes with
 ``resume=True`` exactly where it stopped. Upserts go through a temporary staging table and
-``INSERT ... ON CONFLICT``. The primary key of a table vecfmt creates, and its vector index, are built
+``INSERT ... ON CONFLICT``. ``replace`` loads a staged table beside the old one and swaps it in with one
+transaction at the end (``replace.py``). The primary key of a table vecfmt creates, and its vector index, are built
 after the load; then the table is analysed. Such a table's comment keeps what its columns cannot say
 (vector names, metrics, the embedding model) for a later export.
 
@@ -65,7 +68,8 @@ key), and an export with a namespace column gives one namespace per distinct val
 
 The package: ``connect`` (the URI, secrets, one-line errors), ``catalog`` (pgvector's types and limits,
 what the database holds), ``exporter``, ``plan`` (how a dump maps onto a table), ``importer``, ``loader``
-(the loading threads), ``copy_binary`` (binary COPY and pgvector's send formats), ``search``.
+(the loading threads), ``replace`` (a replace's staged table and its swap),
+``copy_binary`` (binary COPY and pgvector's send formats), ``search``.
 """
 
 from __future__ import annotations

@@ -173,3 +173,19 @@ def saved_definitions(conn: psycopg.Connection, relid: int) -> dict[str, Any]:
     if isinstance(model, dict) and not set(model) <= {"name", "provider", "dimension"}:
         saved["embedding_model"] = None
     return saved
+
+
+def table_identity(conn: psycopg.Connection, scheme: str, schema: str | None, table: str) -> tuple[str, ...]:
+    """(scheme, database, schema, table) as the server resolves them, equal however the server is reached
+    (host name, address, socket): the cluster's system identifier when this role may read it, else the
+    address and port the server answered on. For ``copy`` to tell a table from itself; no secrets."""
+    row = conn.execute(
+        "SELECT current_database(), coalesce(%s, current_schema()), "
+        "coalesce(host(inet_server_addr()), 'local') || ':' || current_setting('port'), "
+        "has_function_privilege('pg_control_system()', 'EXECUTE')",
+        (schema,),
+    ).fetchone()
+    server = row[2]
+    if row[3]:  # asked only when allowed: a failed query would abort the caller's transaction
+        server = f"cluster {conn.execute('SELECT system_identifier FROM pg_control_system()').fetchone()[0]}"
+    return (scheme, f"{row[0]}@{server}", str(row[1]), table)

@@ -30,7 +30,7 @@ LIBPQ_OPTIONS = {
 STORE_OPTIONS = {
     "table", "schema", "query", "id", "vector", "sparse", "metadata", "document", "namespace_column",
     "fold", "metric", "type", "sparse_dim", "index", "m", "ef_construction", "lists",
-    "maintenance_work_mem", "workers", "storage", "parallel",
+    "maintenance_work_mem", "workers", "storage", "parallel", "lock_timeout",
 }  # fmt: skip
 
 

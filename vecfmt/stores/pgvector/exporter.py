@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ from vecfmt.stores.pgvector.catalog import (
     query_attributes,
     saved_definitions,
     table_attributes,
+    table_identity,
     vector_indexes,
 )
 from vecfmt.stores.pgvector.connect import SCHEME, Target, comma_list, driver_message, log
@@ -194,6 +196,14 @@ class PgvectorExporter:
         if text.startswith("{"):
             return int(text.rsplit("/", 1)[1])
         return text.count(",") + 1
+
+    def identity(self) -> tuple[str, ...]:
+        """The table this reads, as the server resolves it (a query: its text's digest in place of a table)."""
+        with self.target.errors("cannot resolve the source table"):
+            if self.table:
+                return table_identity(self.conn, SCHEME, self.schema, self.table)
+            digest = hashlib.sha256((self.target.query or "").encode()).hexdigest()[:16]
+            return (*table_identity(self.conn, SCHEME, None, "")[:2], "query", digest)
 
     def describe(self) -> Description:
         t = self.target

@@ -28,8 +28,9 @@ from vecfmt.stores.pgvector.catalog import (
     column_list,
     find_extension,
     find_relation,
+    table_identity,
 )
-from vecfmt.stores.pgvector.connect import Target, log
+from vecfmt.stores.pgvector.connect import SCHEME, Target, log
 from vecfmt.stores.pgvector.copy_binary import (
     COPY_HEADER,
     COPY_TRAILER,
@@ -41,7 +42,7 @@ from vecfmt.stores.pgvector.copy_binary import (
     encode_id,
     sparse_payload,
 )
-from vecfmt.stores.pgvector.loader import Job, Loader
+from vecfmt.stores.pgvector.loader import Job, Loader, refused_rows, transaction
 from vecfmt.stores.pgvector.plan import (
     STAGING_METADATA,
     Plan,
@@ -51,11 +52,13 @@ from vecfmt.stores.pgvector.plan import (
     plan_existing,
     plan_new,
 )
+from vecfmt.stores.pgvector.replace import clear_staged, marked, staged_name, swap
 from vecfmt.stores.pgvector.search import nearest
 
 PROGRESS_TABLE = "vecfmt_import_progress"
 STAGING_TABLE = "vecfmt_staging"
 DEFAULT_PARALLEL = 2  # loading connections: measured ~10-15% faster than one on 2 cores (PG 15 and 18)
+DEFAULT_LOCK_TIMEOUT = "5s"  # a lock held elsewhere stops the import with a clear error instead of a hang
 
 
 class PgvectorImporter:
@@ -65,10 +68,14 @@ class PgvectorImporter:
             raise StoreError(f"pgvector {self.target.where} needs the option table=NAME")
         if self.target.query is not None:
             raise StoreError(f"pgvector {self.target.where}: query= is for exports only")
+        self.lock_timeout = uri.option("lock_timeout", DEFAULT_LOCK_TIMEOUT) or DEFAULT_LOCK_TIMEOUT
+        if not re.fullmatch(r"\d+\s*(us|ms|s|min|h|d)?", self.lock_timeout):
+            raise StoreError(f"pgvector {self.target.where}: lock_timeout must look like 5s, 500ms or 2min "
+                             f"(0: wait for ever), not {self.lock_timeout!r}")  # fmt: skip
         self.conn: psycopg.Connection | None = None
         self.plan: Plan | None = None
         self.ext: Extension | None = None
-        self.identity: str | None = None
+        self.dump_identity: str | None = None
         self.staging = False  # upsert or folded columns: COPY into a temp table, then INSERT ... SELECT
         self.upsert = False
         self.pending: dict[str, Any] = {}  # work left for finish(): primary key, indexes
@@ -79,61 +86,110 @@ class PgvectorImporter:
         self._resumed_from = 0
         self._progress_written = False  # by this run: only then is the progress row ours to delete
         self._finished = False
+        self.key = ""  # the target's progress row: schema.table (also while a replace loads a staged table)
+        self.staged_for: str | None = None  # replace: the table the staged one (self.plan's) swaps in for
+        self._rows_done = 0  # the dump's rows committed (what a resume skips)
+
+    def _connect(self) -> psycopg.Connection:
+        conn = self.target.connect()
+        with self.target.errors("cannot connect"):
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (self.lock_timeout,))
+            # A commit the server acknowledged must survive a crash of the server, or the rows a failed
+            # import reports as committed (and resume would skip) could be more than it kept: with
+            # synchronous_commit=off a backend crash loses the last acknowledged commits. One WAL flush
+            # per batch (thousands of rows) costs nothing measurable; stronger settings are kept.
+            conn.execute("SELECT set_config('synchronous_commit', 'local', false) "
+                         "WHERE current_setting('synchronous_commit') = 'off'")
+        return conn
+
+    def identity(self) -> tuple[str, ...]:
+        """The table this writes, as the server resolves it (``copy`` refuses to write what it reads)."""
+        if self.conn is None:
+            self.conn = self._connect()
+        with self.target.errors("cannot resolve the target table"):
+            return table_identity(self.conn, SCHEME, self.target.schema, self.target.table)  # type: ignore[arg-type]
+
+    @contextmanager
+    def _waits_for(self, label: str) -> Iterator[None]:
+        """A lock held elsewhere past ``lock_timeout``: one line that names the table."""
+        try:
+            yield
+        except psycopg.errors.LockNotAvailable:
+            raise StoreError(f"pgvector {self.target.where}: table {label} is locked by another session (waited "
+                             f"lock_timeout={self.lock_timeout}); try again once it is free, or wait longer "
+                             "with lock_timeout=") from None  # fmt: skip
 
     # -- prepare --
 
     def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
         t = self.target
-        self.conn = t.connect()
+        self.conn = self.conn or self._connect()
         conn = self.conn
-        self.identity = _dump_identity(manifest)
+        self.dump_identity = _dump_identity(manifest)
         with t.errors("cannot prepare the import"):
             self.ext = self._ensure_extension()
             schema = t.schema or conn.execute("SELECT current_schema()").fetchone()[0]
             if schema is None:
                 raise StoreError(f"pgvector {t.where}: no schema to create the table in; pass schema=NAME")
-            found = find_relation(conn, schema, t.table)  # type: ignore[arg-type]
-            progress = self._progress(schema)
-            if progress is not None and progress["dump"] != self.identity:
-                progress = None  # another dump's (or a copy's): not ours to resume
-            if resume and found is not None and progress is not None:
-                self.pending = progress["pending"]
-                self.plan = plan_existing(t, conn, manifest, schema, found[0])
-                self._start()
-                self._resumed_from = int(progress["rows"])
-                log.info("pgvector: resuming the import into %s after %d rows", self.plan.label, progress["rows"])
-                return int(progress["rows"])
-            if resume and found is not None and self.identity is not None:
-                raise StoreError(
-                    f"pgvector {t.where}: nothing to resume: table {schema}.{t.table} is not being loaded from "
-                    "this dump (its import finished, or was of another dump); run without resume"
-                )
-            if found is not None and if_exists == IfExists.FAIL:
-                interrupted = "" if progress is None or self.identity is None else (
-                    f"; an interrupted import of this dump committed {progress['rows']:,} rows: resume it")
-                raise StoreError(
-                    f"pgvector {t.where}: table {schema}.{t.table} already exists (choose if_exists append, "
-                    f"upsert or replace){interrupted}"
-                )
-            if found is not None and if_exists in (IfExists.APPEND, IfExists.UPSERT):
-                self.plan = plan_existing(t, conn, manifest, schema, found[0])
-                self.upsert = if_exists == IfExists.UPSERT
-                if self.upsert:
-                    check_unique_key(t, conn, self.plan, found[0])
-                self.pending = {"upsert": self.upsert}
-                with conn.transaction():
-                    self._save_progress(0)
-            else:
-                self.plan = plan_new(t, conn, manifest, schema)
-                self._comment = definitions_comment(manifest, self.plan)
-                self.pending = {"primary_key": True, "indexes": index_requests(t, self.plan, manifest)}
-                with conn.transaction():
-                    if found is not None:
-                        conn.execute(sql.SQL("DROP TABLE {}").format(self.plan.relation))
-                    self._create_table()
-                    self._save_progress(0)
-                self._created = found is None  # dropped again if the import fails before its first commit
+            self.key = f"{schema}.{t.table}"
+            with self._waits_for(self.key):
+                return self._prepare(manifest, schema, if_exists, resume)
+        return 0  # unreachable: errors() re-raises
+
+    def _prepare(self, manifest: Manifest, schema: str, if_exists: IfExists, resume: bool) -> int:
+        t, conn = self.target, self.conn
+        assert conn is not None and t.table is not None
+        found = find_relation(conn, schema, t.table)
+        progress = self._progress(schema)
+        if progress is not None and progress["dump"] != self.dump_identity:
+            progress = None  # another dump's (or a copy's): not ours to resume
+        staged = (progress or {}).get("pending", {}).get("staged")
+        staged_found = find_relation(conn, schema, staged) if staged else None
+        if resume and progress is not None and (found is not None if staged is None else staged_found):
+            self.pending = progress["pending"]
+            relid = found[0] if staged_found is None else staged_found[0]  # type: ignore[index]
+            self.plan = plan_existing(t, conn, manifest, schema, relid)
+            if staged is not None:  # an interrupted replace: the staged table is the one loading
+                self.plan.table, self.staged_for = staged, t.table
             self._start()
+            self._resumed_from = self._rows_done = int(progress["rows"])
+            log.info("pgvector: resuming the import into %s after %d rows", self.plan.label, progress["rows"])
+            return int(progress["rows"])
+        if resume and found is not None and self.dump_identity is not None:
+            raise StoreError(
+                f"pgvector {t.where}: nothing to resume: table {schema}.{t.table} is not being loaded from "
+                "this dump (its import finished, or was of another dump); run without resume"
+            )
+        if found is not None and if_exists == IfExists.FAIL:
+            interrupted = "" if progress is None or self.dump_identity is None else (
+                f"; an interrupted import of this dump committed {progress['rows']:,} rows: resume it")
+            raise StoreError(
+                f"pgvector {t.where}: table {schema}.{t.table} already exists (choose if_exists append, "
+                f"upsert or replace){interrupted}"
+            )
+        if found is not None and if_exists in (IfExists.APPEND, IfExists.UPSERT):
+            self.plan = plan_existing(t, conn, manifest, schema, found[0])
+            self.upsert = if_exists == IfExists.UPSERT
+            if self.upsert:
+                check_unique_key(t, conn, self.plan, found[0])
+            self.pending = {"upsert": self.upsert}
+            with conn.transaction():
+                self._save_progress(0)
+        else:
+            self.plan = plan_new(t, conn, manifest, schema)
+            self._comment = definitions_comment(manifest, self.plan)
+            self.pending = {"primary_key": True, "indexes": index_requests(t, self.plan, manifest)}
+            if found is not None:  # replace: load beside the old table, swapped in by finish()
+                self.staged_for, self.plan.table = t.table, staged_name(t.table)
+                self._comment = marked(self._comment, t.table)
+                self.pending["staged"] = self.plan.table
+            with conn.transaction():
+                if found is not None:
+                    clear_staged(conn, t, schema, t.table)
+                self._create_table()
+                self._save_progress(0)
+            self._created = True  # dropped again if the import fails before its first commit
+        self._start()
         return 0
 
     def _ensure_extension(self) -> Extension:
@@ -155,20 +211,34 @@ class PgvectorImporter:
         assert ext is not None
         return ext
 
+    def _lock_progress(self, *, exclusive: bool) -> None:
+        """The schema's progress table is shared by every import into it: whoever creates it or adds a row
+        holds this (transaction) lock shared, and whoever drops it holds it alone, so a table one import
+        drops is never one another is about to write to (item 17)."""
+        assert self.conn is not None
+        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        with self._waits_for(self.progress_label):
+            self.conn.execute(sql.SQL("SELECT {}(hashtext(%s), hashtext(%s))").format(sql.Identifier(lock)),
+                              (self.progress_label, PROGRESS_TABLE))  # fmt: skip
+
     def _progress(self, schema: str) -> dict[str, Any] | None:
         assert self.conn is not None
         self.progress_table = sql.Identifier(schema, PROGRESS_TABLE)
-        if find_relation(self.conn, schema, PROGRESS_TABLE) is None:
-            return None
-        row = self.conn.execute(
-            sql.SQL("SELECT dump, rows_done, pending FROM {} WHERE target = %s").format(self.progress_table),
-            (f"{schema}.{self.target.table}",),
-        ).fetchone()
+        self.progress_label = f"{schema}.{PROGRESS_TABLE}"
+        with self.conn.transaction():
+            self._lock_progress(exclusive=False)
+            if find_relation(self.conn, schema, PROGRESS_TABLE) is None:
+                return None
+            row = self.conn.execute(
+                sql.SQL("SELECT dump, rows_done, pending FROM {} WHERE target = %s").format(self.progress_table),
+                (self.key,),
+            ).fetchone()
         return None if row is None else {"dump": row[0], "rows": row[1], "pending": row[2]}
 
     def _save_progress(self, rows_done: int) -> None:
         """Record (in the caller's transaction) that ``rows_done`` rows of this dump are committed."""
         assert self.conn is not None and self.plan is not None
+        self._lock_progress(exclusive=False)
         self.conn.execute(sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (target text PRIMARY KEY, dump text, rows_done bigint NOT NULL, "
             "pending jsonb NOT NULL DEFAULT '{{}}', updated_at timestamptz NOT NULL DEFAULT now())"
@@ -179,7 +249,7 @@ class PgvectorImporter:
                 "DO UPDATE SET dump = EXCLUDED.dump, rows_done = EXCLUDED.rows_done, pending = EXCLUDED.pending, "
                 "updated_at = now()"
             ).format(self.progress_table),
-            (self.plan.label, self.identity, rows_done, psycopg.types.json.Jsonb(self.pending)),
+            (self.key, self.dump_identity, rows_done, psycopg.types.json.Jsonb(self.pending)),
         )
         self._progress_written = True
 
@@ -228,7 +298,7 @@ class PgvectorImporter:
         parallel = uri.int_option("parallel", DEFAULT_PARALLEL) or DEFAULT_PARALLEL
         if not 1 <= parallel <= 16:
             raise StoreError(f"pgvector {self.target.where}: parallel must be between 1 and 16, not {parallel}")
-        self._extra_conns = [self.target.connect() for _ in range(parallel - 1)]
+        self._extra_conns = [self._connect() for _ in range(parallel - 1)]
         connections = [self.conn, *self._extra_conns]
         names = [d.name for d in plan.loaded()]
         if self.staging:
@@ -295,7 +365,7 @@ class PgvectorImporter:
         if batch.num_rows == 0:
             return
         payload = self.encode(batch, namespace)
-        self._loader.submit(self._job(payload, rows_done), sum(len(p) for p in payload))
+        self._loader.submit(self._job(payload, rows_done), sum(len(p) for p in payload), rows_done)
 
     def encode(self, batch: pa.RecordBatch, namespace: str = "") -> list[pa.Buffer | bytes]:
         """The binary COPY stream of one batch: header, rows, trailer."""
@@ -334,18 +404,19 @@ class PgvectorImporter:
 
     def _job(self, payload: list[pa.Buffer | bytes], rows_done: int) -> Job:
         def load(conn: psycopg.Connection, my_turn: Callable[[], None]) -> None:
-            with conn.transaction(), conn.cursor() as cur:
+            with self._waits_for(self.plan.label), refused_rows(self.target), transaction(conn), \
+                    conn.cursor() as cur:  # type: ignore[union-attr]
                 with cur.copy(self.copy_sql) as copy:
                     for part in payload:
                         copy.write(part)
                 if self.staging:
                     cur.execute(self.insert_sql)  # the staging rows go at commit (ON COMMIT DELETE ROWS)
                 my_turn()  # the previous batch has committed: commits stay in dump order
-                if self.identity is not None:
+                if self.dump_identity is not None:
                     cur.execute(
                         sql.SQL("UPDATE {} SET rows_done = %s, updated_at = now() WHERE target = %s").format(
                             self.progress_table),
-                        (rows_done, self.plan.label),  # type: ignore[union-attr]
+                        (rows_done, self.key),
                     )
 
         return load
@@ -358,7 +429,7 @@ class PgvectorImporter:
             try:
                 loader.close()  # every batch committed, or the first error
             finally:
-                self._committed = loader.committed
+                self._loader_stopped(loader)
         self._close_extra()
         if self.conn is None or self.plan is None:
             return
@@ -376,8 +447,44 @@ class PgvectorImporter:
                 self._build_indexes(requests)
             with _phase("analyze", plan.label):
                 conn.execute(sql.SQL("ANALYZE {}").format(plan.relation))
-            self._drop_progress()
+            if self.staged_for is None:
+                self._drop_progress()
+            else:  # the old table goes and the staged one takes its place, at once for every reader
+                with self._waits_for(self.key), conn.transaction():
+                    swap(conn, plan.schema, plan.table, self.staged_for)
+                    self._drop_progress()
+                self.plan.table, self.staged_for = self.staged_for, None
         self._finished = True
+
+    def _loader_stopped(self, loader: Loader) -> None:
+        self._committed = loader.committed
+        self._rows_done = max(self._rows_done, loader.rows_done)
+
+    def rows_committed(self) -> int | None:
+        """After a failure: how many of the dump's rows are committed, which ``resume`` skips (loading is
+        stopped first, so the count is final). None for a copy, which cannot resume."""
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            loader.abort()
+            self._loader_stopped(loader)
+        return self._rows_done if self.dump_identity is not None else None
+
+    def abort(self) -> None:
+        """A broken dump: stop loading, then drop what a replace staged and its progress row; the old table
+        was never touched. A plain import keeps what it committed (its progress row says how much)."""
+        self.rows_committed()
+        self._close_extra()
+        if self.staged_for is None or self.plan is None or self.conn is None or self.conn.broken:
+            return
+        try:
+            with self._waits_for(self.plan.label), self.conn.transaction():
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.plan.relation))
+                self._drop_progress()
+        except (psycopg.Error, StoreError) as exc:
+            log.warning("pgvector: could not drop the staged table %s: %s", self.plan.label,
+                        self.target.clean(str(exc)))  # fmt: skip
+            return
+        self.staged_for, self._created, self._progress_written = None, False, False
 
     def _add_primary_key(self) -> None:
         assert self.conn is not None and self.plan is not None
@@ -393,7 +500,7 @@ class PgvectorImporter:
         assert self.conn is not None and self.plan is not None
         self.conn.execute(
             sql.SQL("UPDATE {} SET pending = %s WHERE target = %s").format(self.progress_table),
-            (psycopg.types.json.Jsonb(self.pending), self.plan.label),
+            (psycopg.types.json.Jsonb(self.pending), self.key),
         )
 
     def _build_indexes(self, requests: list[dict[str, Any]]) -> None:
@@ -435,9 +542,9 @@ class PgvectorImporter:
     def _drop_progress(self) -> None:
         assert self.conn is not None and self.plan is not None
         with self.conn.transaction():
-            self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self.progress_table))
+            self._lock_progress(exclusive=True)
             self.conn.execute(sql.SQL("DELETE FROM {} WHERE target = %s").format(self.progress_table),
-                              (self.plan.label,))  # fmt: skip
+                              (self.key,))  # fmt: skip
             left = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.progress_table)).fetchone()[0]
             if left == 0:
                 self.conn.execute(sql.SQL("DROP TABLE {}").format(self.progress_table))
@@ -455,11 +562,12 @@ class PgvectorImporter:
     def close(self) -> None:
         if self._loader is not None:
             self._loader.abort()
-            self._committed = self._loader.committed
+            self._loader_stopped(self._loader)
             self._loader = None
         self._close_extra()
         if self.conn is not None and not self.conn.closed:
-            if self.plan is not None and not self._finished and self._committed == 0 and self._resumed_from == 0:
+            if (self.plan is not None and not self._finished and self._committed == 0 and self._resumed_from == 0
+                    and not self.conn.broken):  # fmt: skip
                 self._leave_no_trace()
             self.conn.close()
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import psycopg
 
-from vecfmt.errors import StoreError
+from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.stores.pgvector.connect import Target
 
 
@@ -32,10 +32,11 @@ class Loader:
     def __init__(self, connections: list[psycopg.Connection], target: Target, max_bytes: int = 64 << 20) -> None:
         self.target = target
         self.max_bytes = max_bytes
-        self._jobs: list[tuple[int, Job, int]] = []  # (sequence, job, bytes), oldest first
+        self._jobs: list[tuple[int, Job, int, int]] = []  # (sequence, job, bytes, rows_done), oldest first
         self._queued_bytes = 0  # waiting or running
         self._submitted = 0
         self._committed = 0  # jobs committed, in order
+        self._rows_done = 0  # the dump's rows committed once the last committed job was
         self._closing = False
         self._changed = threading.Condition()
         self._error: BaseException | None = None
@@ -51,7 +52,7 @@ class Loader:
                     self._changed.wait()
                 if not self._jobs:
                     return
-                sequence, job, size = self._jobs.pop(0)
+                sequence, job, size, rows_done = self._jobs.pop(0)
 
             def my_turn(sequence: int = sequence) -> None:
                 with self._changed:
@@ -73,6 +74,7 @@ class Loader:
             with self._changed:
                 if self._error is None:
                     self._committed = sequence + 1
+                    self._rows_done = rows_done
                 self._queued_bytes -= size
                 self._changed.notify_all()
 
@@ -80,16 +82,21 @@ class Loader:
     def committed(self) -> int:
         return self._committed
 
+    @property
+    def rows_done(self) -> int:
+        """``rows_done`` of the last committed job (0 before the first)."""
+        return self._rows_done
+
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def submit(self, job: Job, size: int) -> None:
+    def submit(self, job: Job, size: int, rows_done: int = 0) -> None:
         with self._changed:
             while self._queued_bytes and self._queued_bytes + size > self.max_bytes and self._error is None:
                 self._changed.wait()
             self._raise()
-            self._jobs.append((self._submitted, job, size))
+            self._jobs.append((self._submitted, job, size, rows_done))
             self._submitted += 1
             self._queued_bytes += size
             self._changed.notify_all()
@@ -109,3 +116,29 @@ class Loader:
             self._jobs.clear()
         with suppress(BaseException):
             self.close()
+
+
+@contextmanager
+def transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT on an autocommit connection, like ``conn.transaction()`` except on a connection
+    that broke (the server died): no ROLLBACK is tried there, which would fail again and which psycopg
+    would log as "error ignored in rollback" on stderr before vecfmt's own one-line error."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if not conn.broken:
+            with suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def refused_rows(target: Target) -> Iterator[None]:
+    """Rows the server refuses as data (jsonb and its \\u0000, out-of-range values) are bad data, not a
+    server problem: the import stops as for a broken dump (a replace drops what it staged)."""
+    try:
+        yield
+    except psycopg.errors.DataError as exc:
+        raise InvalidDataError(str(target.fail("cannot load a batch", exc))) from None
