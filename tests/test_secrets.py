@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.helpers import assert_one_clear_error, vecfmt_cli
 from vecfmt.errors import StoreError
 from vecfmt.storage import redact
 from vecfmt.stores.base import StoreURI
@@ -73,3 +74,13 @@ def test_stores_declare_their_options():
     uri.check_options({"table", "tabel"})
     with pytest.raises(StoreError, match=r"^x: unknown option 'tabel' \(known: table\)$"):
         uri.check_options({"table"})
+
+
+def test_lancedb_object_store_credentials_never_show():
+    """A LanceDB location on an object store may carry credentials; its errors (and the driver's echo
+    of the location) show neither the password nor its encoded forms."""
+    for uri in ("lancedb://s3://AKIAX:sekr3t%2Fpw@bucket/db?table=t",
+                "lancedb://s3://AKIAX:sekr3t%2Fpw@127.0.0.1:9/db?table=t"):  # fmt: skip
+        run = vecfmt_cli("export", uri, "/nonexistent/out", timeout=120)
+        assert_one_clear_error(run, "cannot open LanceDB database s3://AKIAX:***@")
+        assert "sekr3t" not in run.stdout + run.stderr

@@ -57,15 +57,21 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def secrets_of(uri: str) -> list[str]:
+    """The password values in ``uri``'s userinfo (as written, decoded, encoded); none for other text."""
+    if not _SCHEME.match(uri):
+        return []
+    return list(userinfo_secrets(split_userinfo(uri.partition("://")[2])[0]))
+
+
 def redact(uri: str, secrets: Iterable[str] = ()) -> str:
     """The URI (or any text) with any password (``user:secret@``), secret-looking query values
     (``secret_key=``, ``session_token=``, ...) and the given ``secrets`` values replaced, fit for
     messages and manifests."""
-    found = list(secrets)
+    found = [*secrets, *secrets_of(uri)]
     if _SCHEME.match(uri):
         head, _, rest = uri.partition("://")
         userinfo, after = split_userinfo(rest)
-        found += userinfo_secrets(userinfo)
         if userinfo is not None and ":" in userinfo:
             uri = f"{head}://{userinfo.partition(':')[0]}:***@{after}"
         uri = _SECRET_PARAM.sub(r"\1***", uri)

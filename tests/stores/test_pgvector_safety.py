@@ -9,6 +9,7 @@ import re
 import uuid
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
+import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
@@ -206,3 +207,18 @@ def test_a_password_with_uri_characters_connects_and_never_leaks(tmp_path, pg_db
     _assert_no_leak(run.stdout + run.stderr, wrong)
     _assert_no_leak(caplog.text, password)
     _assert_no_leak(caplog.text, wrong)
+
+
+def test_search_of_the_default_namespace_finds_null_and_empty_namespaces(pg_db):
+    """search(namespace="") sees the rows an export files under "": NULL and '' namespaces alike."""
+    run_sql(pg_db, "CREATE EXTENSION vector",
+            "CREATE TABLE items (id text PRIMARY KEY, embedding vector(2), namespace text)",
+            "INSERT INTO items VALUES ('null-ns', '[1,0]', NULL), ('empty-ns', '[0.9,0.1]', ''), "
+            "('other', '[1,0]', 'b')")  # fmt: skip
+    exporter = open_exporter(pg(pg_db, metric="cosine"))
+    try:
+        found = exporter.search(np.array([1, 0], np.float32), 10, namespace="")
+        assert sorted(i for i, _ in found) == ["empty-ns", "null-ns"]
+        assert [i for i, _ in exporter.search(np.array([1, 0], np.float32), 10, namespace="b")] == ["other"]
+    finally:
+        exporter.close()

@@ -58,6 +58,7 @@ from vecfmt.schema import (
     same_type,
     vector_column,
 )
+from vecfmt.storage import redact, scrub, secrets_of
 from vecfmt.stores.base import Chunk, Description, IfExists, Slice, StoreURI, require_sdk
 
 SCHEME = "lancedb"
@@ -82,7 +83,9 @@ def _connect(uri: StoreURI) -> Any:
     try:
         return lancedb.connect(uri.location)
     except Exception as exc:
-        raise StoreError(f"cannot open LanceDB database {uri.location}: {first_line(exc)}") from None
+        # An object-store location may carry credentials: never show them, nor the driver's echo of them.
+        problem = scrub(first_line(exc), secrets_of(uri.location))
+        raise StoreError(f"cannot open LanceDB database {redact(uri.location)}: {problem}") from None
 
 
 def _table_names(db: Any) -> list[str]:
@@ -91,7 +94,7 @@ def _table_names(db: Any) -> list[str]:
 
 def _identity(uri: StoreURI, table: str) -> tuple[str, str, str]:
     """The table's identity however its folder is spelled (``./db``, ``/abs/db``, ``db/../db``)."""
-    location = uri.location if "://" in uri.location else os.path.realpath(uri.location)
+    location = redact(uri.location) if "://" in uri.location else os.path.realpath(uri.location)
     return (SCHEME, location, table)
 
 
@@ -103,7 +106,7 @@ class LanceDBExporter:
         self.name = uri.require("table")
         db = _connect(uri)
         if self.name not in _table_names(db):
-            raise StoreError(f"LanceDB table {self.name!r} does not exist in {uri.location}")
+            raise StoreError(f"LanceDB table {self.name!r} does not exist in {redact(uri.location)}")
         self.table = db.open_table(self.name)
         self.table.checkout(self.table.version)  # one consistent version for the whole export
         self.schema: pa.Schema = self.table.schema

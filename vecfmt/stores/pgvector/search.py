@@ -35,7 +35,10 @@ def nearest(
                                             ext.operator(DISTANCE_OPERATOR[metric]), ext.type(typname))  # fmt: skip
     where = sql.SQL("")
     params: list[Any] = [literal]
-    if namespace is not None:
+    if namespace is not None and namespace[1] == "":
+        # The default namespace holds NULL and '' alike, as the exporter files them.
+        where = sql.SQL(" WHERE ({0} IS NULL OR {0}::text = '')").format(sql.Identifier(namespace[0]))
+    elif namespace is not None:
         where = sql.SQL(" WHERE {} = %s").format(sql.Identifier(namespace[0]))
         params.append(namespace[1])
     params.append(int(k))
