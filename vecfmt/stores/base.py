@@ -243,6 +243,8 @@ def store_module(scheme: str) -> ModuleType:
         return importlib.import_module(target)
     except ImportError as exc:
         missing = exc.name or "a dependency"
+        if missing.split(".")[0] == target.split(".")[0]:
+            raise  # a broken store module (or vecfmt itself), not a missing SDK: a bug to show as one
         raise StoreError(
             f"the {scheme} store needs {missing}, which is not installed: pip install 'vecfmt[{scheme}]'"
         ) from None
