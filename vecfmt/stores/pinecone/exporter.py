@@ -150,11 +150,14 @@ class PineconeExporter:
         token = state["token"]
         pages = iter(()) if state["done"] else self._pages(part, token)
         done = bool(state["done"])
+        # Pages in flight: a whole batch's worth beyond the fetch threads, so they keep fetching while
+        # the caller writes the previous batch (bounded: at most about two batches of rows held).
+        depth = 2 * self.target.concurrency + max(1, batch_size // LIST_PAGE)
         while True:
             page = next(pages, None)
             if page is not None:
                 window.append((self.pool.submit(self._fetch, part.namespace, page[0]), page[1]))
-            if window and (page is None or len(window) >= 2 * self.target.concurrency):
+            if window and (page is None or len(window) >= depth):
                 future, token = window.popleft()
                 batch = future.result()
                 if batch is not None and batch.num_rows:

@@ -217,26 +217,36 @@ class PineconeImporter:
         dense = [c for c in batch.schema.names if c == VALUES or c.startswith(VALUES + "_")]
         sizes = check_records(batch, namespace, dense)
         vector = self.info.kind == "vector"
-        records = self._vector_records(batch) if vector else self._document_records(batch)
+        # Every record of the batch is checked (limits, metadata) before any of it is sent. A vector
+        # index's records are then built per request in the pool's threads: the Python floats the SDK
+        # takes come into being while other requests are in flight, not for the whole batch at once
+        # while the server waits (and only a request's worth of them is alive per thread).
+        metadata = _metadata_objects(batch, batch.column(ID).to_pylist(), flat=True) if vector else None
+        records = None if vector else self._document_records(batch)
         requests = request_slices(sizes)
         for i, (start, length) in enumerate(requests):
-            part = records[start:start + length]
-            if vector:
-                future = self.pool.submit(self.target.call, "upsert failed", self.index.upsert, vectors=part,
-                                          namespace=namespace)  # fmt: skip
+            if metadata is not None:
+                future = self.pool.submit(self._upsert_vectors, namespace, batch.slice(start, length),
+                                          metadata[start:start + length])  # fmt: skip
             else:
+                assert records is not None
                 future = self.pool.submit(self.target.call, "upsert failed", self.index.documents.upsert,
-                                          documents=part, namespace=document_namespace(namespace))  # fmt: skip
+                                          documents=records[start:start + length],
+                                          namespace=document_namespace(namespace))  # fmt: skip
             self.inflight.append((future, rows_done if i == len(requests) - 1 else None))
-        self._drain(2 * self.target.concurrency)
+        # The requests of this batch stay queued while the next one is read and checked.
+        self._drain(len(requests) + 2 * self.target.concurrency)
 
-    def _vector_records(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    def _upsert_vectors(self, namespace: str, batch: pa.RecordBatch, metadata: list[dict[str, Any] | None]) -> Any:
+        records = self._vector_records(batch, metadata)
+        return self.target.call("upsert failed", self.index.upsert, vectors=records, namespace=namespace)
+
+    def _vector_records(self, batch: pa.RecordBatch, metadata: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
         # The SDK takes one dict (or Vector) per record and encodes the request body itself: the per-record
-        # objects are its interface. Vectors leave NumPy as nested lists in one C call per batch.
+        # objects are its interface. Vectors leave NumPy as nested lists in one C call per request.
         ids = batch.column(ID).to_pylist()
         names = batch.schema.names
         values = vectors_numpy(batch.column(VALUES)).tolist() if VALUES in names else None
-        metadata = _metadata_objects(batch, ids, flat=True)
         sparse = batch.column(SPARSE_VALUES).to_pylist() if SPARSE_VALUES in names else None
         documents = batch.column(DOCUMENT).to_pylist() if DOCUMENT in names else None
         records = []
