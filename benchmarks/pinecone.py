@@ -7,10 +7,9 @@ Against the local Pinecone API server of the tests (tests/servers/pinecone, real
 started in its OWN process, so that the client's CPU seconds are the client's alone; the server's are
 read from its /proc entry and shown beside them. The server is Python (one GIL: about one core of
 the two) and costs more CPU per vector than the client, so it bounds both directions; what vecfmt
-controls is its client CPU and keeping the server busy. Two stalls of the test server that Pinecone
-does not have are fixed in the benchmark's server process (``--as-is-server`` keeps them): every
-small answer waited ~40 ms on Nagle + delayed ACK (TCP_NODELAY set), and ``list`` sorted every id of
-the namespace for every page (quadratic: most of an hour of server CPU per 1,000,000-id export).
+controls is its client CPU and keeping the server busy. The test server's ``list`` scans the namespace
+for every page (O(n) a page, correct under any writes); the benchmark's server process keeps a sorted
+copy and bisects it instead (``--as-is-server`` does not), so 1,000,000-id exports measure the client.
 
 Every measured run is a fresh child process that reports its wall seconds, its CPU seconds (user +
 system, every thread) and its peak RSS (VmHWM); the variants run interleaved, each the best of
@@ -71,9 +70,6 @@ import bisect, sys
 sys.path.insert(0, sys.argv[1])
 from tests.servers.pinecone import PineconeServer, app, store
 if sys.argv[2] == "tuned":
-    # TCP_NODELAY: without it every small answer (list, upsert, stats) waits ~40 ms for the client's
-    # delayed ACK (Nagle: headers and body go out as two writes), a stall of this server, not Pinecone's.
-    app.Handler.disable_nagle_algorithm = True
     # list: the server sorts every id of the namespace for every page (O(n log n) a page, so O(n^2 log n)
     # an export: 1,000,000 ids would take it most of an hour). Same answers from a sorted copy kept
     # while the namespace's size stays the same (nothing here deletes and adds between pages).

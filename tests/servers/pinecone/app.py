@@ -577,6 +577,9 @@ def _iso_now() -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Headers and body go out as two writes: without TCP_NODELAY every small answer would wait ~40 ms for
+    # the client's delayed ACK, a stall of this server that Pinecone does not have.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's httpx pool expects
     state: PineconeState  # set on the subclass the server builds
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import heapq
 import threading
 import time
 from collections import deque
@@ -213,9 +214,9 @@ def check_metadata(metadata: Any, rid: str) -> dict[str, Any]:
 
 def id_page(ids: Any, token: str | None, limit: int) -> tuple[list[str], str | None]:
     """One page of ``ids`` in bytewise ("C" collation) order after ``token``, and the next page's token."""
-    after = _untoken(token).encode() if token is not None else None
-    ordered = sorted(i.encode() for i in ids)
-    if after is not None:
-        ordered = [i for i in ordered if i > after]
-    page = [i.decode() for i in ordered[:limit]]
-    return page, (_token(page[-1]) if len(ordered) > limit else None)
+    # Code point order of str is the bytewise order of their UTF-8; the ids after the token are filtered in C
+    # and only the page is ordered (heapq), so a page costs O(n), not a sort of the whole namespace.
+    after = _untoken(token) if token is not None else None
+    candidates = filter(after.__lt__, ids) if after is not None else ids
+    page = heapq.nsmallest(limit + 1, candidates)
+    return page[:limit], (_token(page[limit - 1]) if len(page) > limit else None)
