@@ -38,6 +38,7 @@ PGSERVER_PG_CONFIG = $$($(BIN)/python -W ignore -c 'import pgserver._commands as
 ## The test suite, against real components (PostgreSQL + pgvector, moto's S3 server, LanceDB).
 test: $(VENV)/.test-deps
 	bash scripts/build-pgvector.sh "$(PGSERVER_PG_CONFIG)" $(PGVECTOR_PG18)
+	bash scripts/setup-weaviate.sh
 	$(BIN)/ruff check vecfmt tests benchmarks samples
 	$(BIN)/python -m pytest -q
 
