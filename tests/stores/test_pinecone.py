@@ -153,7 +153,12 @@ def test_if_exists_fail_upsert_replace(tmp_path, pinecone_server, pinecone_index
     transfer.import_dump(str(tmp_path / "a"), uri, if_exists="upsert")
     assert len(pinecone_server.records(pinecone_index.name)) == 30
     vecfmt.write_dump(str(tmp_path / "b"), flat_table(10, 8, prefix="new-"))
-    transfer.import_dump(str(tmp_path / "b"), uri, if_exists="replace")
+    # Pinecone cannot load beside and swap: replace deletes first, so it needs the user's explicit consent.
+    with pytest.raises(StoreError, match="replace_deletes_first=true"):
+        transfer.import_dump(str(tmp_path / "b"), uri, if_exists="replace")
+    assert len(pinecone_server.records(pinecone_index.name)) == 30
+    transfer.import_dump(str(tmp_path / "b"), pc_uri(pinecone_index.name, replace_deletes_first="true"),
+                         if_exists="replace")  # fmt: skip
     assert sorted(pinecone_server.records(pinecone_index.name)) == sorted(f"new-{i}" for i in range(10))
 
 
@@ -436,6 +441,19 @@ def test_bulk_import_from_a_local_folder_and_from_s3(tmp_path, s3_uri, pinecone_
         exact_records(pinecone_server, index.name, tables)
         assert [r for r in pinecone_server.request_log if "bulk/imports" in r.path]
         assert not [r for r in pinecone_server.request_log if r.index == index.name and "upsert" in r.path]
+
+
+def test_bulk_replace_deletes_first_only_when_told(tmp_path, pinecone_server, pinecone_index):
+    vecfmt.write_dump(str(tmp_path / "old"), flat_table(20, 8, prefix="old-"))
+    transfer.import_dump(str(tmp_path / "old"), pc_uri(pinecone_index.name))
+    vecfmt.write_dump(str(tmp_path / "new"), flat_table(10, 8, prefix="new-"))
+    run = vecfmt_cli("import", str(tmp_path / "new"), pc_uri(pinecone_index.name, bulk="true"),
+                     "--if-exists", "replace")  # fmt: skip
+    assert_one_clear_error(run, "replace_deletes_first=true")
+    assert len(pinecone_server.records(pinecone_index.name)) == 20  # nothing deleted
+    transfer.import_dump(str(tmp_path / "new"), pc_uri(pinecone_index.name, bulk="true", replace_deletes_first="true"),
+                         if_exists="replace")  # fmt: skip
+    assert sorted(pinecone_server.records(pinecone_index.name)) == sorted(f"new-{i}" for i in range(10))
 
 
 def test_bulk_refuses_what_pinecone_would_import_differently(tmp_path, pinecone_index):

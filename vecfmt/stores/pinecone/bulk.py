@@ -17,7 +17,7 @@ from vecfmt.manifest import Manifest
 from vecfmt.storage import redact, resolve
 from vecfmt.stores.base import IfExists
 from vecfmt.stores.pinecone.catalog import vecfmt_namespace
-from vecfmt.stores.pinecone.connect import log
+from vecfmt.stores.pinecone.connect import flag, log
 
 if TYPE_CHECKING:
     from vecfmt.stores.pinecone.importer import PineconeImporter
@@ -77,6 +77,10 @@ def run(importer: PineconeImporter, manifest: Manifest, if_exists: IfExists) -> 
     if clash and if_exists != IfExists.REPLACE:
         raise StoreError(f"pinecone {t.label}: a bulk import writes only into new or empty namespaces, and "
                          f"{clash} hold records: choose if_exists replace, or import without bulk=true")
+    if clash and not flag(t.uri, "replace_deletes_first"):  # no swap on Pinecone: deleting first is a risk
+        raise StoreError(f"pinecone {t.label}: replace would delete the records of namespace(s) {clash} before "
+                         "the bulk import, so a failed import loses them: export them first, then pass "
+                         "replace_deletes_first=true")
     for namespace in clash:
         t.call("cannot clear the namespace", index.delete, delete_all=True, namespace=namespace)
     uri = import_uri(importer.source_dump)

@@ -22,7 +22,7 @@ OPTIONS = {
     # export
     "strict", "ids_file", "ids_column", "prefixes", "document_key", "document",
     # import
-    "create", "cloud", "region", "kind", "bulk", "error_mode", "state_dir",
+    "create", "cloud", "region", "kind", "bulk", "error_mode", "state_dir", "replace_deletes_first",
 }  # fmt: skip
 T = TypeVar("T")
 

@@ -202,6 +202,13 @@ class PineconeImporter:
             raise StoreError(f"pinecone {t.label} already holds records in namespace(s) {ours}: choose if_exists "
                              "upsert (append is the same on Pinecone: records are written by id) or replace")
         if if_exists == IfExists.REPLACE:  # only the dump's namespaces, nothing else of the index
+            # Pinecone cannot load beside a namespace and swap it in: a replace deletes first, so a failed
+            # import would leave the namespace without its old records. Only when the user says so.
+            if not flag(t.uri, "replace_deletes_first"):
+                raise StoreError(f"pinecone {t.label}: replace would delete the records of namespace(s) {ours} "
+                                 "before loading (Pinecone cannot load beside them and swap), so a failed import "
+                                 "loses them: export them first, then pass replace_deletes_first=true; or use "
+                                 "if_exists upsert")
             for namespace in ours:
                 log.info("pinecone: replace: deleting the records of namespace %r", namespace)
                 if self.info is not None and self.info.kind == "document":
