@@ -182,8 +182,10 @@ def import_dump(
                 bar.advance(done)
                 moved = _write_from(dump, chosen, importer, done, batch_size, bar)
                 importer.finish()
-        except (DumpError, InvalidDataError):
+        except (DumpError, InvalidDataError) as exc:
             _abort(importer)  # a broken dump: resuming cannot help, so nothing staged is kept for it
+            if isinstance(exc, _BadRows):  # say what the target holds now that the store has cleaned up
+                raise InvalidDataError(exc.told(_rows_committed(importer), IfExists(if_exists))) from None
             raise
         except StoreError as exc:  # the store failed (server gone, lock, ...): say how to go on
             committed = _rows_committed(importer)
@@ -221,15 +223,28 @@ def _write_from(
             except InvalidDataError as exc:
                 if position == 0:
                     raise
-                raise InvalidDataError(
-                    f"{exc} (in {entry.path}; the first {position:,} rows are in the target, which is "
-                    "incomplete)"
-                ) from None
+                raise _BadRows(str(exc), entry.path, position) from None
             position += batch.num_rows
             importer.write(entry.namespace, batch, rows_done=position)
             moved += batch.num_rows
             bar.advance(batch.num_rows)
     return moved
+
+
+class _BadRows(InvalidDataError):
+    """A bad row after ``position`` rows were written: the message is finished once the store has
+    stopped and cleaned up, with what the target then holds."""
+
+    def __init__(self, message: str, path: str, position: int) -> None:
+        super().__init__(message)
+        self.message, self.path, self.position = message, path, position
+
+    def told(self, committed: int | None, if_exists: IfExists) -> str:
+        if committed == 0:  # nothing of the dump is in the target (a replace's staged rows were dropped)
+            kept = "the old table is as it was" if if_exists == IfExists.REPLACE else "the target is as it was"
+            return f"{self.message} (in {self.path}; nothing was changed: {kept})"
+        rows = self.position if committed is None else committed  # a store that cannot tell: rows sent
+        return f"{self.message} (in {self.path}; the first {rows:,} rows are in the target, which is incomplete)"
 
 
 def copy(

@@ -353,6 +353,8 @@ class LanceDBImporter:
     def abort(self) -> None:
         """The dump is broken: drop the staged table (the old one was never touched)."""
         self.pending = []
+        if self.staged:
+            self.rows_done = 0  # none of the dump's rows is in the target (rows_committed)
         if self.staged and self.staging_name in _table_names(self.db):
             self.db.drop_table(self.staging_name)
         self.staged = False

@@ -100,7 +100,7 @@ class Target:
         except psycopg.Error as exc:
             raise self.fail(doing, exc) from None
         except Exception as exc:
-            if type(exc).__module__.startswith("adbc_driver"):
+            if type(exc).__module__.startswith("adbc_driver") or _from_libpq(exc):
                 raise self.fail(doing, exc) from None
             raise
 
@@ -129,6 +129,13 @@ def _libpq_uri(uri: StoreURI) -> str:
     return f"postgresql://{userinfo}@{uri.host_location}"
 
 
+def _from_libpq(exc: BaseException) -> bool:
+    """An error of the server that ADBC hands over while streaming, as pyarrow's ArrowInvalid/IOError
+    (a write refused in a read-only transaction) or as OSError (a cancelled statement): the store's error.
+    Only the C++ driver writes this prefix (ADBC's own Python errors are caught by their module)."""
+    return str(exc).lstrip().startswith("[libpq]")
+
+
 def driver_message(exc: BaseException) -> str:
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
@@ -136,6 +143,8 @@ def driver_message(exc: BaseException) -> str:
         detail = getattr(diag, "message_detail", None)
         return f"{primary} ({detail})" if detail else primary
     text = str(exc).strip()
+    if _from_libpq(exc):  # "[libpq] Execution error [PGRES_FATAL_ERROR]: ERROR:  message": the message
+        text = re.sub(r"^\[libpq\][^:]*(\[[A-Z_]+\])?:\s*((ERROR|FATAL):\s*)?", "", text).strip()
     return text or type(exc).__name__
 
 

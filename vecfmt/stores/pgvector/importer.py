@@ -3,9 +3,7 @@ committed together with a progress row, then build the primary key and indexes a
 
 from __future__ import annotations
 
-import math
 import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -42,6 +40,8 @@ from vecfmt.stores.pgvector.copy_binary import (
     encode_id,
     sparse_payload,
 )
+from vecfmt.stores.pgvector.guard import check_text, hold_target
+from vecfmt.stores.pgvector.indexes import build_indexes, phase
 from vecfmt.stores.pgvector.loader import Job, Loader, refused_rows, transaction
 from vecfmt.stores.pgvector.plan import (
     STAGING_METADATA,
@@ -89,6 +89,7 @@ class PgvectorImporter:
         self.key = ""  # the target's progress row: schema.table (also while a replace loads a staged table)
         self.staged_for: str | None = None  # replace: the table the staged one (self.plan's) swaps in for
         self._rows_done = 0  # the dump's rows committed (what a resume skips)
+        self._replace_aborted = False  # abort() of a replace: the old table stays, nothing of the dump is in it
 
     def _connect(self) -> psycopg.Connection:
         conn = self.target.connect()
@@ -110,14 +111,14 @@ class PgvectorImporter:
             return table_identity(self.conn, SCHEME, self.target.schema, self.target.table)  # type: ignore[arg-type]
 
     @contextmanager
-    def _waits_for(self, label: str) -> Iterator[None]:
+    def _waits_for(self, label: str, hint: str = "") -> Iterator[None]:
         """A lock held elsewhere past ``lock_timeout``: one line that names the table."""
         try:
             yield
         except psycopg.errors.LockNotAvailable:
             raise StoreError(f"pgvector {self.target.where}: table {label} is locked by another session (waited "
-                             f"lock_timeout={self.lock_timeout}); try again once it is free, or wait longer "
-                             "with lock_timeout=") from None  # fmt: skip
+                             f"lock_timeout={self.lock_timeout}{hint}); try again once it is free, or wait "
+                             "longer with lock_timeout=") from None  # fmt: skip
 
     # -- prepare --
 
@@ -132,6 +133,7 @@ class PgvectorImporter:
             if schema is None:
                 raise StoreError(f"pgvector {t.where}: no schema to create the table in; pass schema=NAME")
             self.key = f"{schema}.{t.table}"
+            hold_target(conn, t, self.key)  # until close(): one import per target at a time
             with self._waits_for(self.key):
                 return self._prepare(manifest, schema, if_exists, resume)
         return 0  # unreachable: errors() re-raises
@@ -364,6 +366,8 @@ class PgvectorImporter:
             )
         if batch.num_rows == 0:
             return
+        text = [ID] + [dest.source for dest in (plan.metadata, plan.document) if dest is not None]
+        check_text(batch, text, rows_done - batch.num_rows)
         payload = self.encode(batch, namespace)
         self._loader.submit(self._job(payload, rows_done), sum(len(p) for p in payload), rows_done)
 
@@ -413,11 +417,10 @@ class PgvectorImporter:
                     cur.execute(self.insert_sql)  # the staging rows go at commit (ON COMMIT DELETE ROWS)
                 my_turn()  # the previous batch has committed: commits stay in dump order
                 if self.dump_identity is not None:
-                    cur.execute(
-                        sql.SQL("UPDATE {} SET rows_done = %s, updated_at = now() WHERE target = %s").format(
-                            self.progress_table),
-                        (rows_done, self.key),
-                    )
+                    cur.execute(sql.SQL("UPDATE {} SET rows_done = %s, updated_at = now() WHERE target = %s "
+                                        "AND dump = %s").format(self.progress_table),
+                                (rows_done, self.key, self.dump_identity))  # fmt: skip
+                    self._check_progress_row(cur.rowcount)
 
         return load
 
@@ -434,18 +437,19 @@ class PgvectorImporter:
         if self.conn is None or self.plan is None:
             return
         t, plan, conn = self.target, self.plan, self.conn
-        with t.errors("cannot finish the import"):
+        killed = "; an import killed while building its indexes may still be building them on the server"
+        with t.errors(f"cannot finish the import into {plan.label}"), self._waits_for(plan.label, killed):
             if self.pending.get("primary_key"):
                 with (t.errors(f"cannot add the primary key ({', '.join(plan.key())}) to {plan.label}"),
-                      _phase("primary key", plan.label)):  # fmt: skip
+                      phase("primary key", plan.label)):  # fmt: skip
                     self._add_primary_key()
                 self.pending["primary_key"] = False
                 with conn.transaction():
                     self._save_progress_pending()
             requests = self.pending.get("indexes") or []
             if requests:
-                self._build_indexes(requests)
-            with _phase("analyze", plan.label):
+                build_indexes(conn, t, plan, self.ext, requests)  # type: ignore[arg-type]
+            with phase("analyze", plan.label):
                 conn.execute(sql.SQL("ANALYZE {}").format(plan.relation))
             if self.staged_for is None:
                 self._drop_progress()
@@ -467,14 +471,19 @@ class PgvectorImporter:
             loader, self._loader = self._loader, None
             loader.abort()
             self._loader_stopped(loader)
-        return self._rows_done if self.dump_identity is not None else None
+        if self.dump_identity is None:
+            return None
+        return 0 if self._replace_aborted else self._rows_done
 
     def abort(self) -> None:
         """A broken dump: stop loading, then drop what a replace staged and its progress row; the old table
         was never touched. A plain import keeps what it committed (its progress row says how much)."""
         self.rows_committed()
         self._close_extra()
-        if self.staged_for is None or self.plan is None or self.conn is None or self.conn.broken:
+        if self.staged_for is None or self.plan is None or self.conn is None:
+            return
+        self._replace_aborted = True  # the target was never touched: none of the dump's rows is in it
+        if self.conn.broken:
             return
         try:
             with self._waits_for(self.plan.label), self.conn.transaction():
@@ -498,53 +507,24 @@ class PgvectorImporter:
 
     def _save_progress_pending(self) -> None:
         assert self.conn is not None and self.plan is not None
-        self.conn.execute(
-            sql.SQL("UPDATE {} SET pending = %s WHERE target = %s").format(self.progress_table),
-            (psycopg.types.json.Jsonb(self.pending), self.key),
-        )
+        cur = self.conn.execute(
+            sql.SQL("UPDATE {} SET pending = %s WHERE target = %s AND dump IS NOT DISTINCT FROM %s").format(
+                self.progress_table), (psycopg.types.json.Jsonb(self.pending), self.key, self.dump_identity))
+        self._check_progress_row(cur.rowcount)
 
-    def _build_indexes(self, requests: list[dict[str, Any]]) -> None:
-        assert self.conn is not None and self.plan is not None
-        conn, plan, uri = self.conn, self.plan, self.target.uri
-        memory = uri.option("maintenance_work_mem", "1GB") or "1GB"
-        if not re.fullmatch(r"\d+\s*(kB|MB|GB|TB)?", memory):
-            raise StoreError(f"pgvector {self.target.where}: maintenance_work_mem must look like 512MB or 2GB, "
-                             f"not {memory!r}")  # fmt: skip
-        workers = uri.int_option("workers")
-        if workers is None:
-            current = conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0]
-            workers = max(2, int(current))
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(plan.relation)).fetchone()[0]
-        conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (memory,))
-        conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(workers),))
-        for request in requests:
-            options = dict(request.get("options") or {})
-            if request["method"] == "ivfflat" and "lists" not in options:
-                options["lists"] = max(1, rows // 1000 if rows <= 1_000_000 else int(math.sqrt(rows)))
-            name = f"{plan.table}_{request['column']}_{request['method']}_idx"[:63]
-            with_sql = sql.SQL("")
-            if options:
-                with_sql = sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
-                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(int(v))) for k, v in options.items()))
-            statement = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} ({} {}){}").format(
-                sql.Identifier(name), plan.relation, sql.Identifier(request["method"]),
-                sql.Identifier(request["column"]), sql.Identifier(self.ext.schema, request["opclass"]),  # type: ignore[union-attr]
-                with_sql)  # fmt: skip
-            with _phase("index", f"{request['method']} {request['opclass']} on {plan.label}.{request['column']}"):
-                try:
-                    conn.execute(statement)
-                except psycopg.errors.DiskFull:  # parallel builds need /dev/shm; build alone instead
-                    conn.execute("SET max_parallel_maintenance_workers = 0")
-                    conn.execute(statement)
-        conn.execute("RESET maintenance_work_mem")
-        conn.execute("RESET max_parallel_maintenance_workers")
+    def _check_progress_row(self, updated: int) -> None:
+        """The progress row is this target's and this dump's: if another run took it over, stop (this
+        transaction rolls back) rather than write another dump's progress."""
+        if updated != 1:
+            raise StoreError(f"pgvector {self.target.where}: the progress row of this import into {self.key} "
+                             "was taken over by another import; this one stops here")  # fmt: skip
 
     def _drop_progress(self) -> None:
         assert self.conn is not None and self.plan is not None
         with self.conn.transaction():
             self._lock_progress(exclusive=True)
-            self.conn.execute(sql.SQL("DELETE FROM {} WHERE target = %s").format(self.progress_table),
-                              (self.key,))  # fmt: skip
+            self.conn.execute(sql.SQL("DELETE FROM {} WHERE target = %s AND dump IS NOT DISTINCT FROM %s").format(
+                self.progress_table), (self.key, self.dump_identity))  # fmt: skip
             left = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.progress_table)).fetchone()[0]
             if left == 0:
                 self.conn.execute(sql.SQL("DROP TABLE {}").format(self.progress_table))
@@ -581,15 +561,6 @@ class PgvectorImporter:
         if self._progress_written:
             with suppress(psycopg.Error):
                 self._drop_progress()
-
-
-@contextmanager
-def _phase(phase: str, what: str) -> Iterator[None]:
-    """Log how long a step after the load took (``extra`` carries phase and seconds, for benchmarks)."""
-    started = time.perf_counter()
-    yield
-    seconds = time.perf_counter() - started
-    log.info("pgvector: %s of %s took %.2fs", phase, what, seconds, extra={"phase": phase, "seconds": seconds})
 
 
 def _dump_identity(manifest: Manifest) -> str | None:

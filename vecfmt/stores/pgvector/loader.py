@@ -61,18 +61,20 @@ class Loader:
                     if self._error is not None:
                         raise _Aborted
 
+            committed = False  # a job that returns has committed, even after another failed (then counted)
             try:
                 if self._error is not None:
                     raise _Aborted
                 with self.target.errors("cannot load a batch"):
                     job(conn, my_turn)
+                committed = True
             except _Aborted:
                 pass
             except BaseException as exc:  # handed to the caller
                 with self._changed:
                     self._error = self._error or exc
             with self._changed:
-                if self._error is None:
+                if committed:
                     self._committed = sequence + 1
                     self._rows_done = rows_done
                 self._queued_bytes -= size

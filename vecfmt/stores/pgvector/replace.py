@@ -43,24 +43,60 @@ def clear_staged(conn: psycopg.Connection, target: Target, schema: str, table: s
     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, staged)))
 
 
+def object_name(name1: str, name2: str | None, label: str) -> str:
+    """The name PostgreSQL makes for an object of ``name1`` (makeObjectName: ``name1_name2_label``, the
+    longer of the two names cut first so that the whole fits 63 bytes, never inside a character)."""
+    one, two = name1.encode(), (name2 or "").encode()
+    room = 63 - len(label.encode()) - 1 - (1 if name2 is not None else 0)
+    n1, n2 = len(one), len(two)
+    while n1 + n2 > room:
+        if n1 > n2:
+            n1 -= 1
+        else:
+            n2 -= 1
+    head = one[:n1].decode(errors="ignore")
+    middle = "" if name2 is None else "_" + two[:n2].decode(errors="ignore")
+    return f"{head}{middle}_{label}"
+
+
+def free_name(conn: psycopg.Connection, schema: str, name1: str, name2: str | None, label: str) -> str:
+    """``object_name`` made unique in ``schema`` as PostgreSQL does it (label, label1, label2, ...)."""
+    for number in range(1000):
+        name = object_name(name1, name2, label if number == 0 else f"{label}{number}")
+        if conn.execute("SELECT 1 FROM pg_class WHERE relnamespace = %s::regnamespace AND relname = %s",
+                        (sql.Identifier(schema).as_string(conn), name)).fetchone() is None:  # fmt: skip
+            return name
+    raise StoreError(f"pgvector: no free name for an index of {schema}.{name1}")
+
+
 def swap(conn: psycopg.Connection, schema: str, staged: str, table: str) -> None:
     """In the caller's transaction: the staged table becomes ``table``, with the names a table created as
-    ``table`` would have (``table_pkey``, ``table_embedding_hnsw_idx``) and its comment unmarked."""
+    ``table`` would have (``table_pkey``, ``table_embedding_hnsw_idx``, PostgreSQL 18's NOT NULL
+    constraints ``table_id_not_null``), made as PostgreSQL makes them (cut to 63 bytes), and its comment
+    unmarked. The staged table's own names may be anything (a long name is cut and numbered)."""
     relation = sql.Identifier(schema, staged)
     oid = conn.execute("SELECT %s::regclass::oid", (relation.as_string(conn),)).fetchone()[0]
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, table)))
     conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(relation, sql.Identifier(table)))
-    indexes = conn.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                           "WHERE i.indrelid = %s", (oid,)).fetchall()  # fmt: skip
-    for (name,) in indexes:  # renaming an index renames the constraint it backs (the primary key)
-        if name.startswith(staged):
-            conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                sql.Identifier(schema, name), sql.Identifier(table + name[len(staged):])))  # fmt: skip
-    constraints = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s", (oid,)).fetchall()
-    for (name,) in constraints:  # PostgreSQL 18 names NOT NULL constraints after the table
-        if name.startswith(staged):
+    indexes = conn.execute(
+        "SELECT c.relname, i.indisprimary, am.amname, a.attname FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
+        "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE i.indrelid = %s ORDER BY i.indisprimary DESC, c.relname", (oid,)).fetchall()  # fmt: skip
+    for name, primary, method, column in indexes:  # renaming an index renames the constraint it backs
+        name2, label = (None, "pkey") if primary else (column, f"{method}_idx")
+        if (column is None and not primary) or name == object_name(table, name2, label):
+            continue  # an expression index (never staged by vecfmt), or the name is right already
+        conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(schema, name), sql.Identifier(free_name(conn, schema, table, name2, label))))  # fmt: skip
+    constraints = conn.execute(
+        "SELECT c.conname, a.attname FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid "
+        "AND a.attnum = c.conkey[1] WHERE c.conrelid = %s AND c.contype = 'n'", (oid,)).fetchall()  # fmt: skip
+    for name, column in constraints:  # PostgreSQL 18 names NOT NULL constraints after the table
+        wanted = object_name(table, column, "not_null")
+        if name != wanted:
             conn.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
-                sql.Identifier(schema, table), sql.Identifier(name), sql.Identifier(table + name[len(staged):])))
+                sql.Identifier(schema, table), sql.Identifier(name), sql.Identifier(wanted)))  # fmt: skip
     saved = saved_definitions(conn, oid)
     saved.pop(STAGING_FOR, None)
     comment = json.dumps({COMMENT_KEY: saved}, ensure_ascii=False)
