@@ -17,7 +17,9 @@ BIN=$BIN_DIR/weaviate-server
 log() { echo "setup-weaviate: $*" >&2; }
 
 if [ ! -x "$BIN" ]; then
-  command -v go >/dev/null || { log "needs Go (1.25 or later) on PATH"; exit 1; }
+  # Go's tarball install may not be on a non-login PATH (CI's): look where it puts itself too.
+  command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
+  command -v go >/dev/null || { log "needs Go 1.26 or later (Weaviate 1.38's go.mod) on PATH"; exit 1; }
   mkdir -p "$BIN_DIR"
   tmp=$(mktemp -d "$BIN_DIR/.build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
