@@ -225,11 +225,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(NAN_OR_INFINITY)
 
 
+_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def parse_metadata_json(text: str | bytes) -> Any:
     """One metadata value parsed as RFC 8259 JSON (spec 3.4). Python's ``json.loads`` also takes
     ``NaN``, ``Infinity`` and ``-Infinity``; those are refused here. Raises ValueError, whose message
     says what is wrong, also for nesting deeper than the parser can follow."""
     try:
+        if isinstance(text, str):  # one shared decoder: json.loads builds a new one per call when given options
+            return _STRICT_JSON.decode(text)
         return json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
         raise ValueError(NESTED_TOO_DEEPLY) from None

@@ -37,6 +37,7 @@ from vecfmt.schema import (
     METADATA,
     NAMED_VECTOR_PREFIX,
     NAN_OR_INFINITY,
+    NESTED_TOO_DEEPLY,
     SPARSE_VALUES,
     VALUES,
     check_metric,
@@ -479,9 +480,10 @@ def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSp
         row = first_non_finite(column)
         if row is not None:
             raise InvalidDataError(f"vector {spec.name!r} holds NaN or inf for id {ids[row].as_py()!r}")
-    row = first_nan_or_infinity(batch.column(METADATA))
-    if row is not None:
-        raise InvalidDataError(f"metadata of id {ids[row].as_py()!r} {NAN_OR_INFINITY.removeprefix('metadata ')}")
+    bad = first_bad_metadata(batch.column(METADATA))
+    if bad is not None:
+        row, why = bad
+        raise InvalidDataError(f"metadata of id {ids[row].as_py()!r} {why}")
     if SPARSE_VALUES in batch.schema.names:
         bad = malformed_sparse_rows(batch.column(SPARSE_VALUES))
         if bad.any():
@@ -492,20 +494,34 @@ def check_batch(batch: pa.RecordBatch, schema: pa.Schema, vectors: list[VectorSp
     return batch
 
 
-def first_nan_or_infinity(metadata: pa.Array) -> int | None:
-    """Row of the first metadata text holding NaN or Infinity as a number (Python's JSON encoder writes
-    them unless told not to; JSON has none). Only texts containing those words are parsed, so the
-    check costs two substring scans of the column."""
-    suspect = pc.or_(pc.match_substring(metadata, "NaN"), pc.match_substring(metadata, "Infinity"))
-    if not pc.any(suspect).as_py():
+def first_bad_metadata(metadata: pa.Array) -> tuple[int, str] | None:
+    """The first row whose metadata text is not a JSON object (RFC 8259: no NaN or Infinity), and why.
+
+    Texts not starting with ``{`` are refused without parsing (a whole-column scan); the others need a
+    full parse to be sure, one row at a time as Python's parser works (about 1.5 µs for a typical
+    150-byte object)."""
+    if metadata.null_count == len(metadata):
         return None
-    for row in np.flatnonzero(pc.fill_null(suspect, False).to_numpy(zero_copy_only=False)):
+    odd = pc.fill_null(pc.invert(pc.match_substring_regex(metadata, r"^[ \t\n\r]*\{")), False)
+    first_odd = pc.index(odd, True).as_py() if pc.any(odd).as_py() else len(metadata)
+    # rows before the first odd one are the only ones that may hold an earlier culprit
+    for row, text in enumerate(metadata.slice(0, first_odd).to_pylist()):
+        if text is None:
+            continue
         try:
-            parse_metadata_json(metadata[int(row)].as_py())
-        except ValueError as exc:  # other breakage (not JSON at all) is left to validate, as spec 7.1 says
-            if str(exc) == NAN_OR_INFINITY:
-                return int(row)
+            parse_metadata_json(text)  # starts with "{": an object once it parses
+        except ValueError as exc:
+            return row, _why(text, str(exc))
+    if first_odd < len(metadata):
+        return first_odd, _why(metadata[first_odd].as_py(), "")
     return None
+
+
+def _why(text: str, problem: str) -> str:
+    if problem in (NAN_OR_INFINITY, NESTED_TOO_DEEPLY):
+        return problem.removeprefix("metadata ")
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    return f"is not a JSON object: {shown!r}"
 
 
 def fold_into_metadata(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:

@@ -466,3 +466,185 @@ def test_unknown_options_are_refused(tmp_path):
         transfer.export(lance(tmp_path, extra="&metirc=dot"), str(tmp_path / "b"))
     run = vecfmt_cli("export", lance(tmp_path, extra="&namespace_colum=ns"), str(tmp_path / "c"))
     assert_one_clear_error(run, "unknown option 'namespace_colum'")
+
+
+# --- resume verifies the table is exactly as the interrupted run left it ---------------------------
+
+
+def _interrupted_import(tmp_path, monkeypatch, rows=1000) -> pa.Table:
+    """An import of ``a`` stopped after its second commit (400 rows committed)."""
+    table = make_table(rows, 8)
+    vecfmt.write_dump(str(tmp_path / "a"), table, options=vecfmt.ParquetOptions(max_file_rows=300))
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)  # commits after writes 2 and 4
+    _stop_at_write(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=100)
+    monkeypatch.undo()
+    assert _count(tmp_path) == 400
+    return table
+
+
+def test_resume_refuses_a_table_another_writer_appended_to_since_the_interruption(tmp_path, monkeypatch):
+    _interrupted_import(tmp_path, monkeypatch)
+    vecfmt.write_dump(str(tmp_path / "other"), make_table(100, 8, prefix="other-"))
+    transfer.import_dump(str(tmp_path / "other"), lance(tmp_path), if_exists="append")
+    run = vecfmt_cli("import", str(tmp_path / "a"), lance(tmp_path), "--resume")
+    assert run.code == 1
+    assert_one_clear_error(run, "'items'", "changed since the interrupted import", "without --resume")
+    assert _count(tmp_path) == 500  # nothing written
+
+
+def test_resume_refuses_when_stopped_between_a_commit_and_its_progress_record(tmp_path, monkeypatch):
+    """The data commit landed, the record of it did not: the resume cannot tell that commit from another
+    writer's, so it refuses rather than skip or duplicate rows."""
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(1000, 8), options=vecfmt.ParquetOptions(max_file_rows=300))
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    importer_cls = vecfmt.stores.lancedb.LanceDBImporter
+    original = importer_cls._record_progress
+    calls = {"n": 0}
+
+    def dying(self, version):
+        calls["n"] += 1
+        if calls["n"] == 3:  # 1: the table's creation, 2: the first commit, 3: the second
+            raise KeyboardInterrupt
+        original(self, version)
+
+    monkeypatch.setattr(importer_cls, "_record_progress", dying)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=100)
+    monkeypatch.undo()
+    assert _count(tmp_path) == 400
+    with pytest.raises(StoreError, match="changed since the interrupted import"):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), resume=True, batch_size=100)
+    assert _count(tmp_path) == 400
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), if_exists="replace")
+    assert _count(tmp_path) == 1000
+
+
+def test_a_finished_import_keeps_no_progress_record_and_refuses_a_resume(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(300, 8))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    assert lancedb.connect(str(tmp_path / "db")).open_table("items").tags.list() == {}  # nothing pins a version
+    with pytest.raises(StoreError, match="no interrupted import of this dump"):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), resume=True)
+    assert _count(tmp_path) == 300
+
+
+def test_import_killed_with_sigkill_resumes_exactly_or_refuses(tmp_path, identical):
+    table = make_table(30_000, 16)
+    vecfmt.write_dump(str(tmp_path / "a"), table, options=vecfmt.ParquetOptions(max_file_rows=2000))
+    script = (
+        "import vecfmt.stores.lancedb as l; from vecfmt import transfer; l.COMMIT_ROWS = 2000; "
+        f"transfer.import_dump({str(tmp_path / 'a')!r}, {lance(tmp_path)!r}, batch_size=500)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    record = tmp_path / "db" / "items.lance" / "_refs" / "tags" / "vecfmt-import.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if record.exists() and json.loads(record.read_text() or "{}").get("version", 0) >= 4:  # a few commits
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    assert proc.wait() == -signal.SIGKILL, "the import finished before it could be killed"
+    try:
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), resume=True, batch_size=500)
+    except StoreError as exc:  # killed between a commit and its record: refused, table untouched
+        assert "changed since the interrupted import" in str(exc)
+        return
+    transfer.export(lance(tmp_path), str(tmp_path / "b"))
+    identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
+
+
+# --- copy refuses its own source however it is spelled ----------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["file://{db}", "{db}/../db", "file://{db}/", "file://{db}/../db"])
+def test_copy_onto_its_own_source_spelled_otherwise_is_refused(tmp_path, spelling):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(100, 4))
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    target = "lancedb://" + spelling.format(db=tmp_path / "db") + "?table=items"
+    with pytest.raises(StoreError, match="same table"):
+        transfer.copy(lance(tmp_path), target, if_exists="append")
+    assert _count(tmp_path) == 100
+
+
+# --- metadata must be JSON objects -----------------------------------------------------------------
+
+
+def _dump_with_metadata(tmp_path, row: int, text: str) -> str:
+    table = make_table(1000, 8)
+    texts = [f'{{"i": {i}}}' for i in range(1000)]
+    texts[row] = text
+    table = table.set_column(table.schema.get_field_index("metadata"), "metadata", pa.array(texts, pa.string()))
+    write_raw_dump(str(tmp_path / "bad"), {"": table})
+    return str(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("text", ['{"x": ', "[1,2]", '{"x": NaN}', "", '"s"'])
+def test_replace_with_metadata_that_is_not_a_json_object_leaves_the_old_table(tmp_path, text):
+    _old_table(tmp_path)
+    bad = _dump_with_metadata(tmp_path, 550, text)
+    run = vecfmt_cli("import", bad, lance(tmp_path), "--if-exists", "replace", "--batch-size", "100")
+    assert_one_clear_error(run, "'id-550'", "metadata")
+    _assert_old_table_untouched(tmp_path)
+
+
+def test_import_refuses_metadata_that_is_not_json_before_committing(tmp_path):
+    bad = _dump_with_metadata(tmp_path, 550, '{"x": ')
+    with pytest.raises(vecfmt.InvalidDataError, match=r"metadata of id 'id-550' is not a JSON object"):
+        transfer.import_dump(bad, lance(tmp_path))
+    assert _count(tmp_path) == 0
+
+
+def test_export_refuses_table_metadata_that_is_not_json(tmp_path):
+    _foreign(tmp_path, metadata=pa.array(['{"k": 1}', '{"k": ']))
+    with pytest.raises(vecfmt.InvalidDataError, match=r"metadata of id 'r1' is not a JSON object"):
+        transfer.export(lance(tmp_path, "docs"), str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+# --- concurrent writers ------------------------------------------------------------------------------
+
+
+def test_a_replace_overtaken_by_another_fails_clearly_and_the_table_holds_one_dump(tmp_path, monkeypatch):
+    """Replace X is loading when replace Y runs from start to end (it drops X's staged table and swaps its
+    own rows in): X must stop with one clear line, not commit its rows into Y's table."""
+    _old_table(tmp_path, 100)
+    vecfmt.write_dump(str(tmp_path / "x"), make_table(1000, 8, prefix="x-"))
+    vecfmt.write_dump(str(tmp_path / "y"), make_table(700, 8, prefix="y-"))
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    importer_cls = vecfmt.stores.lancedb.LanceDBImporter
+    original_write = importer_cls.write
+    state = {"n": 0, "inside": False}
+
+    def write(self, namespace, batch, *, rows_done):
+        state["n"] += 1
+        if state["n"] == 3 and not state["inside"]:
+            state["inside"] = True
+            transfer.import_dump(str(tmp_path / "y"), lance(tmp_path), if_exists="replace", batch_size=100)
+        original_write(self, namespace, batch, rows_done=rows_done)
+
+    monkeypatch.setattr(importer_cls, "write", write)
+    with pytest.raises(StoreError, match="another writer changed LanceDB table") as caught:
+        transfer.import_dump(str(tmp_path / "x"), lance(tmp_path), if_exists="replace", batch_size=100)
+    assert "\n" not in str(caught.value) and "--resume" not in str(caught.value)
+    assert _rows(tmp_path) == sorted(("", f"y-{i}") for i in range(700))
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_concurrent_replaces_leave_exactly_one_dump(tmp_path, attempt):
+    _old_table(tmp_path, 100)
+    dumps = {}
+    for name in ("x", "y"):
+        vecfmt.write_dump(str(tmp_path / name), make_table(60_000, 8, prefix=f"{name}-", seed=ord(name)))
+        dumps[name] = sorted(("", f"{name}-{i}") for i in range(60_000))
+    procs = [subprocess.Popen([sys.executable, "-m", "vecfmt.cli", "import", str(tmp_path / name), lance(tmp_path),
+                               "--if-exists", "replace", "--batch-size", "2000"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("x", "y")]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 1), stderr
+        if proc.returncode == 1:
+            assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+            assert "another writer" in stderr, stderr
+    assert _rows(tmp_path) in (dumps["x"], dumps["y"], sorted(("", f"old-{i}") for i in range(100)))

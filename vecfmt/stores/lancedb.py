@@ -19,8 +19,11 @@ foreign tables that are not vectors are folded into the JSON metadata by the rul
 Ids are unique within a namespace: ``upsert`` merges on (namespace, id) when the table has namespaces.
 
 Imports commit in pieces of about ``COMMIT_BYTES`` or ``COMMIT_ROWS`` (each an atomic Lance commit, in
-the dump's order, so the rows a table holds are exactly the rows a resume skips), then compact the
-table's small fragments in ``finish()`` without pruning any version.
+the dump's order), then compact the table's small fragments in ``finish()`` without pruning any version.
+A table the import creates (or stages) holds only its commits: each must be the version right after the
+previous one, else another writer is at work and the import stops. After each commit the tag
+``vecfmt-import`` points at it (the progress record; deleted once the import is done), and ``resume``
+goes on only when that tag is the table's latest version, so the rows it skips are exactly this dump's.
 
 ``replace`` never touches the old table while loading: the rows go into a staged table beside it
 (``<table>-vecfmt-staging``) and ``finish()`` swaps them in. LanceDB OSS cannot rename a table, so the
@@ -34,11 +37,15 @@ a new ``replace`` drops a staged table it finds. Details: docs/lancedb.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -73,6 +80,10 @@ COMMIT_ROWS = 100_000
 STAGING_SUFFIX = "-vecfmt-staging"
 # optimize() prunes versions older than this; vecfmt compacts only and never prunes a user's history.
 KEEP_VERSIONS = timedelta(days=100 * 365)
+# The progress record of an import: a tag on the version of its last commit (a tag adds no version).
+PROGRESS_TAG = "vecfmt-import"
+# Lance errors end with the Rust source locations of the driver's build: of no use to a user.
+_RUST_LOCATION = re.compile(r",?\s*/\S+\.rs:\d+:\d+")
 
 
 def _connect(uri: StoreURI) -> Any:
@@ -93,9 +104,26 @@ def _table_names(db: Any) -> list[str]:
 
 
 def _identity(uri: StoreURI, table: str) -> tuple[str, str, str]:
-    """The table's identity however its folder is spelled (``./db``, ``/abs/db``, ``db/../db``)."""
-    location = redact(uri.location) if "://" in uri.location else os.path.realpath(uri.location)
-    return (SCHEME, location, table)
+    """The table's identity however its folder is spelled (``./db``, ``/abs/db``, ``db/../db``,
+    ``file:///abs/db``, a trailing ``/``)."""
+    return (SCHEME, _resolved(uri.location), table)
+
+
+def _resolved(location: str) -> str:
+    """A local folder as its real path, in every spelling LanceDB opens as that folder (a plain path or a
+    ``file://`` URI with no host: LanceDB takes ``file://HOST/...`` for another place); any other URI as
+    written, credentials removed."""
+    if "://" not in location:
+        return os.path.realpath(location)
+    parts = urlsplit(location)
+    if parts.scheme.lower() == "file" and not parts.netloc:
+        return os.path.realpath(unquote(parts.path))
+    return redact(location)
+
+
+def _lance_message(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """A driver error as one short line: its first line without the Rust source locations."""
+    return scrub(_RUST_LOCATION.sub("", first_line(exc)), secrets)
 
 
 class LanceDBExporter:
@@ -232,6 +260,14 @@ class LanceDBImporter:
         self.resumable = False  # an import of a dump (a copy cannot resume)
         self.rows_written = 0  # the dump's rows once everything written so far is committed
         self.rows_done = 0  # ... once the last commit is
+        # A table this import created or staged holds its commits only: ``version`` is the table's version
+        # after the last of them and ``stamp`` that version's commit time, ``run`` the token its schema
+        # metadata holds (a table dropped and made again by another writer reaches the same version numbers).
+        self.tracked = False
+        self.version = 0
+        self.stamp: Any = None
+        self.run = ""
+        self.conflict = False  # another writer changed the table: a resume cannot help
 
     def identity(self) -> tuple[str, str, str]:
         return _identity(self.uri, self.name)
@@ -256,7 +292,8 @@ class LanceDBImporter:
             self.table = table
             self.upsert = if_exists == IfExists.UPSERT
             return 0
-        meta = {"import_of": identity, **_definitions(manifest, self.renames)}
+        self.run = uuid.uuid4().hex
+        meta = {"import_of": identity, "run": self.run, **_definitions(manifest, self.renames)}
         if exists:  # replace: load beside the old table, which stays as it is until finish()
             self._drop_leftover_staging(tables)
             meta["staging_for"] = self.name
@@ -264,13 +301,18 @@ class LanceDBImporter:
         try:
             self.table = self.db.create_table(self.staging_name if exists else self.name, schema=schema)
         except Exception as exc:
-            raise StoreError(f"cannot create LanceDB table {self.name!r}: {first_line(exc)}") from None
+            raise StoreError(f"cannot create LanceDB table {self.name!r}: {self._message(exc)}") from None
         self.staged = exists
+        self.tracked, self.version = True, self.table.version
+        self.stamp = _stamp(self.table, self.version)
+        self._record_progress(self.version)  # no rows yet; without a record a resume takes rows as finished
         return 0
 
     def _resume(self, identity: str | None, tables: list[str]) -> int:
         """Continue this dump's import: a staged replace first, else the table itself. Each commit is
-        atomic and in dump order, so the rows a table holds are the rows to skip."""
+        atomic and in dump order, and the table holds this import's commits only; its progress record
+        (a tag on the version of its last commit) must be the table's latest version, so the rows it
+        holds are exactly the rows to skip."""
         for name, staged in ((self.staging_name, True), (self.name, False)):
             if name not in tables:
                 continue
@@ -278,11 +320,30 @@ class LanceDBImporter:
             saved = _saved_definitions(table.schema)
             if identity is not None and saved.get("import_of") == identity and (
                     not staged or saved.get("staging_for") == self.name):
+                self._check_as_left(table)
                 self.table, self.staged = table, staged
+                self.tracked, self.version, self.run = True, table.version, saved.get("run", "")
+                self.stamp = _stamp(table, self.version)
                 self.namespaced = NAMESPACE_COLUMN in table.schema.names
                 self.rows_done = self.rows_written = table.count_rows()
                 return self.rows_done
         raise StoreError(f"LanceDB table {self.name!r} was not started by an import of this dump; cannot resume")
+
+    def _check_as_left(self, table: Any) -> None:
+        """Refuse a resume unless the table is exactly as the interrupted import left it."""
+        recorded = table.tags.list().get(PROGRESS_TAG)
+        latest = table.version
+        if recorded is None:  # stopped as it created the table, or finished (its record deleted)
+            if table.count_rows() == 0:
+                return
+            raise StoreError(f"LanceDB table {self.name!r} holds rows but no interrupted import of this dump "
+                             "recorded them (the import finished); nothing to resume: re-run without --resume "
+                             "(if_exists replace to load it again)")
+        if recorded["version"] != latest:
+            raise StoreError(f"LanceDB table {self.name!r} changed since the interrupted import (it recorded version "
+                             f"{recorded['version']}, the table is at version {latest}: another writer, or the "
+                             "import was stopped between a commit and its record), so which rows to skip is "
+                             "unknown; re-run without --resume (if_exists replace)")
 
     def _drop_leftover_staging(self, tables: list[str]) -> None:
         """A staged table an interrupted replace left; dropped only when vecfmt staged it."""
@@ -292,7 +353,13 @@ class LanceDBImporter:
         if saved.get("staging_for") != self.name:
             raise StoreError(f"LanceDB table {self.staging_name!r} exists and was not staged by vecfmt; "
                              f"rename or drop it to replace {self.name!r}")
-        self.db.drop_table(self.staging_name)
+        try:
+            self.db.drop_table(self.staging_name)
+        except Exception:  # a concurrent replace is loading into it (Lance: "Directory not empty")
+            self.conflict = True
+            raise StoreError(f"another writer changed LanceDB table {self.staging_name!r} while this replace "
+                             f"dropped it (a replace running at the same time?); {self.name!r} is unchanged: "
+                             "re-run the import once the other writer is done") from None
 
     def _schema(self, manifest: Manifest) -> pa.Schema:
         fields = []
@@ -319,43 +386,104 @@ class LanceDBImporter:
         if not self.pending:
             return
         data = pa.concat_tables(self.pending)
-        if self.upsert:  # ids are unique within a namespace only
-            keys = [NAMESPACE_COLUMN, ID] if self.namespaced else [ID]
-            self.table.merge_insert(keys).when_matched_update_all().when_not_matched_insert_all().execute(data)
-        else:
-            self.table.add(data)
+        try:
+            if self.upsert:  # ids are unique within a namespace only
+                keys = [NAMESPACE_COLUMN, ID] if self.namespaced else [ID]
+                merge = self.table.merge_insert(keys).when_matched_update_all().when_not_matched_insert_all()
+                version = merge.execute(data).version
+            else:
+                version = self.table.add(data).version
+        except Exception as exc:
+            if self.tracked and self._changed():
+                raise self._conflict() from None
+            raise StoreError(f"cannot write to LanceDB table {self.name!r}: {self._message(exc)}") from None
         self.pending = []
+        if self.tracked:
+            stamps = _stamps(self.table)
+            # Lance rebased our commit over another writer's, or the table was dropped and made again
+            if version != self.version + 1 or stamps.get(self.version) != self.stamp:
+                raise self._conflict()
+            self.version, self.stamp = version, stamps.get(version)
+            self._record_progress(version)
         self.rows_done = self.rows_written
 
+    def _record_progress(self, version: int) -> None:
+        """Point the progress tag at this import's last commit (what ``resume`` checks the table against)."""
+        tags = self.table.tags
+        if PROGRESS_TAG in tags.list():
+            tags.update(PROGRESS_TAG, version)
+        else:
+            tags.create(PROGRESS_TAG, version)
+
+    def _changed(self) -> bool:
+        """The table this import loads is no longer as its last commit left it (another writer)."""
+        try:
+            now = self.db.open_table(self.table.name)
+            return (now.version != self.version or _saved_definitions(now.schema).get("run", "") != self.run
+                    or _stamp(now, self.version) != self.stamp)
+        except Exception:
+            return True  # dropped
+
+    def _conflict(self) -> StoreError:
+        self.conflict = True
+        return StoreError(f"another writer changed LanceDB table {self.table.name!r} while this import was "
+                          f"loading it; nothing more was written to {self.name!r}: re-run the import once the "
+                          "other writer is done")
+
+    def _message(self, exc: BaseException) -> str:
+        return _lance_message(exc, secrets_of(self.uri.location))
+
     def rows_committed(self) -> int | None:
-        """The dump's rows in the table (what ``resume`` skips); None for a copy."""
-        return self.rows_done if self.resumable else None
+        """The dump's rows in the table (what ``resume`` skips); None for a copy or when another writer
+        changed the table (a resume would refuse)."""
+        return self.rows_done if self.resumable and not self.conflict else None
 
     def finish(self) -> None:
         self._commit()
         if self.staged:
             self._swap()
+        elif self.tracked:
+            self._drop_progress(self.table)  # done: nothing to resume, and a tag would pin its version
         # Compact the small fragments the load left; a huge cleanup age keeps every earlier version.
-        self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
+        try:
+            self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
+        except Exception as exc:  # the rows are in; only the compaction failed (e.g. another writer's commit)
+            raise StoreError(f"LanceDB table {self.name!r} holds every row of the import, but compacting it "
+                             f"failed: {self._message(exc)}") from None
 
     def _swap(self) -> None:
-        """The staged rows replace the old table's in one overwrite commit, then the staged table goes."""
+        """The staged rows replace the old table's in one overwrite commit, then the staged table goes.
+        The rows are read at this import's last commit, once the staged table is checked to hold this
+        import's commits and nothing else, so the table never receives another writer's rows."""
         staged = self.table
+        if self._changed() or staged.count_rows() != self.rows_done:
+            raise self._conflict()
+        staged.checkout(self.version)  # what a later commit by anyone else cannot change
         rows = staged.search().limit(None).to_batches()
         try:
             self.table = self.db.create_table(self.name, rows, mode="overwrite")
         except Exception as exc:
+            if "conflict" in str(exc).lower() or self._changed():
+                raise self._conflict() from None
             raise StoreError(f"cannot swap the staged rows into LanceDB table {self.name!r} (it is "
-                             f"unchanged; resume to try again): {first_line(exc)}") from None
-        self.db.drop_table(self.staging_name)
+                             f"unchanged; resume to try again): {self._message(exc)}") from None
+        self._drop_progress(self.table)  # left by an interrupted import the replace took over
+        with contextlib.suppress(Exception):  # another replace dropped it already: the swap is done all the same
+            self.db.drop_table(self.staging_name)
         self.staged = False
+
+    @staticmethod
+    def _drop_progress(table: Any) -> None:
+        if PROGRESS_TAG in table.tags.list():
+            table.tags.delete(PROGRESS_TAG)
 
     def abort(self) -> None:
         """The dump is broken: drop the staged table (the old one was never touched)."""
         self.pending = []
         if self.staged:
             self.rows_done = 0  # none of the dump's rows is in the target (rows_committed)
-        if self.staged and self.staging_name in _table_names(self.db):
+        # after a conflict the staged table may be another replace's: not ours to drop
+        if self.staged and not self.conflict and self.staging_name in _table_names(self.db):
             self.db.drop_table(self.staging_name)
         self.staged = False
 
@@ -386,6 +514,16 @@ def _definitions(manifest: Manifest, renames: dict[str, str]) -> dict[str, Any]:
                     for v in manifest.vectors],
         "embedding_model": None if model is None else model.__dict__,
     }
+
+
+def _stamps(table: Any) -> dict[int, Any]:
+    """Each version's commit time: tells a version this import made from a same-numbered one of a table
+    another writer dropped and made again."""
+    return {v["version"]: v["timestamp"] for v in table.list_versions()}
+
+
+def _stamp(table: Any, version: int) -> Any:
+    return _stamps(table).get(version)
 
 
 def _saved_definitions(schema: pa.Schema) -> dict[str, Any]:
