@@ -399,13 +399,27 @@ class LanceDBImporter:
             raise StoreError(f"cannot write to LanceDB table {self.name!r}: {self._message(exc)}") from None
         self.pending = []
         if self.tracked:
-            stamps = _stamps(self.table)
-            # Lance rebased our commit over another writer's, or the table was dropped and made again
-            if version != self.version + 1 or stamps.get(self.version) != self.stamp:
-                raise self._conflict()
-            self.version, self.stamp = version, stamps.get(version)
-            self._record_progress(version)
+            with self._other_writers("record the progress of"):
+                stamps = _stamps(self.table)
+                # Lance rebased our commit over another writer's, or the table was dropped and made again
+                if version != self.version + 1 or stamps.get(self.version) != self.stamp:
+                    raise self._conflict()
+                self.version, self.stamp = version, stamps.get(version)
+                self._record_progress(version)
         self.rows_done = self.rows_written
+
+    @contextlib.contextmanager
+    def _other_writers(self, doing: str) -> Iterator[None]:
+        """Lance errors while another writer drops or rewrites the table (its files vanish under this
+        import: "Not found: ...manifest") are that writer's doing, and one clear line."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            if self._changed():
+                raise self._conflict() from None
+            raise StoreError(f"cannot {doing} LanceDB table {self.table.name!r}: {self._message(exc)}") from None
 
     def _record_progress(self, version: int) -> None:
         """Point the progress tag at this import's last commit (what ``resume`` checks the table against)."""
@@ -456,10 +470,11 @@ class LanceDBImporter:
         The rows are read at this import's last commit, once the staged table is checked to hold this
         import's commits and nothing else, so the table never receives another writer's rows."""
         staged = self.table
-        if self._changed() or staged.count_rows() != self.rows_done:
-            raise self._conflict()
-        staged.checkout(self.version)  # what a later commit by anyone else cannot change
-        rows = staged.search().limit(None).to_batches()
+        with self._other_writers("read the staged rows of"):
+            if self._changed() or staged.count_rows() != self.rows_done:
+                raise self._conflict()
+            staged.checkout(self.version)  # what a later commit by anyone else cannot change
+            rows = staged.search().limit(None).to_batches()
         try:
             self.table = self.db.create_table(self.name, rows, mode="overwrite")
         except Exception as exc:
