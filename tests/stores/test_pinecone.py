@@ -257,7 +257,7 @@ def test_import_killed_with_sigkill_resumes_exactly(tmp_path, pinecone_server, p
     uri = pc_uri(pinecone_index.name, concurrency=2)
     script = f"from vecfmt import transfer; transfer.import_dump({dump!r}, {uri!r}, batch_size=200)"
     proc = subprocess.Popen([sys.executable, "-c", script])
-    state = tmp_path / "state"
+    state = tmp_path / "state" / "pinecone"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if _state_rows(state) >= 1_500:

@@ -18,11 +18,17 @@ and are never written to a manifest, a log line or an error message.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
@@ -274,3 +280,84 @@ def require_sdk(module: str, scheme: str) -> ModuleType:
         raise StoreError(
             f"the {scheme} store needs the {module} package: pip install 'vecfmt[{scheme}]'"
         ) from None
+
+
+class AcknowledgedWrites:
+    """Writes for a store without transactions, where writing a record again is harmless (upsert by id):
+    requests run on a thread pool with several in flight and are acknowledged in dump order, and the rows
+    acknowledged are kept in a small local state file (one per target and dump, replaced atomically), so
+    a resumed import skips them and sends again at most what was in flight when the run stopped."""
+
+    def __init__(self, scheme: str, workers: int, state_dir: str | None = None) -> None:
+        base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        root = os.environ.get("VECFMT_STATE_DIR") or os.path.join(base, "vecfmt")
+        self.state_dir = Path(state_dir or os.path.join(root, scheme))
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix=f"vecfmt-{scheme}-write")
+        self.inflight: deque[tuple[Future[Any], int | None]] = deque()
+        self.path: Path | None = None  # None: a copy (no dump, nothing to resume)
+        self.target: list[Any] = []
+        self.acknowledged = 0
+
+    def track(self, target: Iterable[Any], manifest: Manifest) -> None:
+        """Keep the progress of importing ``manifest``'s dump into ``target`` (the importer's identity)."""
+        if not manifest.files:
+            return
+        self.target = list(target)
+        key = hashlib.sha256(json.dumps([self.target, manifest.identity()]).encode()).hexdigest()
+        self.path = self.state_dir / f"import-{key[:32]}.json"
+
+    def saved(self) -> int | None:
+        """The rows an interrupted run of this import acknowledged, or None when there is no such run."""
+        if self.path is None or not self.path.exists():
+            return None
+        self.acknowledged = int(json.loads(self.path.read_text())["rows_done"])
+        return self.acknowledged
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(f".tmp-{os.getpid()}")
+        temp.write_text(json.dumps({"target": self.target, "rows_done": self.acknowledged}))
+        os.replace(temp, self.path)
+
+    def submit(self, rows_done: int | None, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Run ``fn`` on the pool; once it and every earlier request succeeded, ``rows_done`` rows of the
+        dump are acknowledged (None for a request that does not end a batch)."""
+        self.inflight.append((self.pool.submit(fn, *args, **kwargs), rows_done))
+
+    def drain(self, keep: int) -> None:
+        """Wait for the oldest requests until at most ``keep`` are in flight; record progress in order."""
+        advanced = False
+        while len(self.inflight) > keep:
+            future, rows_done = self.inflight.popleft()
+            future.result()  # a failure (after the store's retries) ends the import here; resume continues it
+            if rows_done is not None:
+                self.acknowledged = rows_done
+                advanced = True
+        if advanced:
+            self.save()
+
+    def rows_committed(self) -> int | None:
+        """After a failure: the rows acknowledged in dump order (what a resume skips); None for a copy."""
+        if self.path is None:
+            return None
+        for future, _ in self.inflight:
+            future.cancel()
+        return self.acknowledged
+
+    def finish(self) -> None:
+        self.drain(0)
+        if self.path is not None and self.path.exists():
+            self.path.unlink()  # complete: nothing left to resume
+
+    def abort(self) -> None:
+        """A broken dump: nothing to resume, so forget the progress (records already written stay)."""
+        for future, _ in self.inflight:
+            future.cancel()
+        self.inflight.clear()
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

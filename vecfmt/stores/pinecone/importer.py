@@ -5,12 +5,7 @@ state file, which is what ``resume`` reads."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +14,7 @@ import pyarrow as pa
 from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import Manifest
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, VALUES, vectors_numpy
-from vecfmt.stores.base import IfExists, StoreURI
+from vecfmt.stores.base import AcknowledgedWrites, IfExists, StoreURI
 from vecfmt.stores.pinecone import bulk
 from vecfmt.stores.pinecone.catalog import (
     DENSE_FIELD,
@@ -52,7 +47,6 @@ class PineconeImporter:
             raise StoreError(f"pinecone: error_mode must be abort or continue, not {self.error_mode!r}")
         self.document_key = uri.option("document_key") or None
         self.document_option = uri.option("document") or None
-        self.state_dir = Path(uri.option("state_dir") or _default_state_dir())
         if not self.create and any(uri.option(k) for k in ("cloud", "region", "kind")):
             raise StoreError("pinecone: cloud=, region= and kind= apply only with create=true")
         if not self.bulk and uri.option("error_mode"):
@@ -60,10 +54,7 @@ class PineconeImporter:
         self.info: IndexInfo | None = describe_index(t, required=False)
         self.source_dump: str | None = None  # set by vecfmt's import: the bulk route reads the dump itself
         self.index: Any = None
-        self.pool = ThreadPoolExecutor(t.concurrency, thread_name_prefix="vecfmt-pinecone-upsert")
-        self.inflight: deque[tuple[Future[Any], int | None]] = deque()
-        self.state_path: Path | None = None
-        self.acknowledged = 0
+        self.writes = AcknowledgedWrites(SCHEME, t.concurrency, uri.option("state_dir"))
         self.fields: dict[str, str] = {}  # dump column -> document field
 
     def identity(self) -> tuple[str, ...]:
@@ -95,16 +86,13 @@ class PineconeImporter:
         self.index = t.data_plane(info.host)
         if self.bulk:
             return bulk.run(self, manifest, if_exists)
-        if manifest.files:  # a dump (a copy has no files and cannot resume)
-            key = hashlib.sha256(json.dumps([list(self.identity()), manifest.identity()]).encode()).hexdigest()
-            self.state_path = self.state_dir / f"import-{key[:32]}.json"
-        if resume and self.state_path is not None and self.state_path.exists():
-            self.acknowledged = int(json.loads(self.state_path.read_text())["rows_done"])
-            log.info("pinecone: resuming after %d rows", self.acknowledged)
-            return self.acknowledged
+        self.writes.track(self.identity(), manifest)  # a dump's import (a copy has no files and cannot resume)
+        if resume and (done := self.writes.saved()) is not None:
+            log.info("pinecone: resuming after %d rows", done)
+            return done
         if not created:
             self._clear_or_refuse(manifest, if_exists)
-        self._save_state()  # before the first upsert: a run killed at once still resumes (from 0)
+        self.writes.save()  # before the first upsert: a run killed at once still resumes (from 0)
         return 0
 
     def _create(self, manifest: Manifest) -> None:
@@ -232,17 +220,17 @@ class PineconeImporter:
         records = None if vector else self._document_records(batch)
         requests = request_slices(sizes)
         for i, (start, length) in enumerate(requests):
+            last = rows_done if i == len(requests) - 1 else None
             if metadata is not None:
-                future = self.pool.submit(self._upsert_vectors, namespace, batch.slice(start, length),
-                                          metadata[start:start + length])  # fmt: skip
+                self.writes.submit(last, self._upsert_vectors, namespace, batch.slice(start, length),
+                                   metadata[start:start + length])  # fmt: skip
             else:
                 assert records is not None
-                future = self.pool.submit(self.target.call, "upsert failed", self.index.documents.upsert,
-                                          documents=records[start:start + length],
-                                          namespace=document_namespace(namespace))  # fmt: skip
-            self.inflight.append((future, rows_done if i == len(requests) - 1 else None))
+                self.writes.submit(last, self.target.call, "upsert failed", self.index.documents.upsert,
+                                   documents=records[start:start + length],
+                                   namespace=document_namespace(namespace))  # fmt: skip
         # The requests of this batch stay queued while the next one is read and checked.
-        self._drain(len(requests) + 2 * self.target.concurrency)
+        self.writes.drain(len(requests) + 2 * self.target.concurrency)
 
     def _upsert_vectors(self, namespace: str, batch: pa.RecordBatch, metadata: list[dict[str, Any] | None]) -> Any:
         records = self._vector_records(batch, metadata)
@@ -294,49 +282,17 @@ class PineconeImporter:
             records.append(record)
         return records
 
-    def _drain(self, keep: int) -> None:
-        """Wait for the oldest requests until at most ``keep`` are in flight; record progress in order."""
-        advanced = False
-        while len(self.inflight) > keep:
-            future, rows_done = self.inflight.popleft()
-            future.result()  # a failure (after retries) ends the import here; resume continues it
-            if rows_done is not None:
-                self.acknowledged = rows_done
-                advanced = True
-        if advanced:
-            self._save_state()
-
-    def _save_state(self) -> None:
-        if self.state_path is None:
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        temp = self.state_path.with_suffix(f".tmp-{os.getpid()}")
-        temp.write_text(json.dumps({"index": list(self.identity()), "rows_done": self.acknowledged}))
-        os.replace(temp, self.state_path)
-
     def rows_committed(self) -> int | None:
-        """After a failure: the rows acknowledged in dump order (what a resume skips); None for a copy."""
-        if self.state_path is None:
-            return None
-        for future, _ in self.inflight:
-            future.cancel()
-        return self.acknowledged
+        return self.writes.rows_committed()
 
     def finish(self) -> None:
-        self._drain(0)
-        if self.state_path is not None and self.state_path.exists():
-            self.state_path.unlink()  # complete: nothing left to resume
+        self.writes.finish()
 
     def abort(self) -> None:
-        """A broken dump: nothing to resume, so forget the progress (records already upserted stay)."""
-        for future, _ in self.inflight:
-            future.cancel()
-        self.inflight.clear()
-        if self.state_path is not None and self.state_path.exists():
-            self.state_path.unlink()
+        self.writes.abort()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.writes.close()
 
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
         assert self.info is not None
@@ -374,8 +330,3 @@ def _metadata_value(item: Any) -> bool:
     if isinstance(item, (str, bool, int, float)):
         return True
     return isinstance(item, list) and all(isinstance(x, str) for x in item)
-
-
-def _default_state_dir() -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.environ.get("VECFMT_STATE_DIR") or os.path.join(base, "vecfmt", "pinecone")

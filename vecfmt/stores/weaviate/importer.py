@@ -6,12 +6,7 @@ state file, which is what ``resume`` reads."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +15,7 @@ import pyarrow as pa
 from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import Manifest
 from vecfmt.schema import DOCUMENT, ID, METADATA, vectors_numpy
-from vecfmt.stores.base import IfExists, StoreURI
+from vecfmt.stores.base import AcknowledgedWrites, IfExists, StoreURI
 from vecfmt.stores.weaviate import schema
 from vecfmt.stores.weaviate.catalog import (
     DEFAULT_TENANT,
@@ -50,11 +45,7 @@ class WeaviateImporter:
         if not PROPERTY_NAME.match(self.id_property):
             raise StoreError(f"weaviate: id_property {self.id_property!r} is not a valid property name")
         self.primary_option = uri.option("vector")
-        self.state_dir = Path(_default_state_dir())
-        self.pool = ThreadPoolExecutor(t.concurrency, thread_name_prefix="vecfmt-weaviate-batch")
-        self.inflight: deque[tuple[Future[None], int | None]] = deque()
-        self.state_path: Path | None = None
-        self.acknowledged = 0
+        self.writes = AcknowledgedWrites(SCHEME, t.concurrency)
         self.collection: schema.Collection | None = None
         self.props: dict[str, Prop] = {}
         self.vector_names: dict[str, str] = {}  # dump column -> Weaviate vector name ("" for an unnamed one)
@@ -85,10 +76,9 @@ class WeaviateImporter:
             self.document = saved.get("document_property") or schema.DEFAULT_DOCUMENT
         if self.document is not None:
             check_property_name(self.document, "(document=)")
-        if manifest.files:  # a dump (a copy has no files and cannot resume)
-            key = hashlib.sha256(json.dumps([list(self.identity()), manifest.identity()]).encode()).hexdigest()
-            self.state_path = self.state_dir / f"import-{key[:32]}.json"
-        resuming = resume and self.state_path is not None and self.state_path.exists()
+        self.writes.track(self.identity(), manifest)  # a dump's import (a copy has no files and cannot resume)
+        done = self.writes.saved() if resume else None
+        resuming = done is not None
         existing = schema.read(t)
         resuming = resuming and existing is not None  # a collection dropped since: start over
         if existing is not None and not resuming:
@@ -111,12 +101,11 @@ class WeaviateImporter:
             self._ensure_tenants(names)
         base_pb2, batch_pb2, *_ = proto()
         self.encoder = Encoder(batch_pb2, base_pb2)
-        if resuming:
-            assert self.state_path is not None
-            self.acknowledged = int(json.loads(self.state_path.read_text())["rows_done"])
-            log.info("weaviate: resuming after %d rows", self.acknowledged)
-            return self.acknowledged
-        self._save_state()  # before the first batch: a run killed at once still resumes (from 0)
+        if done is not None and resuming:
+            log.info("weaviate: resuming after %d rows", done)
+            return done
+        self.writes.acknowledged = 0
+        self.writes.save()  # before the first batch: a run killed at once still resumes (from 0)
         return 0
 
     def _clear_or_refuse(
@@ -262,9 +251,9 @@ class WeaviateImporter:
         starts = range(0, len(objects), t.batch)
         for n, start in enumerate(starts):
             part = objects[start:start + t.batch]
-            future = self.pool.submit(self._send, part, ids[start:start + t.batch], namespace)
-            self.inflight.append((future, rows_done if n == len(starts) - 1 else None))
-        self._drain(2 * t.concurrency)
+            self.writes.submit(rows_done if n == len(starts) - 1 else None,
+                               self._send, part, ids[start:start + t.batch], namespace)  # fmt: skip
+        self.writes.drain(2 * t.concurrency)
 
     def _metadata(self, batch: pa.RecordBatch, ids: list[str]) -> list[dict[str, Any] | None]:
         """Each row's metadata as a dict (json.loads per row: protobuf wants per-object values), checked
@@ -312,49 +301,17 @@ class WeaviateImporter:
             raise StoreError(f"{t.label}: {len(reply.errors)} object(s){where} refused: {shown}"
                              + (f" (and {more} more)" if more > 0 else ""))
 
-    def _drain(self, keep: int) -> None:
-        """Wait for the oldest requests until at most ``keep`` are in flight; record progress in order."""
-        advanced = False
-        while len(self.inflight) > keep:
-            future, rows_done = self.inflight.popleft()
-            future.result()  # a failure ends the import here; resume continues it
-            if rows_done is not None:
-                self.acknowledged = rows_done
-                advanced = True
-        if advanced:
-            self._save_state()
-
-    def _save_state(self) -> None:
-        if self.state_path is None:
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        temp = self.state_path.with_suffix(f".tmp-{os.getpid()}")
-        temp.write_text(json.dumps({"collection": list(self.identity()), "rows_done": self.acknowledged}))
-        os.replace(temp, self.state_path)
-
     def rows_committed(self) -> int | None:
-        """After a failure: the rows acknowledged in dump order (what a resume skips); None for a copy."""
-        if self.state_path is None:
-            return None
-        for future, _ in self.inflight:
-            future.cancel()
-        return self.acknowledged
+        return self.writes.rows_committed()
 
     def finish(self) -> None:
-        self._drain(0)
-        if self.state_path is not None and self.state_path.exists():
-            self.state_path.unlink()  # complete: nothing left to resume
+        self.writes.finish()
 
     def abort(self) -> None:
-        """A broken dump: nothing to resume, so forget the progress (objects already written stay)."""
-        for future, _ in self.inflight:
-            future.cancel()
-        self.inflight.clear()
-        if self.state_path is not None and self.state_path.exists():
-            self.state_path.unlink()
+        self.writes.abort()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.writes.close()
         self.target.close()
 
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
@@ -371,8 +328,3 @@ def _property_class() -> Any:
                         description=prop.description)
 
     return build
-
-
-def _default_state_dir() -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(os.environ.get("VECFMT_STATE_DIR") or os.path.join(base, "vecfmt"), "weaviate")
