@@ -73,9 +73,9 @@ def make_dump(path: str, n: int, dim: int) -> None:
 
 def list_batch_import(server: WeaviateServer, name: str, dump: str) -> tuple[float, float]:
     """The client's documented batch path, fed Python lists (made before the clock starts)."""
+    weaviate = sdk()  # first: it keeps authlib's import-time warning off stderr
     from weaviate.classes.config import Configure, DataType, Property, VectorDistances
 
-    weaviate = sdk()
     d = vecfmt.open_dump(dump)
     rows = []
     for batch in d.batches(""):
