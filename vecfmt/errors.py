@@ -17,6 +17,11 @@ class StoreError(VecfmtError):
     """A store is unreachable, missing, refuses the operation, or its SDK is not installed."""
 
 
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` (a driver's message, perhaps several lines) as one line of at most ``limit`` characters."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())[:limit] or "unknown error"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type's name): what a one-line error can quote."""
     text = str(exc).strip() or type(exc).__name__

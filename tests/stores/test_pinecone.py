@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 import vecfmt
+from tests.conftest import assert_tables_identical
 from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli
 from vecfmt import transfer
 from vecfmt.errors import DumpError, StoreError
@@ -45,15 +46,7 @@ def by_id(table: pa.Table) -> pa.Table:
 
 def assert_identical(got: pa.Table, want: pa.Table) -> None:
     """Same columns; ids, float32 bits, sparse vectors, metadata text and documents identical."""
-    got, want = by_id(got), by_id(want)
-    assert got.column_names == want.column_names
-    for name in want.column_names:
-        a, b = got.column(name).combine_chunks(), want.column(name).combine_chunks()
-        if pa.types.is_fixed_size_list(b.type):
-            np.testing.assert_array_equal(a.values.to_numpy(zero_copy_only=False).view(np.uint32),
-                                          b.values.to_numpy(zero_copy_only=False).view(np.uint32), err_msg=name)
-        else:
-            assert a.to_pylist() == b.to_pylist(), name
+    assert_tables_identical(by_id(got), by_id(want))
 
 
 def flat_table(n: int, dim: int, *, seed: int = 0, prefix: str = "id-", **kwargs) -> pa.Table:

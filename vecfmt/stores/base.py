@@ -109,6 +109,14 @@ class StoreURI:
         except ValueError:
             raise StoreError(f"option {key} of {self} must be a whole number, not {value!r}") from None
 
+    def bounded_int(self, key: str, default: int, low: int, high: int) -> int:
+        """A whole-number option within ``low``..``high`` (its default when absent)."""
+        value = self.int_option(key, default)
+        assert value is not None
+        if not low <= value <= high:
+            raise StoreError(f"{self.scheme}: option {key} must be between {low} and {high}, not {value}")
+        return value
+
 
 @dataclass
 class Description:

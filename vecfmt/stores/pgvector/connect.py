@@ -13,7 +13,7 @@ from urllib.parse import quote, unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.errors import InvalidDataError, StoreError, one_line
 from vecfmt.storage import scrub
 from vecfmt.stores.base import StoreURI
 
@@ -84,7 +84,7 @@ class Target:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         # Drop psql-style context (LINE 1: ..., carets, the query echo ADBC appends).
         lines = [ln for ln in lines if not re.match(r"^(LINE \d+:|\^|Query was:|HINT:\s*$)", ln)]
-        return " ".join(lines)[:500] or "unknown error"
+        return one_line("\n".join(lines))
 
     def fail(self, doing: str, exc: BaseException) -> StoreError:
         return StoreError(f"pgvector {self.where}: {doing}: {self.clean(driver_message(exc))}")

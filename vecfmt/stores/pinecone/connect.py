@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.errors import InvalidDataError, StoreError, one_line
 from vecfmt.storage import scrub
 from vecfmt.stores.base import StoreURI, require_sdk
 
@@ -49,8 +49,8 @@ class Target:
             raise StoreError("pinecone: no API key: set PINECONE_API_KEY (or the api_key= option)")
         self.controller_host = uri.option("controller_host") or None
         self.grpc = flag(uri, "grpc")
-        self.concurrency = _bounded(uri, "concurrency", 4, 1, 32)
-        self.retries = _bounded(uri, "retries", 8, 0, 50)
+        self.concurrency = uri.bounded_int("concurrency", 4, 1, 32)
+        self.retries = uri.bounded_int("retries", 8, 0, 50)
         self.timeout = float(uri.option("timeout") or 60)
         self.label = f"index {self.name!r}" if self.name else f"index at {self.clean(self.host or '')}"
         self._client: Any = None
@@ -61,7 +61,7 @@ class Target:
         """``text`` on one line, the API key removed wherever it appears."""
         text = scrub(text, [self.api_key, *self.uri.secrets])
         text = re.sub(r"(api[_-]?key['\"]?\s*[:=]\s*['\"]?)[^\s'\",&]+", r"\1***", text, flags=re.IGNORECASE)
-        return " ".join(line.strip() for line in text.splitlines() if line.strip())[:500] or "unknown error"
+        return one_line(text)
 
     def fail(self, doing: str, exc: BaseException) -> StoreError:
         return StoreError(f"pinecone {self.label}: {doing}: {self.clean(message_of(exc))}")
@@ -141,14 +141,6 @@ def message_of(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return f"{message} (HTTP {status})" if isinstance(status, int) else str(message)
-
-
-def _bounded(uri: StoreURI, key: str, default: int, low: int, high: int) -> int:
-    value = uri.int_option(key, default)
-    assert value is not None
-    if not low <= value <= high:
-        raise StoreError(f"pinecone: option {key} must be between {low} and {high}, not {value}")
-    return value
 
 
 def _plain_http(host: str | None) -> bool:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, TypeVar
 
-from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.errors import InvalidDataError, StoreError, one_line
 from vecfmt.storage import scrub
 from vecfmt.stores.base import StoreURI, require_sdk
 
@@ -82,13 +82,13 @@ class Target:
             self.port = int(port) if port else (443 if self.secure else 8080)
         except ValueError:
             raise StoreError(f"weaviate: {location!r} is not HOST:PORT") from None
-        self.grpc_port = _bounded(uri, "grpc_port", 443 if self.secure else 50051, 1, 65535)
+        self.grpc_port = uri.bounded_int("grpc_port", 443 if self.secure else 50051, 1, 65535)
         self.collection = collection_name(uri.require("collection"))
         self.timeout = float(uri.option("timeout") or 120)
-        self.retries = _bounded(uri, "retries", 3, 0, 20)
-        self.concurrency = _bounded(uri, "concurrency", 2, 1, 16)
-        self.batch = _bounded(uri, "batch", 500, 1, 10_000)
-        self.page = _bounded(uri, "page", 1000, 1, 10_000)
+        self.retries = uri.bounded_int("retries", 3, 0, 20)
+        self.concurrency = uri.bounded_int("concurrency", 2, 1, 16)
+        self.batch = uri.bounded_int("batch", 500, 1, 10_000)
+        self.page = uri.bounded_int("page", 1000, 1, 10_000)
         self.api_key = os.environ.get("WEAVIATE_API_KEY", "")
         self.where = f"{self.host}:{self.port}"
         self.label = f"weaviate {self.where} collection {self.collection!r}"
@@ -102,7 +102,7 @@ class Target:
         """``text`` on one line, the API key removed wherever it appears."""
         text = scrub(text, [self.api_key] if self.api_key else [])
         text = re.sub(r"(bearer\s+)\S+", r"\1***", text, flags=re.IGNORECASE)
-        return " ".join(line.strip() for line in text.splitlines() if line.strip())[:500] or "unknown error"
+        return one_line(text)
 
     def fail(self, doing: str, exc: BaseException) -> StoreError:
         return StoreError(f"{self.label}: {doing}: {self.clean(message_of(exc))}")
@@ -208,11 +208,3 @@ def message_of(exc: BaseException) -> str:
         return f"{details() or ''} (gRPC {getattr(code, 'name', code)})"
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return str(message)
-
-
-def _bounded(uri: StoreURI, key: str, default: int, low: int, high: int) -> int:
-    value = uri.int_option(key, default)
-    assert value is not None
-    if not low <= value <= high:
-        raise StoreError(f"weaviate: option {key} must be between {low} and {high}, not {value}")
-    return value
