@@ -298,14 +298,21 @@ class LanceDBImporter:
             self._drop_leftover_staging(tables)
             meta["staging_for"] = self.name
         schema = self._schema(manifest).with_metadata({SCHEMA_KEY: json.dumps(meta).encode()})
+        creating = self.staging_name if exists else self.name
         try:
-            self.table = self.db.create_table(self.staging_name if exists else self.name, schema=schema)
+            self.table = self.db.create_table(creating, schema=schema)
         except Exception as exc:
+            if creating in _table_names(self.db):  # made by a concurrent import since the listing above
+                self.conflict = True
+                raise StoreError(f"another writer created LanceDB table {creating!r} while this import was "
+                                 f"starting; {self.name!r} is unchanged: re-run the import once the other "
+                                 "writer is done") from None
             raise StoreError(f"cannot create LanceDB table {self.name!r}: {self._message(exc)}") from None
         self.staged = exists
         self.tracked, self.version = True, self.table.version
-        self.stamp = _stamp(self.table, self.version)
-        self._record_progress(self.version)  # no rows yet; without a record a resume takes rows as finished
+        with self._other_writers("start loading"):
+            self.stamp = _stamp(self.table, self.version)
+            self._record_progress(self.version)  # no rows yet; without a record a resume takes rows as finished
         return 0
 
     def _resume(self, identity: str | None, tables: list[str]) -> int:
@@ -349,7 +356,12 @@ class LanceDBImporter:
         """A staged table an interrupted replace left; dropped only when vecfmt staged it."""
         if self.staging_name not in tables:
             return
-        saved = _saved_definitions(self.db.open_table(self.staging_name).schema)
+        try:
+            saved = _saved_definitions(self.db.open_table(self.staging_name).schema)
+        except Exception:  # dropped since the listing: a concurrent replace is done with it
+            if self.staging_name not in _table_names(self.db):
+                return
+            raise
         if saved.get("staging_for") != self.name:
             raise StoreError(f"LanceDB table {self.staging_name!r} exists and was not staged by vecfmt; "
                              f"rename or drop it to replace {self.name!r}")
@@ -457,7 +469,8 @@ class LanceDBImporter:
         if self.staged:
             self._swap()
         elif self.tracked:
-            self._drop_progress(self.table)  # done: nothing to resume, and a tag would pin its version
+            with self._other_writers("finish loading"):
+                self._drop_progress(self.table)  # done: nothing to resume, and a tag would pin its version
         # Compact the small fragments the load left; a huge cleanup age keeps every earlier version.
         try:
             self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
@@ -482,7 +495,9 @@ class LanceDBImporter:
                 raise self._conflict() from None
             raise StoreError(f"cannot swap the staged rows into LanceDB table {self.name!r} (it is "
                              f"unchanged; resume to try again): {self._message(exc)}") from None
-        self._drop_progress(self.table)  # left by an interrupted import the replace took over
+        # The swap is done; what follows tidies up, and fails only when another writer got there first.
+        with contextlib.suppress(Exception):
+            self._drop_progress(self.table)  # left by an interrupted import the replace took over
         with contextlib.suppress(Exception):  # another replace dropped it already: the swap is done all the same
             self.db.drop_table(self.staging_name)
         self.staged = False
