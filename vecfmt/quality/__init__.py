@@ -1,0 +1,1 @@
+"""Migration quality: exact ground truth, search verification, re-embedding plans, index tuning."""
