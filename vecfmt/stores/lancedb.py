@@ -156,6 +156,13 @@ class LanceDBExporter:
     def identity(self) -> tuple[str, str, str]:
         return _identity(self.uri, self.name)
 
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+        primary = next(iter(self.vectors), None)
+        if primary is None:
+            raise StoreError(f"LanceDB table {self.name!r} has no dense vector to search")
+        return _search(self.table, primary, self.id_column, self.vectors[primary].metric, self.namespace_column,
+                       vector, k, namespace)
+
     def _vector_columns(self) -> dict[str, VectorSpec]:
         candidates = [f for f in self.schema if pa.types.is_fixed_size_list(f.type)
                       and pa.types.is_floating(f.type.value_type)]
@@ -521,12 +528,8 @@ class LanceDBImporter:
         pass
 
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
-        query = (self.table.search(np.asarray(vector, np.float32), vector_column_name=PRIMARY_COLUMN)
-                 .distance_type(DISTANCE_TYPES.get(self.metric, "l2")).select([ID]).limit(k))
-        if self.namespaced:
-            query = query.where(_in_namespace(NAMESPACE_COLUMN, namespace))
-        result = query.to_arrow()
-        return list(zip(result.column(ID).to_pylist(), result.column("_distance").to_pylist(), strict=True))
+        return _search(self.table, PRIMARY_COLUMN, ID, self.metric,
+                       NAMESPACE_COLUMN if self.namespaced else None, vector, k, namespace)
 
 
 def open_exporter(uri: StoreURI) -> LanceDBExporter:
@@ -578,6 +581,17 @@ def _check_compatible(existing: pa.Schema, wanted: pa.Schema, name: str) -> None
 
 def _as_string(ids: pa.Array) -> pa.Array:
     return ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
+
+
+def _search(table: Any, vector_column: str, id_column: str, metric: str, namespace_column: str | None,
+            vector: np.ndarray, k: int, namespace: str) -> list[tuple[str, float]]:
+    """The ``k`` nearest ids and their distances, within ``namespace`` when the table has several."""
+    query = (table.search(np.asarray(vector, np.float32), vector_column_name=vector_column)
+             .distance_type(DISTANCE_TYPES.get(metric, "l2")).select([id_column, "_distance"]).limit(k))
+    if namespace_column is not None:
+        query = query.where(_in_namespace(namespace_column, namespace))
+    result = query.to_arrow()
+    return list(zip(result.column(id_column).to_pylist(), result.column("_distance").to_pylist(), strict=True))
 
 
 def _in_namespace(column: str, namespace: str) -> str:

@@ -1,0 +1,499 @@
+"""``vecfmt verify SOURCE TARGET``: did a migration keep every row, and does search still find the same?
+
+Each side is a dump or a store. One streaming pass over each side checks completeness: rows per
+namespace, ids missing, extra or duplicated, and an exact comparison of vectors, metadata and documents
+for a uniform sample of rows (or for all of them). Then query vectors drawn from the same sample are run
+top-k against both sides and against the exact answer computed by brute force from the source's data.
+
+Memory: the ids of one namespace per side (about 60 bytes an id), plus three 8-byte digests per compared
+row, plus the query vectors; never the vectors of the data."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vecfmt.errors import InvalidDataError
+from vecfmt.manifest import Manifest
+from vecfmt.ops.diff import _canonical
+from vecfmt.progress import RowProgress
+from vecfmt.quality.groundtruth import SUPPORTED, TopK, exact_top_k, recall_at_k
+from vecfmt.quality.sides import DumpSide, Side, open_side
+from vecfmt.reader import Dump
+from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, is_vector_type, vectors_numpy
+from vecfmt.storage import resolve
+
+DEFAULT_SAMPLE = 2_000
+DEFAULT_QUERIES = 100
+DEFAULT_K = 10
+EXAMPLES = 5
+_NO_VALUE = np.uint64(0)  # the digest of a null metadata or document
+
+
+@dataclass
+class NamespaceCheck:
+    name: str
+    rows_source: int = 0
+    rows_target: int = 0
+    missing: int = 0  # ids in the source that the target lacks
+    extra: int = 0  # ids in the target that the source lacks
+    duplicates_source: int = 0  # rows beyond the first of their id
+    duplicates_target: int = 0
+    compared: int = 0  # rows compared exactly (present on both sides)
+    vectors_differ: int = 0
+    metadata_differ: int = 0
+    documents_differ: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.rows_source != self.rows_target or self.missing or self.extra or self.duplicates_source
+                    or self.duplicates_target or self.vectors_differ or self.metadata_differ
+                    or self.documents_differ)
+
+    def note(self, kind: str, ids: pa.Array | Sequence[str]) -> None:
+        room = EXAMPLES - len(self.examples.get(kind, []))
+        if room > 0 and len(ids):
+            values = ids.slice(0, room).to_pylist() if isinstance(ids, pa.Array) else list(ids[:room])
+            self.examples.setdefault(kind, []).extend(values)
+
+
+@dataclass
+class SearchCheck:
+    k: int
+    queries: int
+    metric: str
+    overlap: float  # mean share of the source's top k that the target also returned
+    identical: float  # share of queries whose top-k id sets are the same on both sides
+    recall_source: float  # mean recall@k against the exact answer
+    recall_target: float
+    worst_overlap: float
+    worst_recall_target: float
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    target: str
+    sample: int | None  # rows compared exactly per run; None: all (--full)
+    namespaces: dict[str, NamespaceCheck]
+    search: SearchCheck | None
+    problems: list[str] = field(default_factory=list)  # what makes the migration fail, one line each
+    min_recall: float | None = None
+    min_overlap: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "passed": self.passed,
+            "problems": self.problems,
+            "sample": self.sample,
+            "namespaces": {name: {**asdict(ns), "complete": ns.complete} for name, ns in self.namespaces.items()},
+            "search": asdict(self.search) if self.search else None,
+            "min_recall": self.min_recall,
+            "min_overlap": self.min_overlap,
+        }
+
+
+def verify(
+    source: str,
+    target: str,
+    *,
+    sample: int = DEFAULT_SAMPLE,
+    full: bool = False,
+    queries: int = DEFAULT_QUERIES,
+    queries_file: str | None = None,
+    k: int = DEFAULT_K,
+    namespaces: list[str] | None = None,
+    min_recall: float | None = None,
+    min_overlap: float | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> VerifyReport:
+    """Compare ``target`` with ``source`` (each a dump location or a store URI); see the module doc."""
+    if k < 1 or sample < 0 or queries < 0:
+        raise InvalidDataError("k must be at least 1, and sample and queries at least 0")
+    for name, bound in (("min_recall", min_recall), ("min_overlap", min_overlap)):
+        if bound is not None and not 0 <= bound <= 1:
+            raise InvalidDataError(f"{name} must be between 0 and 1, not {bound}")
+    with open_side(source) as src, open_side(target) as dst:
+        report = VerifyReport(src.label, dst.label, None if full else sample, {}, None,
+                              min_recall=min_recall, min_overlap=min_overlap)
+        chosen = _namespaces(src, dst, namespaces, report)
+        comparable = _check_definitions(src.manifest, dst.manifest, report)
+        rng = np.random.default_rng(seed)
+        total = sum(ns.rows for ns in src.manifest.namespaces + dst.manifest.namespaces if ns.name in chosen)
+        with RowProgress("verify", total or None, progress) as bar:
+            picked = _Sample(None if full else sample, max(queries, 0) if queries_file is None else 0, rng)
+            scans = {n: _scan(src, n, picked, None, bar) for n in chosen}
+            for n in chosen:
+                kept = picked.ids_of(n)
+                target_scan = _scan(dst, n, None, kept, bar)
+                report.namespaces[n] = _compare(n, scans[n], target_scan, kept, picked.digests_of(n))
+        for ns in report.namespaces.values():
+            if not ns.complete:
+                report.problems.append(_describe_incomplete(ns))
+        if comparable and (queries > 0 or queries_file):
+            query_set = (_load_queries(queries_file, src, chosen) if queries_file else picked.queries())
+            report.search = _search_quality(src, dst, query_set, k, report)
+        _check_thresholds(report)
+        return report
+
+
+# --- completeness -----------------------------------------------------------------------------------
+
+
+def _namespaces(src: Side, dst: Side, wanted: list[str] | None, report: VerifyReport) -> list[str]:
+    have_src, have_dst = src.namespaces(), dst.namespaces()
+    if wanted is not None:
+        unknown = [n for n in wanted if n not in have_src]
+        if unknown:
+            raise InvalidDataError(f"the source has no namespace {unknown[0]!r} (it has {have_src})")
+        return list(wanted)
+    extra = [n for n in have_dst if n not in have_src]
+    if extra:
+        report.problems.append(f"the target has namespaces the source lacks: {extra[:EXAMPLES]}")
+    return have_src + extra
+
+
+def _check_definitions(a: Manifest, b: Manifest, report: VerifyReport) -> bool:
+    """Dimensions and metric of the primary vector; False when the vectors cannot be compared at all."""
+    if a.primary is None or b.primary is None:
+        if a.primary is not b.primary:
+            report.problems.append("one side has no dense vectors")
+        return False
+    if a.primary.dimension != b.primary.dimension:
+        report.problems.append(f"vectors have {a.primary.dimension} dimensions in the source and "
+                               f"{b.primary.dimension} in the target")
+        return False
+    if a.primary.metric != b.primary.metric:
+        report.problems.append(f"the source's metric is {a.primary.metric}, the target's {b.primary.metric}: "
+                               "search in the target ranks differently")
+    return True
+
+
+class _Sample:
+    """A uniform sample of the source's rows without knowing their count: every row draws a random key
+    and the rows with the smallest keys are kept (a bottom-k sketch). The first ``queries`` of them
+    (by key) also keep their vector, to query with. ``size=None`` keeps every row."""
+
+    def __init__(self, size: int | None, queries: int, rng: np.random.Generator) -> None:
+        self.size, self.query_count, self.rng = size, queries, rng
+        self.keys = np.empty(0)
+        self.namespaces = np.empty(0, dtype=object)
+        self.ids = pa.array([], pa.string())
+        self.digests = np.empty((0, 3), dtype=np.uint64)
+        self.query_keys = np.empty(0)
+        self.query_rows: list[tuple[float, str, np.ndarray]] = []
+
+    def offer(self, namespace: str, batch: pa.RecordBatch, vector_column: str | None) -> None:
+        keys = self.rng.random(batch.num_rows)
+        self._offer_queries(namespace, batch, keys, vector_column)
+        if self.size is not None:
+            if len(self.keys) >= self.size:
+                bound = np.partition(self.keys, self.size - 1)[self.size - 1] if self.size else -1.0
+                chosen = np.flatnonzero(keys < bound)
+                batch, keys = batch.take(pa.array(chosen)), keys[chosen]
+            if not len(keys):
+                return
+        self.keys = np.concatenate([self.keys, keys])
+        self.namespaces = np.concatenate([self.namespaces, np.full(len(keys), namespace, dtype=object)])
+        self.ids = pa.concat_arrays([self.ids, batch.column(ID).cast(pa.string())])
+        self.digests = np.concatenate([self.digests, row_digests(batch)])
+        if self.size is not None and len(self.keys) > 2 * self.size:
+            self._trim()
+
+    def _trim(self) -> None:
+        if self.size is None or len(self.keys) <= self.size:
+            return
+        keep = np.sort(np.argpartition(self.keys, self.size - 1)[:self.size]) if self.size else np.empty(0, int)
+        self.keys, self.namespaces, self.digests = self.keys[keep], self.namespaces[keep], self.digests[keep]
+        self.ids = self.ids.take(pa.array(keep, pa.int64()))
+
+    def _offer_queries(self, namespace: str, batch: pa.RecordBatch, keys: np.ndarray, column: str | None) -> None:
+        if not self.query_count or column is None:
+            return
+        if len(self.query_rows) >= self.query_count:
+            bound = self.query_rows[-1][0]
+            candidates = np.flatnonzero(keys < bound)
+        else:
+            candidates = np.argsort(keys)[:self.query_count]
+        if not len(candidates):
+            return
+        matrix = vectors_numpy(batch.column(column).take(pa.array(candidates)))
+        # at most ``queries`` rows per batch: a loop over candidates, not over the batch
+        for key, row in zip(keys[candidates], matrix, strict=True):
+            self.query_rows.append((float(key), namespace, row.copy()))
+        self.query_rows.sort(key=lambda r: r[0])
+        del self.query_rows[self.query_count:]
+
+    def ids_of(self, namespace: str) -> pa.Array:
+        self._trim()
+        return self.ids.filter(pa.array(self.namespaces == namespace))
+
+    def digests_of(self, namespace: str) -> np.ndarray:
+        self._trim()
+        return self.digests[self.namespaces == namespace]
+
+    def queries(self) -> list[tuple[str, np.ndarray]]:
+        return [(ns, vector) for _, ns, vector in self.query_rows]
+
+
+@dataclass
+class _Scan:
+    rows: int
+    ids: pa.ChunkedArray
+    kept_ids: pa.Array | None = None  # (target) the rows whose id the source sampled, in scan order
+    kept_digests: np.ndarray | None = None
+
+
+def _scan(side: Side, namespace: str, sample: _Sample | None, kept: pa.Array | None, bar: RowProgress) -> _Scan:
+    """One pass over a namespace: every id, and digests of the sampled rows."""
+    vector_column = side.manifest.primary.column if side.manifest.primary else None
+    ids: list[pa.Array] = []
+    kept_ids: list[pa.Array] = []
+    kept_digests: list[np.ndarray] = []
+    wanted = kept if kept is not None and len(kept) else None
+    for batch in side.batches(namespace):
+        batch_ids = batch.column(ID).cast(pa.string())
+        ids.append(batch_ids)
+        if sample is not None:
+            sample.offer(namespace, batch, vector_column)
+        elif wanted is not None:
+            mask = pc.is_in(batch_ids, value_set=wanted)
+            picked = batch.filter(mask)
+            if picked.num_rows:
+                kept_ids.append(picked.column(ID).cast(pa.string()))
+                kept_digests.append(row_digests(picked))
+        bar.advance(batch.num_rows)
+    chunked = pa.chunked_array(ids, pa.string())
+    return _Scan(
+        len(chunked), chunked,
+        pa.concat_arrays(kept_ids) if kept_ids else pa.array([], pa.string()),
+        np.concatenate(kept_digests) if kept_digests else np.empty((0, 3), np.uint64),
+    )
+
+
+def row_digests(batch: pa.RecordBatch) -> np.ndarray:
+    """(rows, 3) uint64: a digest of the vectors (every dense and sparse column), of the metadata (its
+    JSON value, not its spelling: key order and spacing differ between stores) and of the document."""
+    n = batch.num_rows
+    out = np.zeros((n, 3), dtype=np.uint64)
+    for position, name in enumerate(batch.schema.names):
+        column = batch.column(position)
+        if is_vector_type(column.type):
+            out[:, 0] += _vector_digest(column) * np.uint64(2 * position + 1)
+        elif name == SPARSE_VALUES:  # a list of structs: no vectorised digest, one text per row
+            out[:, 0] += _hash_texts([None if v is None else repr(v) for v in column.to_pylist()])
+    if METADATA in batch.schema.names:
+        texts = batch.column(METADATA).to_pylist()
+        # JSON has no vectorised canonical form: one parse per compared row (sampled rows unless --full)
+        out[:, 1] = _hash_texts([None if t is None else _canonical(t) or "\0" + t for t in texts])
+    if DOCUMENT in batch.schema.names:
+        out[:, 2] = _hash_texts(batch.column(DOCUMENT).to_pylist())
+    return out
+
+
+_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def _vector_digest(column: pa.Array) -> np.ndarray:
+    """Sum of each float's bits times an odd 64-bit weight for its position, modulo 2**64: vectorised,
+    and any change to one component changes the sum (an odd weight times a non-zero 32-bit difference
+    is never 0 modulo 2**64); -0.0 and 0.0 differ, as their bits do."""
+    matrix = vectors_numpy(column)
+    dims = matrix.shape[1]
+    weights = _WEIGHTS.get(dims)
+    if weights is None:
+        weights = np.random.default_rng(dims).integers(0, 2**63, dims, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        _WEIGHTS[dims] = weights
+    bits = np.ascontiguousarray(matrix).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return (bits * weights).sum(axis=1, dtype=np.uint64)
+
+
+def _hash_texts(texts: Sequence[str | None]) -> np.ndarray:
+    """One 8-byte BLAKE2 digest per text (a per-row loop: there is no vectorised string hash in Arrow)."""
+    return np.fromiter(
+        (_NO_VALUE if t is None else int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+         for t in texts), dtype=np.uint64, count=len(texts))
+
+
+def _compare(name: str, src: _Scan, dst: _Scan, sampled: pa.Array, src_digests: np.ndarray) -> NamespaceCheck:
+    check = NamespaceCheck(name, rows_source=src.rows, rows_target=dst.rows)
+    src_ids, dst_ids = src.ids, dst.ids
+    unique_src, unique_dst = pc.unique(src_ids), pc.unique(dst_ids)
+    check.duplicates_source = src.rows - len(unique_src)
+    check.duplicates_target = dst.rows - len(unique_dst)
+    if check.duplicates_target:
+        check.note("duplicated_in_target", _duplicated(dst_ids))
+    if check.duplicates_source:
+        check.note("duplicated_in_source", _duplicated(src_ids))
+    missing = unique_src.filter(pc.invert(pc.is_in(unique_src, value_set=unique_dst)))
+    extra = unique_dst.filter(pc.invert(pc.is_in(unique_dst, value_set=unique_src)))
+    check.missing, check.extra = len(missing), len(extra)
+    check.note("missing", missing)
+    check.note("extra", extra)
+    # The sampled rows: each source row against the target's first row of the same id.
+    assert dst.kept_ids is not None and dst.kept_digests is not None
+    where = pc.index_in(sampled, value_set=dst.kept_ids)
+    present = where.is_valid().to_numpy(zero_copy_only=False)
+    positions = pc.fill_null(where, 0).to_numpy(zero_copy_only=False)[present].astype(np.int64)
+    ours, theirs = src_digests[present], dst.kept_digests[positions]
+    check.compared = int(present.sum())
+    compared_ids = sampled.filter(pa.array(present))
+    for column, kind, counter in ((0, "vectors_differ", "vectors_differ"), (1, "metadata_differ", "metadata_differ"),
+                                  (2, "documents_differ", "documents_differ")):
+        differs = ours[:, column] != theirs[:, column]
+        setattr(check, counter, int(differs.sum()))
+        check.note(kind, compared_ids.filter(pa.array(differs)))
+    return check
+
+
+def _duplicated(ids: pa.ChunkedArray) -> pa.Array:
+    counts = pc.value_counts(ids)
+    return counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+
+
+def _describe_incomplete(ns: NamespaceCheck) -> str:
+    parts = []
+    if ns.rows_source != ns.rows_target:
+        parts.append(f"{ns.rows_source:,} rows in the source, {ns.rows_target:,} in the target")
+    for kind, count in (("missing", ns.missing), ("extra", ns.extra),
+                        ("duplicated_in_target", ns.duplicates_target),
+                        ("duplicated_in_source", ns.duplicates_source),
+                        ("vectors_differ", ns.vectors_differ), ("metadata_differ", ns.metadata_differ),
+                        ("documents_differ", ns.documents_differ)):
+        if count:
+            shown = ", ".join(repr(i) for i in ns.examples.get(kind, [])[:3])
+            parts.append(f"{count:,} {kind.replace('_', ' ')} (e.g. {shown})")
+    return f"namespace {ns.name!r}: " + "; ".join(parts)
+
+
+# --- search quality ---------------------------------------------------------------------------------
+
+
+def _load_queries(path: str, src: Side, chosen: list[str]) -> list[tuple[str, np.ndarray]]:
+    """Query vectors from a dump, or from a Parquet file with a vector column (``values`` or the first
+    float list column) and optionally a ``namespace`` column; texts (a ``text`` or ``document`` column
+    and no vectors) are embedded with the source's model."""
+    location = resolve(path)
+    if location.exists("manifest.json"):
+        dump = Dump.open(path)
+        column = dump.manifest.primary.column if dump.manifest.primary else None
+        if column is None:
+            raise InvalidDataError(f"{path}: the query dump has no dense vectors")
+        return [(ns, row) for ns, batch in dump.scan(columns=[column]) for row in vectors_numpy(batch.column(0))
+                if ns in chosen] or _none_in(path, chosen)
+    try:
+        table = pq.read_table(location.root, filesystem=location.fs)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InvalidDataError(f"cannot read queries from {path}: {str(exc).splitlines()[0]}") from None
+    namespaces = (table.column("namespace").to_pylist() if "namespace" in table.column_names
+                  else [chosen[0] if chosen else ""] * table.num_rows)
+    vectors = _query_vectors(table, src, path)
+    return [(ns, row) for ns, row in zip(namespaces, vectors, strict=True) if ns in chosen] or _none_in(path, chosen)
+
+
+def _none_in(path: str, chosen: list[str]) -> list[tuple[str, np.ndarray]]:
+    raise InvalidDataError(f"{path} holds no queries for the namespaces compared ({chosen})")
+
+
+def _query_vectors(table: pa.Table, src: Side, path: str) -> np.ndarray:
+    for field_ in table.schema:
+        if field_.name == "values" or pa.types.is_fixed_size_list(field_.type) or (
+                pa.types.is_list(field_.type) and pa.types.is_floating(field_.type.value_type)):
+            column = table.column(field_.name).combine_chunks()
+            if pa.types.is_list(column.type):
+                return np.stack([np.asarray(v, np.float32) for v in column.to_pylist()])
+            return vectors_numpy(column).astype(np.float32)
+    text_column = next((c for c in ("text", "document") if c in table.column_names), None)
+    if text_column is None:
+        raise InvalidDataError(f"{path} has no vector column (values, or a float list) and no text column")
+    model = src.manifest.embedding_model
+    if model is None or not model.name:
+        raise InvalidDataError(f"{path} holds texts, but the source records no embedding model to embed them "
+                               "with; give query vectors instead")
+    from vecfmt.embed import open_embedder  # only when texts must be embedded
+
+    embedder = open_embedder(model.name, model.provider, dimensions=src.manifest.primary.dimension
+                             if src.manifest.primary else None)
+    return np.asarray(embedder.embed(table.column(text_column).to_pylist()), np.float32)
+
+
+def _search_quality(src: Side, dst: Side, queries: list[tuple[str, np.ndarray]], k: int,
+                    report: VerifyReport) -> SearchCheck | None:
+    assert src.manifest.primary is not None
+    metric = src.manifest.primary.metric
+    if metric not in SUPPORTED:
+        report.problems.append(f"search quality not measured: exact search supports {', '.join(SUPPORTED)}, "
+                               f"the source's metric is {metric}")
+        return None
+    if not queries:
+        return None
+    truth_side = src if src.is_dump or not dst.is_dump else dst  # computed from a dump where there is one
+    overlaps, identical, recall_src, recall_dst = [], [], [], []
+    by_namespace: dict[str, list[np.ndarray]] = {}
+    for ns, vector in queries:
+        by_namespace.setdefault(ns, []).append(vector)
+    for ns, vectors in by_namespace.items():
+        matrix = np.stack(vectors).astype(np.float32)
+        truth = exact_top_k(_vectors_of(truth_side, ns), matrix, k, metric)
+        found_src = _results(src, truth, matrix, k, ns)
+        found_dst = _results(dst, truth, matrix, k, ns)
+        recall_src.append(recall_at_k(found_src, truth, k))
+        recall_dst.append(recall_at_k(found_dst, truth, k))
+        # per query (k ids each), not per row
+        for a, b, expected in zip(found_src, found_dst, truth.ids, strict=True):
+            size = min(k, sum(1 for e in expected if e)) or 1
+            overlaps.append(len(set(a[:k]) & set(b[:k])) / size)
+            identical.append(set(a[:k]) == set(b[:k]))
+    r_src, r_dst = np.concatenate(recall_src), np.concatenate(recall_dst)
+    return SearchCheck(k=k, queries=len(queries), metric=metric, overlap=float(np.mean(overlaps)),
+                       identical=float(np.mean(identical)), recall_source=float(r_src.mean()),
+                       recall_target=float(r_dst.mean()), worst_overlap=float(np.min(overlaps)),
+                       worst_recall_target=float(r_dst.min()))
+
+
+def _vectors_of(side: Side, namespace: str) -> Iterator[tuple[pa.Array, np.ndarray]]:
+    assert side.manifest.primary is not None
+    column = side.manifest.primary.column
+    if isinstance(side, DumpSide):
+        if namespace not in side.dump.namespaces:
+            return
+        for batch in side.dump.batches(namespace, columns=[ID, column]):
+            yield batch.column(0), vectors_numpy(batch.column(1))
+        return
+    for batch in side.batches(namespace):
+        yield batch.column(ID), vectors_numpy(batch.column(column))
+
+
+def _results(side: Side, truth: TopK, matrix: np.ndarray, k: int, namespace: str) -> list[list[str]]:
+    if side.is_dump:  # a dump answers exactly: the ground truth itself (computed from this or an equal side)
+        return [[i for i in ids if i] for ids in truth.ids]
+    # the store's client takes one query per request
+    return [side.search(vector, k, namespace) for vector in matrix]
+
+
+def _check_thresholds(report: VerifyReport) -> None:
+    search = report.search
+    if search is None:
+        return
+    if report.min_recall is not None and search.recall_target < report.min_recall:
+        report.problems.append(f"recall@{search.k} of the target is {search.recall_target:.4f}, below "
+                               f"{report.min_recall}")
+    if report.min_overlap is not None and search.overlap < report.min_overlap:
+        report.problems.append(f"overlap@{search.k} between source and target is {search.overlap:.4f}, below "
+                               f"{report.min_overlap}")
