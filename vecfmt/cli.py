@@ -19,6 +19,7 @@ from vecfmt import __version__
 from vecfmt.errors import VecfmtError
 from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
+from vecfmt.quality.verify import DEFAULT_K, DEFAULT_QUERIES, DEFAULT_SAMPLE, verify
 from vecfmt.stores.base import IfExists
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, TransferResult, copy, export, import_dump
 
@@ -226,6 +227,56 @@ def diff_cmd(
                 out.print(f"  {name!r} {kind}: {', '.join(map(repr, ids))}", markup=False)
         out.print("identical" if result.identical else "different")
     if not result.identical:
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_cmd(
+    source: Annotated[str, typer.Argument(help="Dump location or store URI migrated from.")],
+    target: Annotated[str, typer.Argument(help="Dump location or store URI migrated to.")],
+    sample: Annotated[int, typer.Option(min=0, help="Rows compared exactly (a uniform sample).")] = DEFAULT_SAMPLE,
+    full: Annotated[bool, typer.Option("--full", help="Compare every row exactly.")] = False,
+    queries: Annotated[int, typer.Option(min=0, help="Query vectors drawn from the data (0: no search).")] = (
+        DEFAULT_QUERIES),
+    queries_file: Annotated[str | None, typer.Option(
+        "--queries-file", help="A dump or Parquet file of query vectors (or texts to embed) instead.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Results per query.")] = DEFAULT_K,
+    namespace: NamespaceOpt = None,
+    min_recall: Annotated[float | None, typer.Option(min=0, max=1, help="Fail below this recall@k.")] = None,
+    min_overlap: Annotated[float | None, typer.Option(min=0, max=1, help="Fail below this overlap@k.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the queries.")] = 0,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a migration: rows, ids, exact vectors and metadata of a sample, and search results against
+    the exact answer. Exit 0 when it passes, 1 on a problem (or below --min-recall/--min-overlap),
+    2 when it could not run."""
+    with _could_not_run_exits_2():
+        report = verify(source, target, sample=sample, full=full, queries=queries, queries_file=queries_file,
+                        k=k, namespaces=namespace, min_recall=min_recall, min_overlap=min_overlap, seed=seed,
+                        progress=_progress(quiet, as_json))
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        table = Table(box=None)
+        for header in ("namespace", "source", "target", "missing", "extra", "dups", "compared", "vectors≠",
+                       "metadata≠", "docs≠"):
+            table.add_column(header, min_width=len(header), no_wrap=True)
+        for name, ns in report.namespaces.items():
+            table.add_row(repr(name), f"{ns.rows_source:,}", f"{ns.rows_target:,}", f"{ns.missing:,}",
+                          f"{ns.extra:,}", f"{ns.duplicates_target:,}", f"{ns.compared:,}", f"{ns.vectors_differ:,}",
+                          f"{ns.metadata_differ:,}", f"{ns.documents_differ:,}")
+        out.print(table)
+        if report.search:
+            s = report.search
+            out.print(f"search ({s.queries} queries, k={s.k}, {s.metric}): overlap@{s.k} {s.overlap:.4f} "
+                      f"(worst {s.worst_overlap:.2f}), identical top-k {s.identical:.1%}, recall@{s.k} source "
+                      f"{s.recall_source:.4f}, target {s.recall_target:.4f} (worst {s.worst_recall_target:.2f})")
+        for problem in report.problems:
+            err.print(f"problem: {problem}", markup=False)
+        if not quiet:
+            out.print("passed" if report.passed else "failed")
+    if not report.passed:
         raise typer.Exit(1)
 
 
