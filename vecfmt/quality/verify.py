@@ -187,40 +187,49 @@ def _check_definitions(a: Manifest, b: Manifest, report: VerifyReport) -> bool:
 class _Sample:
     """A uniform sample of the source's rows without knowing their count: every row draws a random key
     and the rows with the smallest keys are kept (a bottom-k sketch). The first ``queries`` of them
-    (by key) also keep their vector, to query with. ``size=None`` keeps every row."""
+    (by key) also keep their vector, to query with. ``size=None`` keeps every row. Rows arrive in parts
+    that are joined only when the sample is trimmed or read, so a full comparison stays linear."""
 
     def __init__(self, size: int | None, queries: int, rng: np.random.Generator) -> None:
         self.size, self.query_count, self.rng = size, queries, rng
-        self.keys = np.empty(0)
-        self.namespaces = np.empty(0, dtype=object)
-        self.ids = pa.array([], pa.string())
-        self.digests = np.empty((0, 3), dtype=np.uint64)
-        self.query_keys = np.empty(0)
+        self.parts: list[tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]] = []  # keys, namespace, ids, digests
+        self.pending = 0
+        self.bound = np.inf  # keys at or above it cannot enter the sample any more
+        self.namespace_index: dict[str, int] = {}
         self.query_rows: list[tuple[float, str, np.ndarray]] = []
 
     def offer(self, namespace: str, batch: pa.RecordBatch, vector_column: str | None) -> None:
         keys = self.rng.random(batch.num_rows)
         self._offer_queries(namespace, batch, keys, vector_column)
         if self.size is not None:
-            if len(self.keys) >= self.size:
-                bound = np.partition(self.keys, self.size - 1)[self.size - 1] if self.size else -1.0
-                chosen = np.flatnonzero(keys < bound)
+            chosen = np.flatnonzero(keys < self.bound)
+            if len(chosen) < len(keys):
                 batch, keys = batch.take(pa.array(chosen)), keys[chosen]
             if not len(keys):
                 return
-        self.keys = np.concatenate([self.keys, keys])
-        self.namespaces = np.concatenate([self.namespaces, np.full(len(keys), namespace, dtype=object)])
-        self.ids = pa.concat_arrays([self.ids, batch.column(ID).cast(pa.string())])
-        self.digests = np.concatenate([self.digests, row_digests(batch)])
-        if self.size is not None and len(self.keys) > 2 * self.size:
-            self._trim()
+        code = self.namespace_index.setdefault(namespace, len(self.namespace_index))
+        self.parts.append((keys, np.full(len(keys), code, np.int32), batch.column(ID).cast(pa.string()),
+                           row_digests(batch)))
+        self.pending += len(keys)
+        if self.size is not None and self.pending > 2 * max(self.size, 1):
+            self._join()
 
-    def _trim(self) -> None:
-        if self.size is None or len(self.keys) <= self.size:
-            return
-        keep = np.sort(np.argpartition(self.keys, self.size - 1)[:self.size]) if self.size else np.empty(0, int)
-        self.keys, self.namespaces, self.digests = self.keys[keep], self.namespaces[keep], self.digests[keep]
-        self.ids = self.ids.take(pa.array(keep, pa.int64()))
+    def _join(self) -> tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]:
+        """One part of every row kept so far, trimmed to the sample's size."""
+        if not self.parts:
+            return np.empty(0), np.empty(0, np.int32), pa.array([], pa.string()), np.empty((0, 3), np.uint64)
+        keys = np.concatenate([p[0] for p in self.parts])
+        codes = np.concatenate([p[1] for p in self.parts])
+        ids = pa.concat_arrays([p[2] for p in self.parts])
+        digests = np.concatenate([p[3] for p in self.parts])
+        if self.size is not None and len(keys) > self.size:
+            keep = np.sort(np.argpartition(keys, self.size - 1)[:self.size]) if self.size else np.empty(0, int)
+            keys, codes, digests = keys[keep], codes[keep], digests[keep]
+            ids = ids.take(pa.array(keep, pa.int64()))
+        if self.size is not None and len(keys) == self.size:
+            self.bound = keys.max(initial=-np.inf)
+        self.parts, self.pending = [(keys, codes, ids, digests)], len(keys)
+        return self.parts[0]
 
     def _offer_queries(self, namespace: str, batch: pa.RecordBatch, keys: np.ndarray, column: str | None) -> None:
         if not self.query_count or column is None:
@@ -240,12 +249,12 @@ class _Sample:
         del self.query_rows[self.query_count:]
 
     def ids_of(self, namespace: str) -> pa.Array:
-        self._trim()
-        return self.ids.filter(pa.array(self.namespaces == namespace))
+        _, codes, ids, _ = self._join()
+        return ids.filter(pa.array(codes == self.namespace_index.get(namespace, -1)))
 
     def digests_of(self, namespace: str) -> np.ndarray:
-        self._trim()
-        return self.digests[self.namespaces == namespace]
+        _, codes, _, digests = self._join()
+        return digests[codes == self.namespace_index.get(namespace, -1)]
 
     def queries(self) -> list[tuple[str, np.ndarray]]:
         return [(ns, vector) for _, ns, vector in self.query_rows]
