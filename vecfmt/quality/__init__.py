@@ -1,1 +1,1 @@
-"""Migration quality: exact ground truth, search verification, re-embedding plans, index tuning."""
+"""Migration quality: verify a move, plan it, re-embed, tune search."""
