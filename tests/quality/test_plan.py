@@ -342,7 +342,10 @@ def test_pinecone_and_others(tmp_path):
     assert _checks(tmp_path, "weaviate", target_model="acme", dimensions=50_000).store_checks[0].level == "ok"
     assert _checks(tmp_path, "lancedb", target_model="acme", dimensions=1000).store_checks[0].level == "ok"
     assert _checks(tmp_path, "lancedb", target_model="acme", dimensions=1001).store_checks[0].level == "warning"
-    assert _checks(tmp_path, "qdrant", target_model="acme", dimensions=8).store_checks[0].level == "info"
+    assert _checks(tmp_path, "qdrant", target_model="acme", dimensions=65_535).store_checks[0].level == "ok"
+    assert _checks(tmp_path, "qdrant", target_model="acme", dimensions=65_536).store_checks[0].level == "error"
+    assert _checks(tmp_path, "milvus", target_model="acme", dimensions=32_769).store_checks[0].level == "error"
+    assert _checks(tmp_path, "acmedb", target_model="acme", dimensions=8).store_checks[0].level == "info"
     unknown_dim = _checks(tmp_path, "pgvector", target_model="acme")
     assert "target dimension is unknown" in unknown_dim.store_checks[0].message
 

@@ -56,7 +56,13 @@ TOKENIZE_ROWS = 4096  # texts handed to a tokenizer at once: bounds the token li
 PGVECTOR_MAX_DIM = 16_000  # vector and halfvec storage
 PGVECTOR_INDEX_MAX_DIM = {"vector": 2_000, "halfvec": 4_000}  # HNSW and IVFFlat
 PINECONE_MAX_DIM = 20_000
-MILVUS_MAX_DIM = 32_768  # milvus.io/docs/limitations.md
+# Stores with one documented dimension limit: scheme -> (name, limit)
+MAX_DIM = {
+    "pinecone": ("Pinecone", PINECONE_MAX_DIM),
+    "milvus": ("Milvus", 32_768),  # milvus.io/docs/limitations.md
+    "qdrant": ("Qdrant", 65_535),  # qdrant.tech/documentation/faq/qdrant-fundamentals (dense vectors)
+}
+NO_DOCUMENTED_LIMIT = {"weaviate": "Weaviate"}  # its maintainers: "there is no limit" (weaviate#2297)
 
 
 class PlanError(VecfmtError):
@@ -517,18 +523,15 @@ def _store_checks(target: str, dim: int | None, info: ModelInfo | None) -> tuple
                if info is not None and info.flexible_dims else "")
     if scheme == "pgvector":
         return shown, [_pgvector_check(dim, options, shorten)]
-    if scheme == "pinecone":
-        if dim > PINECONE_MAX_DIM:
-            return shown, [StoreCheck(scheme, "error", f"Pinecone indexes take at most {PINECONE_MAX_DIM:,} "
-                                                       f"dimensions, not {dim:,}{shorten}")]
-        return shown, [StoreCheck(scheme, "ok", f"{dim:,} dimensions (Pinecone takes up to {PINECONE_MAX_DIM:,})")]
-    if scheme == "milvus":
-        if dim > MILVUS_MAX_DIM:
-            return shown, [StoreCheck(scheme, "error", f"Milvus takes at most {MILVUS_MAX_DIM:,} dimensions, "
+    if scheme in MAX_DIM:
+        store, limit = MAX_DIM[scheme]
+        if dim > limit:
+            return shown, [StoreCheck(scheme, "error", f"{store} takes at most {limit:,} dimensions, "
                                                        f"not {dim:,}{shorten}")]
-        return shown, [StoreCheck(scheme, "ok", f"{dim:,} dimensions (Milvus takes up to {MILVUS_MAX_DIM:,})")]
-    if scheme == "weaviate":
-        return shown, [StoreCheck(scheme, "ok", f"{dim:,} dimensions (Weaviate documents no dimension limit)")]
+        return shown, [StoreCheck(scheme, "ok", f"{dim:,} dimensions ({store} takes up to {limit:,})")]
+    if scheme in NO_DOCUMENTED_LIMIT:
+        store = NO_DOCUMENTED_LIMIT[scheme]
+        return shown, [StoreCheck(scheme, "ok", f"{dim:,} dimensions ({store} documents no dimension limit)")]
     if scheme == "lancedb":
         check = StoreCheck(scheme, "ok", f"{dim:,} dimensions (LanceDB documents no dimension limit)")
         if dim % 8:
