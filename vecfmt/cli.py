@@ -19,6 +19,7 @@ from vecfmt import __version__
 from vecfmt.errors import VecfmtError
 from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
+from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
 from vecfmt.quality.verify import DEFAULT_K, DEFAULT_QUERIES, DEFAULT_SAMPLE, verify
 from vecfmt.stores.base import IfExists
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, TransferResult, copy, export, import_dump
@@ -228,6 +229,39 @@ def diff_cmd(
         out.print("identical" if result.identical else "different")
     if not result.identical:
         raise typer.Exit(1)
+
+
+@app.command("adopt")
+def adopt_cmd(
+    source: Annotated[str, typer.Argument(help="Parquet/Arrow file or folder (or a vector-io VDF dump).")],
+    dump: Annotated[str, typer.Argument(help="Dump location to write.")],
+    id_column: Annotated[str | None, typer.Option("--id", help="Id column (default: id).")] = None,
+    vector: Annotated[str | None, typer.Option(help="Vector column (default: the only float list column).")] = None,
+    metadata: Annotated[list[str] | None, typer.Option(
+        help="Metadata column (repeatable; default: every other column).")] = None,
+    document: Annotated[str | None, typer.Option(help="Document text column (default: document, if any).")] = None,
+    model: Annotated[str | None, typer.Option(help="Embedding model name to record.")] = None,
+    model_provider: Annotated[str | None, typer.Option(help="Embedding model provider.")] = None,
+    metric: Annotated[str, typer.Option(help="cosine, dot or euclidean.")] = "cosine",
+    namespace: Annotated[str, typer.Option(help="Namespace of the rows.")] = "",
+    index: Annotated[str | None, typer.Option(help="Which index of a VDF dump holding several.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dump.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a dump of embeddings already in Parquet or Arrow files (Hugging Face datasets, pandas exports,
+    vector-io dumps): columns mapped, vectors checked and stored as float32, streaming."""
+    if is_vdf(source):
+        manifest = adopt_vdf(source, dump, index=index, overwrite=overwrite, progress=_progress(quiet, as_json))
+    else:
+        manifest = adopt(source, dump, id_column=id_column, vector_column=vector, metadata_columns=metadata,
+                         document_column=document, model=_model(model, model_provider), metric=metric,
+                         namespace=namespace, overwrite=overwrite, progress=_progress(quiet, as_json))
+    if as_json:
+        _print_json(manifest.to_dict())
+    elif not quiet:
+        out.print(f"adopted {manifest.total_rows:,} rows ({manifest.primary.dimension if manifest.primary else 0} "
+                  f"dims) into {dump}")
 
 
 @app.command("verify")
