@@ -233,6 +233,40 @@ class Searchable(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class KnobInfo:
+    """One search-time setting of a store (see ``Tunable``): the values worth sweeping, ascending from
+    the cheapest; the bounds any value must keep to; the value a search gets when it is not set; and
+    what it trades (recall for latency)."""
+
+    setting: str  # the store's own name for it, e.g. "hnsw.ef_search"
+    values: tuple[int, ...]
+    default: int
+    low: int
+    high: int
+    trades: str
+    below_k_truncates: bool = False  # a value below k returns fewer than k results (HNSW ef_search)
+
+
+@runtime_checkable
+class Tunable(Protocol):
+    """Optional, on the object that has ``search`` (``Searchable``): search-time knobs that trade recall
+    for speed. ``search_knobs()`` returns name -> ``KnobInfo`` ({} when the store's current index has
+    none, e.g. an exact scan); ``search(..., **settings)`` runs one search with ``name=value`` settings,
+    for that search only (a name not in ``search_knobs()`` or a value outside its bounds: ``StoreError``).
+    The search must then go through the index the knob belongs to, so that a sweep measures it.
+
+    Optionally also ``index_trial(namespace) -> context manager of a Tunable`` with ``build(**params)``:
+    a private copy of one namespace's ids and vectors on which indexes with other build parameters
+    (pgvector: ``m``, ``ef_construction``) are built and searched; it never touches the store's own
+    data or indexes, and everything it created is gone when the context exits."""
+
+    def search_knobs(self) -> dict[str, KnobInfo]: ...
+
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "", **settings: int) -> list[tuple[str, float]]:
+        ...
+
+
 def supports_resume(exporter: Exporter) -> bool:
     return bool(getattr(exporter, "supports_resume", False))
 

@@ -29,7 +29,7 @@ from vecfmt.schema import (
     vector_column,
     vectors_array,
 )
-from vecfmt.stores.base import Chunk, Description, Slice, StoreURI, require_sdk
+from vecfmt.stores.base import Chunk, Description, KnobInfo, Slice, StoreURI, require_sdk
 from vecfmt.stores.pgvector.catalog import (
     DEFAULT_NAMESPACE_COLUMN,
     JSON_TYPES,
@@ -46,7 +46,7 @@ from vecfmt.stores.pgvector.catalog import (
 )
 from vecfmt.stores.pgvector.connect import SCHEME, Target, comma_list, driver_message, log
 from vecfmt.stores.pgvector.copy_binary import DENSE_TYPES, TEXT_TYPES, decode_dense, decode_sparse
-from vecfmt.stores.pgvector.search import nearest
+from vecfmt.stores.pgvector.search import IndexTrial, checked_settings, explain_nearest, index_knobs, nearest
 
 # Namespace column types whose values equal exactly what their text form reads back as: filtered with
 # a plain "=", which an index serves. (Integers' text form is never '', so "" is just NULL for them.)
@@ -71,6 +71,7 @@ class PgvectorExporter:
         if (t.table is None) == (t.query is None):
             raise StoreError(f"pgvector {t.where} needs exactly one of table=NAME or query=SELECT...")
         self._adbc: Any = None
+        self._search_conn: psycopg.Connection | None = None
         self.conn = t.connect(autocommit=False, read_only=True)
         try:
             with t.errors("cannot read the source"):
@@ -374,17 +375,62 @@ class PgvectorExporter:
             names.append(DOCUMENT)
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
-    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+    def _searched(self) -> _ExportColumn:
         if not self.dense or self.relid is None or self.ext is None:
             raise StoreError("pgvector: search needs a table with a dense vector column")
         column = self.dense[0]
         assert column.spec is not None
+        return column
+
+    def search_knobs(self) -> dict[str, KnobInfo]:
+        """The search-time knobs of the primary vector's index (``Tunable``): ``ef_search`` for HNSW,
+        ``probes`` for IVFFlat, none for a column without an index for its metric (searched exactly)."""
+        column = self._searched()
+        assert column.spec is not None
+        return index_knobs(self.indexes, column.attr.name, column.spec.metric)
+
+    def _search_args(self, namespace: str, settings: dict[str, int]) -> tuple[Any, ...]:
+        column = self._searched()
+        assert column.spec is not None and self.ext is not None
+        checked = checked_settings(self.search_knobs(), settings, self.target.relation_label()) if settings else []
         ns = (self.namespace_column, namespace) if self.namespace_column else None
-        with self.target.errors("search failed"), self.target.connect(read_only=True) as conn:
-            return nearest(conn, self.ext, sql.Identifier(self.schema, self.table), self.id_column,
-                           column.attr.name, column.attr.typname, column.spec.metric, vector, k, ns)  # fmt: skip
+        return (self.ext, sql.Identifier(self.schema, self.table), self.id_column, column.attr.name,
+                column.attr.typname, column.spec.metric), ns, checked  # fmt: skip
+
+    def _search_connection(self) -> psycopg.Connection:
+        """One read-only session for every search (not one per search: tuning times searches)."""
+        if self._search_conn is None or self._search_conn.closed:
+            self._search_conn = self.target.connect(read_only=True)
+        return self._search_conn
+
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "", **settings: int) -> list[tuple[str, float]]:
+        """The ``k`` nearest ids; ``settings`` (``ef_search=``, ``probes=``; ``search_knobs()``) apply to this
+        search only, in its transaction, with sequential scans off so that the index they tune serves it."""
+        args, ns, checked = self._search_args(namespace, settings)
+        with self.target.errors("search failed"):
+            return nearest(self._search_connection(), *args, vector, k, ns, checked)
+
+    def explain_search(self, vector: np.ndarray, k: int, *, namespace: str = "", **settings: int) -> str:
+        """The plan (EXPLAIN) of ``search`` with the same arguments: which index serves it."""
+        args, ns, checked = self._search_args(namespace, settings)
+        with self.target.errors("cannot explain the search"):
+            return explain_nearest(self._search_connection(), *args, vector, k, ns, checked)
+
+    def index_trial(self, namespace: str = "") -> IndexTrial:
+        """A private copy of ``namespace``'s ids and primary vectors in a temporary table, on which HNSW
+        indexes with other ``m`` / ``ef_construction`` are built (``build``) and searched; a context manager.
+        The table and its indexes are only read; the copy is gone when the trial closes or its session ends."""
+        column = self._searched()
+        assert column.spec is not None and self.ext is not None
+        where = sql.SQL("")
+        if self.namespace_column is not None:
+            where = sql.SQL(" WHERE {}").format(self._namespace_filter(namespace))
+        return IndexTrial(self.target, self.ext, sql.Identifier(self.schema, self.table), where, self.id_column,
+                          column.attr.name, column.attr.typname, column.dimension, column.spec.metric)  # fmt: skip
 
     def close(self) -> None:
+        if self._search_conn is not None and not self._search_conn.closed:
+            self._search_conn.close()
         if self._adbc is not None:
             with suppress(Exception):  # closing after an error: nothing left to save
                 self._adbc.close()
