@@ -648,3 +648,46 @@ def test_concurrent_replaces_leave_exactly_one_dump(tmp_path, attempt):
             assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
             assert "another writer" in stderr, stderr
     assert _rows(tmp_path) in (dumps["x"], dumps["y"], sorted(("", f"old-{i}") for i in range(100)))
+
+
+# --- a vector index after import ----------------------------------------------------------------------
+
+
+def _indexes(tmp_path, table="items"):
+    import lancedb
+
+    return [(i.index_type, i.columns) for i in lancedb.connect(str(tmp_path / "db")).open_table(table).list_indices()]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("", []),  # auto: 3,000 rows are below index_min_rows, a flat scan is exact and fast
+    ("&index_min_rows=2000&num_partitions=4&num_sub_vectors=4", [("IvfPq", ["vector"])]),
+    ("&index=ivf_hnsw_sq&num_partitions=2", [("IvfHnswSq", ["vector"])]),
+    ("&index=none&index_min_rows=1", []),
+])
+def test_an_index_is_built_when_the_table_is_large_enough(tmp_path, extra, expected):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(3_000, 16))
+    transfer.import_dump(str(tmp_path / "d"), lance(tmp_path, extra=extra))
+    assert _indexes(tmp_path) == expected
+    from vecfmt.quality.verify import verify
+
+    report = verify(str(tmp_path / "d"), lance(tmp_path), queries=30)
+    assert report.namespaces[""].complete and report.search is not None
+    assert report.search.recall_target >= (1.0 if not expected else 0.5)
+
+
+def test_an_appended_table_keeps_its_index_up_to_date(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(3_000, 16))
+    vecfmt.write_dump(str(tmp_path / "e"), make_table(500, 16, prefix="more-"))
+    transfer.import_dump(str(tmp_path / "d"), lance(tmp_path, extra="&index=ivf_pq&num_partitions=4&num_sub_vectors=4"))
+    transfer.import_dump(str(tmp_path / "e"), lance(tmp_path), if_exists="append")
+    assert _indexes(tmp_path) == [("IvfPq", ["vector"])]
+    import lancedb
+
+    assert lancedb.connect(str(tmp_path / "db")).open_table("items").count_rows() == 3_500
+
+
+def test_a_bad_index_option_is_one_clear_line(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(10, 4))
+    run = vecfmt_cli("import", str(tmp_path / "d"), lance(tmp_path, extra="&index=btree"))
+    assert_one_clear_error(run, "option index must be one of")

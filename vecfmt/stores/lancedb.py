@@ -8,6 +8,10 @@ object-store URI LanceDB understands). Options:
 - ``id``: the id column (default ``id``).
 - ``metric``: cosine | dot | euclidean | hamming, for tables vecfmt did not create (default cosine).
 - ``namespace_column``: the column that holds namespaces (default ``namespace`` when present).
+- ``index`` (import): ``auto`` (default: an IVF_PQ index on ``vector`` once the table holds
+  ``index_min_rows`` rows, 100,000 by default), ``none``, or a LanceDB index type (``ivf_pq``,
+  ``ivf_hnsw_sq``, ...) built whatever the size; ``num_partitions`` and ``num_sub_vectors`` are passed
+  to LanceDB (its own defaults otherwise). A table with an index already is only brought up to date.
 
 A table vecfmt creates holds ``id``, ``vector`` (the dump's ``values``), one column per further named
 vector (named after it), ``sparse_values``, ``metadata`` (JSON text), ``document`` and, when the dump has
@@ -69,6 +73,11 @@ from vecfmt.storage import redact, scrub, secrets_of
 from vecfmt.stores.base import Chunk, Description, IfExists, Slice, StoreURI, require_sdk
 
 SCHEME = "lancedb"
+# Index after import: "auto" builds IVF_PQ from INDEX_MIN_ROWS rows on (LanceDB's docs: below about 100,000
+# rows a flat scan is fast enough and exact); or a named LanceDB index type, or none.
+INDEX_TYPES = {"auto": "", "none": "", "ivf_pq": "IvfPq", "ivf_flat": "IvfFlat", "ivf_sq": "IvfSq",
+               "ivf_hnsw_sq": "IvfHnswSq", "ivf_hnsw_pq": "IvfHnswPq", "ivf_hnsw_flat": "IvfHnswFlat"}  # lancedb.index
+INDEX_MIN_ROWS = 100_000
 PRIMARY_COLUMN = "vector"  # LanceDB's default vector column: search() finds it without being told
 NAMESPACE_COLUMN = "namespace"
 SCHEMA_KEY = b"vecfmt"
@@ -87,7 +96,8 @@ _RUST_LOCATION = re.compile(r",?\s*/\S+\.rs:\d+:\d+")
 
 
 def _connect(uri: StoreURI) -> Any:
-    uri.check_options({"table", "vector", "id", "metric", "namespace_column"})  # the options this module reads
+    uri.check_options({"table", "vector", "id", "metric", "namespace_column",  # the options this module reads
+                       "index", "index_min_rows", "num_partitions", "num_sub_vectors"})
     lancedb = require_sdk("lancedb", SCHEME)
     if not uri.location:
         raise StoreError(f"{uri} names no database folder (lancedb://PATH?table=NAME)")
@@ -257,6 +267,12 @@ class LanceDBImporter:
         self.name = uri.require("table")
         self.staging_name = self.name + STAGING_SUFFIX
         self.db = _connect(uri)
+        self.index_type = (uri.option("index", "auto") or "auto").lower()
+        if self.index_type not in INDEX_TYPES:
+            raise StoreError(f"lancedb: option index must be one of {', '.join(INDEX_TYPES)}, not {self.index_type!r}")
+        self.index_min_rows = uri.bounded_int("index_min_rows", INDEX_MIN_ROWS, 1, 2**62)
+        self.num_partitions = uri.int_option("num_partitions")
+        self.num_sub_vectors = uri.int_option("num_sub_vectors")
         self.table: Any = None
         self.staged = False  # loading a replace beside the old table: swap at finish()
         self.renames: dict[str, str] = {}
@@ -484,6 +500,32 @@ class LanceDBImporter:
         except Exception as exc:  # the rows are in; only the compaction failed (e.g. another writer's commit)
             raise StoreError(f"LanceDB table {self.name!r} holds every row of the import, but compacting it "
                              f"failed: {self._message(exc)}") from None
+        self._build_index()
+
+    def _build_index(self) -> None:
+        """A vector index on the primary column once the table is large enough to need one (below
+        ``index_min_rows`` a flat scan is fast and exact); a table that has one already was brought up
+        to date by ``optimize()``."""
+        kind = self.index_type
+        if kind == "none" or PRIMARY_COLUMN not in self.table.schema.names:
+            return
+        if any(PRIMARY_COLUMN in index.columns for index in self.table.list_indices()):
+            return
+        if kind == "auto":
+            if self.table.count_rows() < self.index_min_rows:
+                return
+            kind = "ivf_pq"
+        config_class = getattr(require_sdk("lancedb.index", SCHEME), INDEX_TYPES[kind])
+        settings: dict[str, Any] = {"distance_type": DISTANCE_TYPES.get(self.metric, "l2")}
+        if self.num_partitions is not None:
+            settings["num_partitions"] = self.num_partitions
+        if self.num_sub_vectors is not None and "PQ" in INDEX_TYPES[kind].upper():
+            settings["num_sub_vectors"] = self.num_sub_vectors
+        try:
+            self.table.create_index(PRIMARY_COLUMN, config=config_class(**settings))
+        except Exception as exc:
+            raise StoreError(f"LanceDB table {self.name!r} holds every row of the import, but building its "
+                             f"{kind.upper()} index failed (index=none skips it): {self._message(exc)}") from None
 
     def _swap(self) -> None:
         """The staged rows replace the old table's in one overwrite commit, then the staged table goes.
