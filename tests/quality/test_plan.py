@@ -118,6 +118,15 @@ def test_unknown_model_with_the_same_dimension_says_so_and_how_to_record_it(tmp_
         "reembed")
 
 
+def test_unknown_model_without_documents_is_not_feasible_but_still_unknown(tmp_path):
+    uri = _dump(tmp_path / "d", None, dim=1536, model=None)
+    p = plan(uri, target_model="text-embedding-3-small")
+    assert p.decision == "unknown"  # the vectors may well be text-embedding-3-small ones
+    assert not p.feasible and p.exit_code == 1  # but nothing says so, and there is no text to re-embed
+    assert "or name the model that made the vectors" in p.reasons[-1]
+    assert plan(uri, target_model="text-embedding-3-small", source_model="text-embedding-3-small").exit_code == 0
+
+
 def test_unknown_model_with_another_dimension_must_be_reembedded(tmp_path):
     uri = _dump(tmp_path / "d", TEXTS, dim=768, model=None)
     p = plan(uri, target_model="text-embedding-3-small")
@@ -287,16 +296,28 @@ def test_time_from_the_tier_limits_and_concurrency(tmp_path):
     assert plan(uri, target_model="text-embedding-3-small", tier="5", concurrency=3,
                 request_seconds=30).time.seconds == 30
     assert slow.time.tier == "tier5" and slow.time.tpm == 10_000_000
+    assert plan(uri, target_model="text-embedding-3-small", tier="Tier 2").time.tier == "tier2"
+
+
+def test_requests_are_counted_as_the_openai_provider_packs_them(tmp_path):
+    _cl100k()
+    long_texts = ["x" * 10_000] * 3  # over 8,192 bytes: each in a request of its own
+    uri = _dump(tmp_path / "d", [*long_texts, *TEXTS], dim=8, model=_model("x", 8))
+    p = plan(uri, target_model="text-embedding-3-small")
+    assert p.time.requests == 3 + 1
+    assert p.tokens.text_bytes == 30_000 + sum(len(t.encode()) for t in TEXTS)
+    assert plan_module._requests(4096, 100, 0) == 2  # 2,048 inputs per request
+    assert plan_module._requests(10, 600_001, 2) == 2 + 3  # 300,000 bytes per request
 
 
 def test_time_by_requests_per_minute_and_per_day():
-    many_short = plan_module._time(2048 * 200, 2048 * 200, rate_limit("tier1"), "tier1", 64, 0.1)
-    assert many_short.requests == 200  # 2,048 one-token inputs per request
+    many_short = plan_module._time(200, 2048 * 200, rate_limit("tier1"), "tier1", 64, 0.1)
     assert many_short.bound == "tokens per minute"
-    per_minute = plan_module._time(2048 * 200, 2048 * 200, catalog.RateLimit(rpm=10, tpm=10**9), "x", 64, 0.1)
+    assert many_short.seconds == 60.0 * 2048 * 200 / 1_000_000
+    per_minute = plan_module._time(200, 2048 * 200, catalog.RateLimit(rpm=10, tpm=10**9), "x", 64, 0.1)
     assert per_minute.bound == "requests per minute" and per_minute.seconds == 60.0 * 200 / 10
     unlimited = catalog.RateLimit(rpm=10**6, tpm=10**12)
-    per_day = plan_module._time(2048 * 4001, 2048 * 4001, unlimited, "free", 10**6, 0.001)
+    per_day = plan_module._time(4001, 2048 * 4001, unlimited, "free", 10**6, 0.001)
     assert per_day.bound == "requests per day" and per_day.seconds == 2 * 86_400.0
 
 

@@ -87,13 +87,18 @@ def lookup(name: str) -> ModelInfo | None:
     return _BY_NAME.get(name.strip().lower())
 
 
-def rate_limit(tier: str) -> RateLimit:
-    """The OpenAI embedding rate limits of a usage tier ("free", "tier1" .. "tier5"; "1" .. "5" too)."""
+def tier_name(tier: str) -> str:
+    """The catalog's name of an OpenAI usage tier: "free", "tier1" .. "tier5" (also written "1",
+    "Tier 1", "tier-1")."""
     key = tier.strip().lower().replace(" ", "").replace("-", "").replace("_", "")
     if key.isdigit():
         key = f"tier{key}"
-    try:
-        return OPENAI_EMBEDDING_RATE_LIMITS[key]
-    except KeyError:
+    if key not in OPENAI_EMBEDDING_RATE_LIMITS:
         known = ", ".join(OPENAI_EMBEDDING_RATE_LIMITS)
-        raise VecfmtError(f"unknown OpenAI usage tier {tier!r} (known: {known})") from None
+        raise VecfmtError(f"unknown OpenAI usage tier {tier!r} (known: {known})")
+    return key
+
+
+def rate_limit(tier: str) -> RateLimit:
+    """The OpenAI embedding rate limits of a usage tier (see ``tier_name``)."""
+    return OPENAI_EMBEDDING_RATE_LIMITS[tier_name(tier)]

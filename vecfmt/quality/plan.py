@@ -32,6 +32,7 @@ from vecfmt.embed.catalog import (
     RateLimit,
     lookup,
     rate_limit,
+    tier_name,
 )
 from vecfmt.errors import VecfmtError
 from vecfmt.reader import Dump
@@ -82,6 +83,7 @@ class TokenCount:
     limit: int | None  # the model's max input tokens (None: unknown model)
     over_limit: int  # documents longer than ``limit``
     billable_tokens: int  # tokens with each document capped at ``limit``: what the API can charge at most
+    text_bytes: int  # UTF-8 bytes of the documents
 
 
 @dataclass
@@ -89,7 +91,7 @@ class TimeEstimate:
     """Wall time of re-embedding through a rate-limited API, from its documented limits."""
 
     seconds: float
-    requests: int  # at least this many: inputs and tokens per request both capped
+    requests: int  # at least this many, packed as vecfmt's OpenAI provider packs them (see ``_requests``)
     bound: str  # what decides the time: "tokens per minute", "requests per minute", "requests per day",
     #             or "concurrency" (requests in flight x assumed request time)
     tier: str
@@ -131,9 +133,17 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def reembeddable(self) -> bool:
+        """The dump has document texts to re-embed from."""
+        return self.has_documents and (self.tokens is None or self.tokens.documents > 0)
+
+    @property
     def feasible(self) -> bool:
-        """The move can be done as planned: copied, or re-embedded, into a store that takes the vectors."""
-        return self.decision != "impossible" and not any(c.level == "error" for c in self.store_checks)
+        """The move can be done as planned: copied, or re-embedded, into a store that takes the vectors.
+        An ``unknown`` model counts as feasible only when re-embedding is possible."""
+        if any(c.level == "error" for c in self.store_checks):
+            return False
+        return self.decision == "copy" or (self.decision != "impossible" and self.reembeddable)
 
     @property
     def exit_code(self) -> int:
@@ -208,7 +218,8 @@ def plan(
         raise PlanError(f"concurrency must be at least 1, not {concurrency}")
     if not request_seconds > 0:
         raise PlanError(f"request_seconds must be positive, not {request_seconds}")
-    limits = rate_limit(tier)  # an unknown tier is an error even when no estimate needs it
+    tier = tier_name(tier)  # an unknown tier is an error even when no estimate needs it
+    limits = rate_limit(tier)
     if not target_model.strip():
         raise PlanError("the target model is empty")
     target_info = lookup(target_model)
@@ -280,9 +291,12 @@ def _decide(p: Plan, source_name: str | None, target_info: ModelInfo | None) -> 
                          "copy them as they are")
         return
     if not p.has_documents:
-        p.decision = "impossible"
+        if p.decision == "reembed":
+            p.decision = "impossible"
         p.reasons.append("the dump has no document column, so there is no text to re-embed: export it again "
-                         "with its texts (the store's document option, see docs/<store>.md)")
+                         "with its texts (the store's document option, see docs/<store>.md)"
+                         + ("; or name the model that made the vectors, if you know it"
+                            if p.decision == "unknown" else ""))
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -327,7 +341,7 @@ def _estimate(
 ) -> None:
     counter = _counter(info, mode)
     limit = info.max_input_tokens if info else None
-    documents = missing = total = longest = over = billable = 0
+    documents = missing = total = longest = over = billable = text_bytes = alone = alone_bytes = 0
     for _, batch in dump.scan(columns=[DOCUMENT], batch_size=TOKENIZE_ROWS, verify=verify):
         texts = batch.column(0)
         present = pc.fill_null(pc.greater(pc.binary_length(texts), 0), False)
@@ -335,6 +349,12 @@ def _estimate(
         missing += len(texts) - len(kept)
         if not len(kept):
             continue
+        nbytes = pc.binary_length(kept).to_numpy(zero_copy_only=False).astype(np.int64)
+        text_bytes += int(nbytes.sum())
+        if limit is not None:
+            big = nbytes > limit
+            alone += int(np.count_nonzero(big))
+            alone_bytes += int(nbytes[big].sum())
         counts = counter.count(kept)
         documents += len(counts)
         total += int(counts.sum())
@@ -345,11 +365,12 @@ def _estimate(
         else:
             billable += int(counts.sum())
     p.tokens = TokenCount(counter.method, counter.label, documents, missing, total, longest, limit, over,
-                          billable)
+                          billable, text_bytes)
     if missing:
         p.notes.append(f"{missing:,} rows have no document text: re-embedding cannot give them vectors")
     if documents == 0:
-        p.decision = "impossible"
+        if p.decision == "reembed":
+            p.decision = "impossible"
         p.reasons.append("no row of the dump has a document text to re-embed")
     if over and info is not None:
         what = ("sentence-transformers truncates them to" if info.provider == "local"
@@ -367,7 +388,8 @@ def _estimate(
     else:
         p.notes.append(f"no price known for {p.target_model}: give one (prices) to estimate the cost")
     if info is not None and info.provider == "openai":
-        p.time = _time(documents, billable, limits, tier, concurrency, request_seconds)
+        requests = _requests(documents - alone, text_bytes - alone_bytes, alone)
+        p.time = _time(requests, billable, limits, tier, concurrency, request_seconds)
     elif info is not None and info.provider == "local":
         p.notes.append("a local model's time depends on this machine: time a re-embedding of a sample")
     else:
@@ -376,21 +398,25 @@ def _estimate(
         p.notes.append(f"token counts are approximate ({counter.label}); {counter.why}")
 
 
-def _time(documents: int, tokens: int, limits: RateLimit, tier: str, concurrency: int,
+def _requests(packed: int, packed_bytes: int, alone: int) -> int:
+    """Requests as vecfmt's OpenAI provider (vecfmt/embed/openai.py) sends them: texts packed up to 2,048
+    per request and 300,000 UTF-8 bytes (bytes bound tokens without a tokenizer), a text of more bytes
+    than the per-input token limit alone in its request. A lower bound: greedy packing leaves gaps."""
+    return alone + max(math.ceil(packed / OPENAI_MAX_INPUTS_PER_REQUEST),
+                       math.ceil(packed_bytes / OPENAI_MAX_TOKENS_PER_REQUEST))
+
+
+def _time(requests: int, tokens: int, limits: RateLimit, tier: str, concurrency: int,
           request_seconds: float) -> TimeEstimate:
-    requests = max(math.ceil(documents / OPENAI_MAX_INPUTS_PER_REQUEST),
-                   math.ceil(tokens / OPENAI_MAX_TOKENS_PER_REQUEST))
     candidates = {
         "tokens per minute": 60.0 * tokens / limits.tpm,
         "requests per minute": 60.0 * requests / limits.rpm,
         "concurrency": math.ceil(requests / concurrency) * request_seconds,
     }
-    if tier.strip().lower() == "free":  # the free tier also caps requests per day
+    if tier == "free":  # the free tier also caps requests per day
         candidates["requests per day"] = (math.ceil(requests / OPENAI_FREE_TIER_REQUESTS_PER_DAY) - 1) * 86_400.0
     bound = max(candidates, key=lambda k: candidates[k])
-    key = tier.strip().lower()
-    name = key if not key.isdigit() else f"tier{key}"
-    return TimeEstimate(candidates[bound], requests, bound, name, limits.rpm, limits.tpm, concurrency,
+    return TimeEstimate(candidates[bound], requests, bound, tier, limits.rpm, limits.tpm, concurrency,
                         request_seconds)
 
 
