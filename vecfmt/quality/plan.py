@@ -283,8 +283,8 @@ def _decide(p: Plan, source_name: str | None, target_info: ModelInfo | None) -> 
         p.reasons.append(dim_reason)
         if target_info is not None and target_info.flexible_dims and p.target_dimension < p.source_dimension:
             p.notes.append(
-                f"{p.target_model} vectors may be shortened instead of re-embedded: OpenAI documents that "
-                "keeping the first d values and L2-normalising them matches dimensions=d "
+                f"{p.target_model} vectors may be shortened instead of re-embedded: OpenAI documents cutting "
+                "them to their first d values and L2-normalising as the alternative to dimensions=d "
                 "(vecfmt has no command for it)")
     else:
         p.reasons.append(f"the dump's vectors are {p.target_model} vectors of {p.source_dimension} dimensions: "
