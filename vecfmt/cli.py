@@ -114,13 +114,15 @@ def copy_cmd(
     if_exists: Annotated[IfExists, typer.Option(help="What to do when the target exists.")] = IfExists.FAIL,
     namespace: NamespaceOpt = None,
     model: Annotated[str | None, typer.Option(help="Embedding model name to record.")] = None,
+    via: Annotated[str | None, typer.Option(help="Write a dump here on the way (a backup), then import it.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted copy --via.")] = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy a store into another, with no dump in between."""
+    """Copy a store into another: directly, or --via a dump that is kept as a backup (resumable)."""
     result = copy(source, target, if_exists=if_exists, namespaces=namespace, model=_model(model, None),
-                  batch_size=batch_size, progress=_progress(quiet, as_json))
+                  batch_size=batch_size, progress=_progress(quiet, as_json), via=via, resume=resume)
     _report_transfer("copied", result, quiet, as_json)
 
 

@@ -256,10 +256,21 @@ def copy(
     model: EmbeddingModel | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
+    via: str | None = None,
+    resume: bool = False,
 ) -> TransferResult:
-    """Store to store with no dump in between. Every batch is checked before it is written; duplicate
-    ids are detected once a namespace has streamed (so the target may already hold rows by then,
-    unless it enforces unique ids itself, as pgvector's primary key does)."""
+    """Store to store. Without ``via``, with no dump in between: every batch is checked before it is
+    written; duplicate ids are detected once a namespace has streamed (so the target may already hold
+    rows by then, unless it enforces unique ids itself, as pgvector's primary key does).
+
+    With ``via=DUMP`` the source is read once into a dump there (a backup), which is then imported: the
+    target receives only rows that are safe in the backup, and an interrupted copy re-run with
+    ``resume=True`` continues the export (for a store with resume tokens) or the import where it stopped."""
+    if via is not None:
+        return _copy_via(source, target, via, if_exists=IfExists(if_exists), namespaces=namespaces, model=model,
+                         batch_size=batch_size, progress=progress, resume=resume)
+    if resume:
+        raise StoreError("a copy can only resume through a dump: copy with via=DUMP (--via), which keeps one")
     started = time.perf_counter()
     exporter = open_exporter(source)
     importer: Importer | None = None
@@ -295,6 +306,47 @@ def copy(
         exporter.close()
         if importer is not None:
             importer.close()
+
+
+def _copy_via(source: str, target: str, via: str, *, if_exists: IfExists, namespaces: list[str] | None,
+              model: EmbeddingModel | None, batch_size: int, progress: bool | None, resume: bool) -> TransferResult:
+    started = time.perf_counter()
+    location = resolve(via)
+    if location.exists(MANIFEST_NAME):  # the backup was finished by an earlier run
+        if not resume:
+            raise DumpError(f"{redact(via)} holds a dump already: resume to import it into the target, or "
+                            "copy via another location")
+        _check_backup_of(source, via)
+    else:
+        exporter = open_exporter(source)
+        try:
+            checkpoints = supports_resume(exporter)
+        finally:
+            exporter.close()
+        if location.exists(EXPORT_STATE) and not resume:
+            raise DumpError(f"{redact(via)} holds the partial dump of an interrupted copy: resume to continue it, "
+                            "or remove it and copy again")
+        if resume and location.exists(EXPORT_STATE) and not checkpoints:
+            raise DumpError(f"{redact(via)}: the interrupted copy's export cannot be continued (this store gives "
+                            "no resume tokens); remove that folder and copy again")
+        export(source, via, namespaces=namespaces, model=model, batch_size=batch_size, resume=checkpoints,
+               progress=progress)
+    result = import_dump(via, target, if_exists=if_exists, resume=resume, batch_size=batch_size, progress=progress)
+    return TransferResult(result.rows, result.rows_skipped, time.perf_counter() - started, result.namespaces)
+
+
+def _check_backup_of(source: str, via: str) -> None:
+    """A finished backup is imported on resume only if it was read from this very source."""
+    exporter = open_exporter(source)
+    try:
+        desc = exporter.describe()
+    finally:
+        exporter.close()
+    recorded = Dump.open(via).manifest.source
+    if recorded is None or asdict(recorded) != asdict(desc.source):
+        raise DumpError(f"{redact(via)} is a dump of {recorded.kind if recorded else 'an unknown source'} "
+                        f"{recorded.name if recorded else ''!r}, not of {desc.source.kind} {desc.source.name!r}; "
+                        "copy via another location")
 
 
 def _checked(
