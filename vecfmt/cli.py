@@ -16,10 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from vecfmt import __version__
-from vecfmt.errors import VecfmtError
+from vecfmt.errors import InvalidDataError, VecfmtError
 from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
+from vecfmt.quality.plan import plan
 from vecfmt.quality.verify import DEFAULT_K, DEFAULT_QUERIES, DEFAULT_SAMPLE, verify
 from vecfmt.stores.base import IfExists
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, TransferResult, copy, export, import_dump
@@ -264,6 +265,54 @@ def adopt_cmd(
     elif not quiet:
         out.print(f"adopted {manifest.total_rows:,} rows ({manifest.primary.dimension if manifest.primary else 0} "
                   f"dims) into {dump}")
+
+
+@app.command("plan")
+def plan_cmd(
+    dump: Annotated[str, typer.Argument(help="Dump location.")],
+    target_model: Annotated[str, typer.Option(help="The embedding model the vectors must come from.")],
+    target: Annotated[str | None, typer.Option(help="Target store URI or scheme (its limits are checked).")] = None,
+    dimensions: Annotated[int | None, typer.Option(min=1, help="Output dimension asked of the model.")] = None,
+    source_model: Annotated[str | None, typer.Option(
+        help="The model that made the dump's vectors, when its manifest does not say.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
+    tier: Annotated[str, typer.Option(help="Provider usage tier for rate limits (e.g. tier1).")] = "tier1",
+    request_seconds: Annotated[float, typer.Option(min=0, help="Assumed seconds per request.")] = 2.0,
+    price: Annotated[list[str] | None, typer.Option(help="MODEL=USD per million tokens (repeatable).")] = None,
+    tokens: Annotated[str, typer.Option(help="auto, exact or estimate.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy or re-embed? The decision and why, the re-embedding cost and time from the dump's documents,
+    and the target store's limits. Exit 1 when what the move needs is impossible."""
+    with _could_not_run_exits_2():
+        result = plan(dump, target_model=target_model, target=target, dimensions=dimensions,
+                      source_model=source_model, concurrency=concurrency, tier=tier,
+                      request_seconds=request_seconds, prices=_prices(price), tokens=tokens)  # type: ignore[arg-type]
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        table = Table(box=None, show_header=False)
+        table.add_column(no_wrap=True, style="bold")
+        table.add_column()
+        for label, value in result.rows():
+            table.add_row(label, value)
+        out.print(table)
+    raise typer.Exit(result.exit_code)
+
+
+def _prices(pairs: list[str] | None) -> dict[str, float] | None:
+    if not pairs:
+        return None
+    prices = {}
+    for pair in pairs:
+        model, sep, usd = pair.partition("=")
+        try:
+            prices[model] = float(usd) if sep and model else float("nan")
+        except ValueError:
+            prices[model] = float("nan")
+        if prices[model] != prices[model] or prices[model] < 0:
+            raise InvalidDataError(f"--price takes MODEL=USD_PER_MILLION_TOKENS, not {pair!r}")
+    return prices
 
 
 @app.command("verify")
