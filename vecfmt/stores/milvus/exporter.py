@@ -1,0 +1,229 @@
+"""Export: each partition (namespace) read in primary-key order, ``page`` rows a query, each query asking for
+the rows after the last key handed out (``pk > last``, as pymilvus's ``query_iterator`` does internally, with the
+key quoted properly: the iterator pastes a VARCHAR key between double quotes unescaped, so an id holding ``"``
+breaks it). The resume token is that last key. Vectors become one NumPy matrix per page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.manifest import Source, VectorSpec
+from vecfmt.metadata import dumps
+from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_TYPE, SPARSE_VALUES, vector_column, vectors_array
+from vecfmt.stores.base import Chunk, Description, Slice, StoreURI
+from vecfmt.stores.milvus.catalog import (
+    DEFAULT_PARTITION,
+    Collection,
+    dense_matrix,
+    metric_from_milvus,
+    namespace_of,
+    partition_of,
+)
+from vecfmt.stores.milvus.connect import SCHEME, Target, literal
+from vecfmt.stores.milvus.search import nearest
+
+
+class MilvusExporter:
+    """One collection, partition by partition. Each page is read at Strong consistency; rows written during
+    an export may or may not be in it, and the count check against ``count(*)`` says so."""
+
+    supports_resume = True
+
+    def __init__(self, uri: StoreURI) -> None:
+        self.target = t = Target(uri)
+        found = t.describe()
+        if found is None:
+            raise StoreError(f"{t.label} does not exist")
+        self.collection = c = Collection.parse(found, document=uri.option("document"), metadata=uri.option("metadata"))
+        wanted = uri.option("vector")
+        if wanted is not None and not any(f.name == wanted for f in c.dense):
+            raise StoreError(f"{t.label} has no dense vector field {wanted!r} (it has {[f.name for f in c.dense]})")
+        self.primary = next((f for f in c.dense if f.name == wanted), c.dense[0] if c.dense else None)
+        if self.primary is None and c.sparse is None:
+            raise StoreError(f"{t.label} has no vector field to export")
+        self.order = [self.primary, *(f for f in c.dense if f is not self.primary)] if self.primary else []
+        self.columns = {f.name: vector_column(f.name, i == 0) for i, f in enumerate(self.order)}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vecfmt-milvus-page")
+        t.load()
+        self.partitions: list[str] = []
+
+    def identity(self) -> tuple[str, ...]:
+        return self.target.identity()
+
+    def describe(self) -> Description:
+        t, c = self.target, self.collection
+        metrics = self._metrics()
+        vectors = [VectorSpec(f.name, self.columns[f.name], f.dim, metrics[f.name]) for f in self.order]
+        counts = self._counts()
+        converted = {f.name: f.type for f in self.order if f.type != "FLOAT_VECTOR"}
+        extra = {SCHEME: {
+            "collection": c.name,
+            "fields": [f.to_dict() for f in c.fields],
+            "enable_dynamic_field": c.dynamic,
+            "primary_key": c.pk.name,
+            "primary_vector": self.primary.name if self.primary else None,
+            "sparse_field": c.sparse.name if c.sparse else None,
+            "sparse_metric": metrics.get(c.sparse.name) if c.sparse else None,
+            "document_field": c.document.name if c.document else None,
+            "metadata_field": c.metadata.name if c.metadata else None,
+            "scalar_fields": [f.name for f in c.scalars],
+            "converted_to_float32": converted,  # FLOAT16/BFLOAT16 fields, widened exactly
+            "partition_key": c.partition_key.name if c.partition_key else None,
+        }}  # fmt: skip
+        return Description(
+            source=Source(kind=SCHEME, name=c.name, details={"lite": t.lite}),
+            vectors=vectors,
+            namespaces=counts,
+            sparse_values=c.sparse is not None,
+            document=c.document is not None,
+            extra=extra,
+        )
+
+    def _metrics(self) -> dict[str, Any]:
+        t, c = self.target, self.collection
+        client = t.client()
+        out: dict[str, Any] = {}
+        with t.errors("cannot read the indexes"):
+            for f in [*self.order, *([c.sparse] if c.sparse else [])]:
+                names = client.list_indexes(c.name, field_name=f.name)
+                if not names:
+                    raise StoreError(f"{t.label}: vector field {f.name!r} has no index, so its metric is unknown")
+                metric = str(client.describe_index(c.name, names[0]).get("metric_type") or "")
+                out[f.name] = metric if f is c.sparse else metric_from_milvus(metric, f.name)
+        return out
+
+    def _counts(self) -> dict[str, int | None]:
+        """Rows per partition. A collection with a partition key spreads rows over partitions itself: it is one
+        namespace. Per-partition counts come from the statistics, which may count deleted rows until a
+        compaction: when they do not add up to ``count(*)`` they are reported as unknown (no check)."""
+        t, c = self.target, self.collection
+        total = t.count()
+        if c.partition_key is not None:
+            self.partitions = []
+            return {"": total}
+        client = t.client()
+        with t.errors("cannot list the partitions"):
+            names = list(client.list_partitions(c.name))
+            stats = {p: int(client.get_partition_stats(c.name, p).get("row_count", 0)) for p in names}
+        self.partitions = [p for p in names if stats[p] or (p == DEFAULT_PARTITION and len(names) == 1)]
+        for p in self.partitions:
+            partition_of(namespace_of(p))  # a partition called like no namespace would be is refused here
+        if not self.partitions:
+            self.partitions = [DEFAULT_PARTITION]
+        counted = sum(stats[p] for p in self.partitions)
+        known = counted == total
+        return {namespace_of(p): (stats[p] if known else None) for p in self.partitions}
+
+    def slices(self, namespace: str) -> list[Slice]:
+        return [Slice(namespace)]
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def _page(self, namespace: str, after: Any, limit: int) -> list[dict[str, Any]]:
+        t, c = self.target, self.collection
+        pk = c.pk.name
+        where = ""
+        if after is not None:
+            where = f"{pk} > {literal(after) if c.pk.type == 'VARCHAR' else int(after)}"
+        partitions = None if c.partition_key is not None else [partition_of(namespace)]
+        with t.errors("cannot read rows"):
+            # iterator=True and reduce_stop_for_best: Milvus returns the first ``limit`` rows in key order
+            # (what query_iterator asks for); without them a limited query's rows come in no defined order.
+            return list(t.client().query(c.name, filter=where, output_fields=["*"], limit=limit,
+                                         partition_names=partitions, iterator="True",
+                                         reduce_stop_for_best="True"))  # fmt: skip
+
+    def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
+        state = json.loads(resume) if resume else {"after": None, "rows": 0}
+        after, rows = state["after"], int(state["rows"])
+        limit = min(batch_size, self.target.page)
+        pk = self.collection.pk.name
+        pending: Future[Any] | None = self.pool.submit(self._page, part.namespace, after, limit)
+        while pending is not None:
+            page = pending.result()
+            if not page:
+                break
+            after = page[-1][pk]
+            # The next page needs only the last key: fetch it while this one is converted.
+            pending = self.pool.submit(self._page, part.namespace, after, limit) if len(page) == limit else None
+            batch = self._batch(page)
+            rows += batch.num_rows
+            yield Chunk(batch, json.dumps({"after": after, "rows": rows}))
+
+    def _batch(self, page: list[dict[str, Any]]) -> pa.RecordBatch:
+        # pymilvus hands out one dict per row, vectors as Python lists: each vector field is gathered once per
+        # page into one NumPy matrix; metadata is built per row (JSON text has no columnar encoder).
+        c = self.collection
+        pk = c.pk.name
+        ids = [str(r[pk]) for r in page]
+        arrays: dict[str, pa.Array] = {ID: pa.array(ids, pa.string())}
+        for f in self.order:
+            matrix, mask = dense_matrix([r.get(f.name) for r in page], f.type, f.dim)
+            if mask is not None and f is self.primary:
+                row = ids[int(np.flatnonzero(mask)[0])]
+                raise InvalidDataError(f"{self.target.label}: row {row!r} has no {f.name!r} vector, which is the "
+                                       "dump's primary vector (vector= to pick another)")
+            array = vectors_array(matrix)
+            if mask is not None:
+                array = pa.FixedSizeListArray.from_arrays(array.values, f.dim, mask=pa.array(mask))
+            arrays[self.columns[f.name]] = array
+        if c.sparse is not None:
+            arrays[SPARSE_VALUES] = sparse_array([r.get(c.sparse.name) for r in page])
+        known = {f.name for f in c.fields}
+        metadata: list[str | None] = []
+        for record_id, r in zip(ids, page, strict=True):
+            own = r.get(c.metadata.name) if c.metadata else None
+            values: dict[str, Any] = dict(own) if isinstance(own, dict) else {}
+            if own is not None and not isinstance(own, dict):
+                values[c.metadata.name] = own  # type: ignore[union-attr]
+            for f in c.scalars:
+                if r.get(f.name) is not None:
+                    values[f.name] = r[f.name]
+            if c.dynamic:
+                values.update((k, v) for k, v in r.items() if k not in known and k != "$meta")
+            try:
+                metadata.append(dumps(values) if values or own is not None else None)
+            except (TypeError, ValueError):
+                raise InvalidDataError(f"{self.target.label}: row {record_id!r}: a value holds NaN, Infinity or a "
+                                       "type JSON cannot hold") from None
+        arrays[METADATA] = pa.array(metadata, pa.string())
+        if c.document is not None:
+            arrays[DOCUMENT] = pa.array([r.get(c.document.name) for r in page], pa.string())
+        return pa.RecordBatch.from_pydict(arrays)
+
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+        if self.primary is None:
+            raise StoreError(f"{self.target.label} has no dense vector to search")
+        partitions = None if self.collection.partition_key is not None else [partition_of(namespace)]
+        return nearest(self.target, self.collection.name, self.primary.name, self.collection.pk.name, vector, k,
+                       partitions)  # fmt: skip
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.target.close()
+
+
+def sparse_array(rows: list[Any]) -> pa.Array:
+    """Sparse rows as pymilvus gives them ({index: value} dicts, one per row) as the dump's struct column,
+    indices ascending; float32 values are exact (Milvus stores float32)."""
+    indices: list[list[int] | None] = []
+    values: list[list[float] | None] = []
+    for row in rows:
+        if row is None:
+            indices.append(None)
+            values.append(None)
+            continue
+        items = sorted((int(k), float(v)) for k, v in dict(row).items())
+        indices.append([k for k, _ in items])
+        values.append([v for _, v in items])
+    mask = pa.array([i is None for i in indices])
+    idx = pa.array([i or [] for i in indices], pa.list_(pa.uint32()))
+    val = pa.array([v or [] for v in values], pa.list_(pa.float32()))
+    return pa.StructArray.from_arrays([idx, val], fields=list(SPARSE_TYPE), mask=mask)
