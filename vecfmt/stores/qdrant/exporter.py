@@ -1,0 +1,255 @@
+"""Export: ``scroll`` with ``with_vectors=True`` page by page (the next page fetched while the previous one is
+converted), one namespace at a time. Resume token: the next page's offset (a point id) as Qdrant returns it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.manifest import Source, VectorSpec
+from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_TYPE, SPARSE_VALUES, vector_column, vectors_array
+from vecfmt.stores.base import Chunk, Description, Slice, StoreURI
+from vecfmt.stores.qdrant import catalog
+from vecfmt.stores.qdrant.catalog import DEFAULT_VECTOR, FROM_QDRANT, UNNAMED, namespace_filter
+from vecfmt.stores.qdrant.connect import SCHEME, Target
+from vecfmt.stores.qdrant.ids import NAMESPACE_KEY, record_id
+from vecfmt.stores.qdrant.search import nearest
+
+MAX_NAMESPACES = 100_000
+
+
+class QdrantExporter:
+    """One collection (an alias resolved), namespace by namespace. Qdrant's scroll is no snapshot: points
+    written during an export may or may not be in it, and the count check says so."""
+
+    supports_resume = True
+
+    def __init__(self, uri: StoreURI) -> None:
+        self.target = t = Target(uri)
+        if not t.exists_on_disk():  # opening would create an empty storage folder
+            raise StoreError(f"{t.label}: there is no Qdrant local storage at {t.path}")
+        real, self.alias = t.resolve()
+        if real is None:
+            raise StoreError(f"{t.label} does not exist")
+        self.real = real
+        self.collection = c = catalog.read(t, real)
+        self.primary = self._primary(uri.option("vector"))
+        self.sparse = self._sparse(uri.option("sparse"))
+        self.document = uri.option("document") or c.marks.get("document") or None
+        # The primary vector first, then the others in the collection's order.
+        self.order = ([self.primary] if self.primary is not None else []) + [n for n in c.dense if n != self.primary]
+        self.columns = {n: vector_column(n or DEFAULT_VECTOR, i == 0) for i, n in enumerate(self.order)}
+        self.namespaced = False
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vecfmt-qdrant-page")
+
+    def identity(self) -> tuple[str, ...]:
+        return self.target.identity()
+
+    def _primary(self, wanted: str | None) -> str | None:
+        dense = self.collection.dense
+        if wanted is not None:
+            name = UNNAMED if wanted == DEFAULT_VECTOR and UNNAMED in dense else wanted
+            if name not in dense:
+                raise StoreError(f"{self.target.label} has no dense vector {wanted!r} (it has "
+                                 f"{[n or DEFAULT_VECTOR for n in dense]})")
+            return name
+        for name in (UNNAMED, DEFAULT_VECTOR):
+            if name in dense:
+                return name
+        return next(iter(dense), None)
+
+    def _sparse(self, wanted: str | None) -> str | None:
+        sparse = self.collection.sparse
+        if wanted is not None:
+            if wanted not in sparse:
+                raise StoreError(f"{self.target.label} has no sparse vector {wanted!r} (it has {sorted(sparse)})")
+            return wanted
+        if len(sparse) > 1:  # a dump has one sparse column: choosing silently would drop the others
+            raise StoreError(f"{self.target.label} has several sparse vectors {sorted(sparse)}; a dump holds one: "
+                             "choose it with sparse=NAME")
+        return next(iter(sparse), None)
+
+    # --- what the collection holds -------------------------------------------------------------------
+
+    def describe(self) -> Description:
+        t, c = self.target, self.collection
+        if self.primary is None and self.sparse is None:
+            raise StoreError(f"{t.label} has no vectors to export")
+        counts = self._namespaces()
+        vectors = [VectorSpec(n or DEFAULT_VECTOR, self.columns[n], c.dense[n]["size"], self._metric(n))
+                   for n in self.order]  # fmt: skip
+        extra = {SCHEME: {"collection": self.real, "alias": t.collection if self.alias else None,
+                          "dense": c.dense, "unnamed": self.primary == UNNAMED and len(self.order) == 1,
+                          "sparse": self.sparse,
+                          "sparse_modifier": c.sparse[self.sparse]["modifier"] if self.sparse else None,
+                          "document": self.document}}  # fmt: skip
+        return Description(
+            source=Source(kind=SCHEME, name=t.collection, details={"collection": self.real}),
+            vectors=vectors,
+            namespaces=counts,
+            sparse_values=self.sparse is not None,
+            document=self.document is not None,
+            extra=extra,
+        )
+
+    def _metric(self, name: str) -> str:
+        distance = self.collection.dense[name]["distance"]
+        if distance not in FROM_QDRANT:
+            raise StoreError(f"{self.target.label}: vector {name or DEFAULT_VECTOR!r} uses distance {distance}, "
+                             "which the format has no name for")
+        return FROM_QDRANT[distance]
+
+    def _namespaces(self) -> dict[str, int | None]:
+        """Namespaces and exact counts: the values of the namespace key (facets, which a server answers from
+        its keyword index; local mode needs none), and the points without one (the default namespace)."""
+        t = self.target
+        client = t.client()
+        with t.errors("cannot count the points"):
+            total = int(client.count(self.real, exact=True).count)
+            default = int(client.count(self.real, count_filter=namespace_filter(""), exact=True).count)
+        others: dict[str, int | None] = {}
+        if default != total:
+            if not t.local and NAMESPACE_KEY not in self.collection.indexed:
+                raise StoreError(f"{t.label}: {total - default:,} points hold the payload key {NAMESPACE_KEY} but it "
+                                 "has no keyword index, which listing namespaces needs: create one and export again")
+            with t.errors("cannot list the namespaces"):
+                hits = client.facet(self.real, NAMESPACE_KEY, limit=MAX_NAMESPACES, exact=True).hits
+            for hit in hits:
+                if not isinstance(hit.value, str) or not hit.value:
+                    raise InvalidDataError(f"{t.label}: the payload key {NAMESPACE_KEY} holds {hit.value!r}, "
+                                           "which is not a namespace name")
+                others[hit.value] = int(hit.count)
+            if len(hits) >= MAX_NAMESPACES or default + sum(v or 0 for v in others.values()) != total:
+                raise StoreError(f"{t.label}: the namespaces' counts do not add up to the collection's {total:,} "
+                                 "points (written to during the export?)")
+        self.namespaced = bool(others)
+        out: dict[str, int | None] = {"": default} if default or not others else {}
+        out.update(sorted(others.items()))
+        return out
+
+    def slices(self, namespace: str) -> list[Slice]:
+        return [Slice(namespace)]
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def _page(self, query_filter: Any, offset: Any, limit: int) -> tuple[list[Any], Any]:
+        t = self.target
+        with t.errors("cannot read points"):
+            return t.client().scroll(self.real, scroll_filter=query_filter, limit=limit, offset=offset,  # type: ignore[no-any-return]
+                                     with_payload=True, with_vectors=True)  # fmt: skip
+
+    def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
+        state = json.loads(resume) if resume else {"offset": None, "rows": 0, "done": False}
+        if state.get("done"):
+            return
+        offset, rows = state["offset"], int(state["rows"])
+        limit = min(batch_size, self.target.page)
+        query_filter = namespace_filter(part.namespace) if self.namespaced or part.namespace else None
+        pending: Future[Any] | None = self.pool.submit(self._page, query_filter, offset, limit)
+        while pending is not None:
+            records, offset = pending.result()
+            # The next page needs only the offset Qdrant returned: fetch it while this one is converted.
+            pending = self.pool.submit(self._page, query_filter, offset, limit) if offset is not None else None
+            if not records:
+                break
+            batch = self._batch(records)
+            rows += batch.num_rows
+            yield Chunk(batch, json.dumps({"offset": offset, "rows": rows, "done": offset is None}))
+
+    def _batch(self, records: list[Any]) -> pa.RecordBatch:
+        # The client hands out one Record per point with its vectors as Python lists: ids, payloads and
+        # vectors are gathered once per page and each vector column becomes one NumPy matrix.
+        ids: list[str] = []
+        metadata: list[str | None] = []
+        documents: list[str | None] = []
+        vectors: list[Any] = []
+        for r in records:
+            payload = dict(r.payload or {})
+            payload.pop(NAMESPACE_KEY, None)
+            record = record_id(r.id, payload)
+            ids.append(record)
+            if self.document is not None:
+                document = payload.pop(self.document, None)
+                if document is not None and not isinstance(document, str):
+                    raise InvalidDataError(f"{self.target.label}: point {record!r}: the document key "
+                                           f"{self.document!r} holds a {type(document).__name__}, not text")
+                documents.append(document)
+            try:
+                metadata.append(json.dumps(payload, ensure_ascii=False, allow_nan=False) if payload else None)
+            except ValueError:
+                raise InvalidDataError(f"{self.target.label}: point {record!r}: the payload holds NaN or "
+                                       "Infinity") from None
+            vector = r.vector
+            vectors.append(vector if isinstance(vector, dict) else {UNNAMED: vector})
+        arrays: dict[str, pa.Array] = {ID: pa.array(ids, pa.string())}
+        for name in self.order:
+            arrays[self.columns[name]] = self._dense(name, [v.get(name) for v in vectors], ids)
+        if self.sparse is not None:
+            arrays[SPARSE_VALUES] = _sparse_column([v.get(self.sparse) for v in vectors])
+        arrays[METADATA] = pa.array(metadata, pa.string())
+        if self.document is not None:
+            arrays[DOCUMENT] = pa.array(documents, pa.string())
+        return pa.RecordBatch.from_pydict(arrays)
+
+    def _dense(self, name: str, rows: list[Any], ids: list[str]) -> pa.Array:
+        dim = self.collection.dense[name]["size"]
+        present = np.fromiter((r is not None for r in rows), dtype=bool, count=len(rows))
+        if name == self.primary and not present.all():
+            row = int(np.flatnonzero(~present)[0])
+            raise InvalidDataError(f"{self.target.label}: point {ids[row]!r} has no vector {name or DEFAULT_VECTOR!r}, "
+                                   "the dump's primary vector (choose another with vector=NAME)")
+        filler = [0.0] * dim
+        try:  # Python floats holding float32 values: the cast to float32 is exact
+            matrix = np.array([r if r is not None else filler for r in rows], dtype=np.float32)
+        except ValueError:
+            matrix = np.zeros((0, 0), dtype=np.float32)
+        if matrix.shape != (len(rows), dim):
+            row = next(i for i, r in enumerate(rows) if r is not None and len(r) != dim)
+            raise InvalidDataError(f"{self.target.label}: point {ids[row]!r} has {len(rows[row])} values in vector "
+                                   f"{name or DEFAULT_VECTOR!r}, the collection {dim}")
+        array = vectors_array(matrix)
+        if present.all():
+            return array
+        return pa.FixedSizeListArray.from_arrays(array.values, dim, mask=pa.array(~present))
+
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+        if self.primary is None:
+            raise StoreError(f"{self.target.label} has no dense vector to search")
+        if not self.namespaced and namespace:
+            self._namespaces()
+        return nearest(self.target, self.real, self.primary, vector, k, namespace, self.namespaced)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.target.close()
+
+
+def _sparse_column(rows: list[Any]) -> pa.Array:
+    """Qdrant's SparseVector objects as the dump's struct column (0-based uint32 indices, float32 values),
+    each row's indices sorted as the format requires."""
+    present = np.fromiter((r is not None for r in rows), dtype=bool, count=len(rows))
+    lengths = np.fromiter((len(r.indices) if r is not None else 0 for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    indices = np.fromiter((i for r in rows if r is not None for i in r.indices), dtype=np.uint32, count=total)
+    values = np.fromiter((v for r in rows if r is not None for v in r.values), dtype=np.float32, count=total)
+    steps = np.diff(indices.astype(np.int64))
+    inside = np.ones(len(steps), dtype=bool)
+    inside[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < len(indices))] - 1] = False  # row boundaries
+    if len(steps) and (steps[inside] <= 0).any():
+        for start, end in itertools.pairwise(offsets):  # rare: sort the rows that need it
+            order = np.argsort(indices[start:end], kind="stable")
+            indices[start:end], values[start:end] = indices[start:end][order], values[start:end][order]
+    mask = pa.array(~present)
+    index_lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(indices, pa.uint32()))
+    value_lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()))
+    struct = pa.StructArray.from_arrays([index_lists, value_lists], fields=list(SPARSE_TYPE), mask=mask)
+    return struct

@@ -1,0 +1,286 @@
+"""Import: the collection created from the dump (or checked against it), then ``upsert`` requests of ``batch``
+points with ``concurrency`` in flight (local mode: one writer thread, which converts nothing: the next batch is
+built while it writes). Writes are upserts by point id, and the id rule makes point ids deterministic, so a
+resumed import rewrites at most the requests in flight; the rows acknowledged in dump order are kept in a
+small local state file (``base.AcknowledgedWrites``), which is what ``resume`` reads.
+
+``replace`` loads into a staged collection beside the old one and swaps an alias at ``finish()``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.manifest import Manifest
+from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, parse_metadata_json, vectors_numpy
+from vecfmt.stores.base import AcknowledgedWrites, IfExists, StoreURI
+from vecfmt.stores.qdrant import catalog
+from vecfmt.stores.qdrant.catalog import DEFAULT_DOCUMENT, DEFAULT_SPARSE, UNNAMED, metric_to_qdrant
+from vecfmt.stores.qdrant.connect import SCHEME, Target, check_name, log
+from vecfmt.stores.qdrant.ids import ID_KEY, NAMESPACE_KEY, point_id
+from vecfmt.stores.qdrant.search import nearest
+
+STAGED = "-vecfmt-replace-"  # a staged collection is NAME + STAGED + 12 hex digits (of the target and dump)
+
+
+class QdrantImporter:
+    def __init__(self, uri: StoreURI) -> None:
+        self.target = t = Target(uri)
+        self.document_option = uri.option("document")
+        self.sparse_option = uri.option("sparse")
+        self.writes = AcknowledgedWrites(SCHEME, t.concurrency)
+        self.into: str | None = None  # the collection written (a replace's staged one)
+        self.staged = False
+        self.staged_dropped = False
+        self.names: dict[str, str] = {}  # dump column -> Qdrant vector name ("" unnamed)
+        self.sparse: str | None = None
+        self.document: str | None = None
+        self.namespaced = False
+
+    def identity(self) -> tuple[str, ...]:
+        return self.target.identity()
+
+    # --- prepare -------------------------------------------------------------------------------------
+
+    def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
+        t = self.target
+        for spec in manifest.vectors:
+            metric_to_qdrant(spec.metric)
+        saved = manifest.extra.get(SCHEME) if isinstance(manifest.extra.get(SCHEME), dict) else {}
+        self.sparse = (self.sparse_option or saved.get("sparse") or DEFAULT_SPARSE) if manifest.sparse_values else None
+        if self.sparse is not None:
+            check_name(self.sparse, "sparse vector name")
+        if manifest.document:
+            self.document = self.document_option or saved.get("document") or DEFAULT_DOCUMENT
+        self.namespaced = any(ns.name for ns in manifest.namespaces)
+        # Progress is keyed on the URI's collection name, not on what it resolves to: a replace moves the alias.
+        self.writes.track((SCHEME, t.where, t.collection), manifest)
+        done = self.writes.saved() if resume else None
+        real, _ = t.resolve()
+        staged_name = check_name(f"{t.collection}{STAGED}{self._key(manifest)}", "staged collection")
+        staged_real, _ = t.resolve(staged_name)
+        existing: str | None
+        if done is not None and staged_real is not None:  # an interrupted replace (whatever if_exists says now)
+            self.staged, self.into, existing = True, staged_name, staged_real
+        elif done is not None and real is not None:  # an interrupted import into the collection itself
+            self.into, existing = real, real
+        elif if_exists == IfExists.REPLACE:  # always beside the old data, swapped in at finish()
+            done = None
+            if staged_real is not None:  # left by an earlier replace of this dump that failed: vecfmt's own
+                log.info("qdrant: dropping the staged collection %s of an earlier replace", staged_name)
+                self._drop(staged_name)
+            self.staged, self.into, existing = True, staged_name, None
+        else:
+            done = None
+            if real is not None:
+                self._refuse(real, if_exists)
+            self.into, existing = real or t.collection, real
+        if existing is None:
+            self.names = catalog.dense_names(manifest)
+            log.info("qdrant: creating collection %s", self.into)
+            catalog.create(t, self.into, manifest, self.names, self.sparse, self.document)
+        else:
+            self._check(catalog.read(t, existing), manifest)
+        if done is not None:
+            log.info("qdrant: resuming after %d rows", done)
+            return done
+        self.writes.acknowledged = 0
+        self.writes.save()  # before the first batch: a run killed at once still resumes (from 0)
+        return 0
+
+    def _key(self, manifest: Manifest) -> str:
+        if not manifest.files:  # a copy: nothing to resume, so a name of its own
+            return uuid.uuid4().hex[:12]
+        text = json.dumps([SCHEME, self.target.where, self.target.collection, manifest.identity()])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def _refuse(self, real: str, if_exists: IfExists) -> None:
+        t = self.target
+        if if_exists == IfExists.FAIL:
+            with t.errors("cannot count the points"):
+                held = int(t.client().count(real, exact=True).count)
+            if held:
+                raise StoreError(f"{t.label} already holds {held:,} points: choose if_exists upsert (append is the "
+                                 "same on Qdrant: points are written by id) or replace")
+
+    def _check(self, c: catalog.Collection, manifest: Manifest) -> None:
+        """The dump must fit the collection as it is: refused before anything is written."""
+        t = self.target
+        held = {n or catalog.DEFAULT_VECTOR: n for n in c.dense}
+        for spec in manifest.vectors:
+            name = held.get(spec.name)
+            if name is None and spec.column == "values" and list(c.dense) == [UNNAMED]:
+                name = UNNAMED  # the dump's primary vector into a collection's single unnamed one
+            if name is None:
+                raise StoreError(f"{t.label} has no vector {spec.name!r} (it has {sorted(held)}); nothing was written")
+            have = c.dense[name]
+            if have["distance"] != metric_to_qdrant(spec.metric):
+                raise StoreError(f"{t.label}: vector {spec.name!r} uses distance {have['distance']}, the dump "
+                                 f"{spec.metric}; nothing was written")
+            if have["size"] != spec.dimension:
+                raise StoreError(f"{t.label}: vector {spec.name!r} holds {have['size']}-dimensional vectors, the "
+                                 f"dump's have {spec.dimension}; nothing was written")
+            self.names[spec.column] = name
+        if self.sparse is not None and self.sparse not in c.sparse:
+            if self.sparse_option is None and len(c.sparse) == 1:
+                self.sparse = next(iter(c.sparse))
+            else:
+                raise StoreError(f"{t.label} has no sparse vector {self.sparse!r} (it has {sorted(c.sparse)}); "
+                                 "nothing was written")
+        if self.document is not None and self.document_option is None and c.marks.get("document"):
+            self.document = c.marks["document"]
+        if self.namespaced and not t.local and NAMESPACE_KEY not in c.indexed:
+            catalog.index_namespaces(t, c.name)
+
+    def _drop(self, name: str) -> None:
+        with self.target.errors(f"cannot delete the collection {name!r}"):
+            self.target.client().delete_collection(name)
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
+        from qdrant_client import models
+
+        t = self.target
+        ids = batch.column(ID).to_pylist()
+        payloads = self._payloads(batch, ids, namespace)
+        points = [point_id(i, namespace) for i in ids]
+        for (_, mapped), record, payload in zip(points, ids, payloads, strict=True):
+            if mapped:
+                payload[ID_KEY] = record
+        # Each dense column once through NumPy's tolist (one C call for the batch); the client takes per-point
+        # Python lists (and, locally, builds one PointStruct per point whatever it is given).
+        dense: dict[str, list[Any]] = {}
+        for column, name in self.names.items():
+            array = batch.column(column)
+            rows: list[Any] = vectors_numpy(array).tolist()
+            if array.null_count:
+                valid = array.is_valid().to_numpy(zero_copy_only=False)
+                rows = [r if ok else None for r, ok in zip(rows, valid, strict=True)]
+            dense[name] = rows
+        sparse = _sparse_rows(batch.column(SPARSE_VALUES), models) if self.sparse is not None else None
+        n = batch.num_rows
+        structs = []
+        for i in range(n):  # one PointStruct per point: the client's upsert takes nothing coarser with nulls
+            vector: dict[str, Any] = {name: rows[i] for name, rows in dense.items() if rows[i] is not None}
+            if sparse is not None and sparse[i] is not None:
+                vector[self.sparse] = sparse[i]  # type: ignore[index]
+            if list(vector) == [UNNAMED]:
+                vector = vector[UNNAMED]
+            structs.append(models.PointStruct.model_construct(id=points[i][0], vector=vector, payload=payloads[i]))
+        starts = range(0, n, t.batch)
+        for k, start in enumerate(starts):
+            self.writes.submit(rows_done if k == len(starts) - 1 else None, self._upsert,
+                               structs[start:start + t.batch], ids[start:start + t.batch], namespace)  # fmt: skip
+        self.writes.drain(2 * t.concurrency - 1)
+
+    def _payloads(self, batch: pa.RecordBatch, ids: list[str], namespace: str) -> list[dict[str, Any]]:
+        """Each row's metadata as a dict (json.loads per row: the client wants per-point payloads), with the
+        document and namespace under their keys; vecfmt's own keys in metadata are refused."""
+        reserved = catalog.reserved_keys(self.document)
+        documents = batch.column(DOCUMENT).to_pylist() if self.document and DOCUMENT in batch.schema.names else None
+        out: list[dict[str, Any]] = []
+        for i, text in enumerate(batch.column(METADATA).to_pylist()):
+            value = parse_metadata_json(text) if text else {}
+            if not isinstance(value, dict):
+                raise InvalidDataError(f"qdrant: point {ids[i]!r}: metadata is not a JSON object")
+            clash = reserved.intersection(value)
+            if clash:
+                raise InvalidDataError(f"qdrant: point {ids[i]!r}: metadata key {sorted(clash)[0]!r} is where vecfmt "
+                                       "keeps the id, namespace or document (document= names another document key)")
+            if documents is not None and documents[i] is not None:
+                value[self.document] = documents[i]
+            if namespace:
+                value[NAMESPACE_KEY] = namespace
+            out.append(value)
+        return out
+
+    def _upsert(self, points: list[Any], ids: list[str], namespace: str) -> None:
+        t = self.target
+        where = f" (namespace {namespace!r}, ids {ids[0]!r}..{ids[-1]!r})" if namespace else \
+            f" (ids {ids[0]!r}..{ids[-1]!r})"  # fmt: skip
+        with t.errors(f"upsert failed{where}"):
+            t.client().upsert(self.into, points=points, wait=True)
+
+    def rows_committed(self) -> int | None:
+        if self.staged_dropped:
+            return 0  # a failed replace: its staged collection is gone, the old one as it was
+        return self.writes.rows_committed()
+
+    def finish(self) -> None:
+        self.writes.drain(0)
+        if self.staged:
+            self._swap()
+        self.writes.finish()
+
+    def _swap(self) -> None:
+        """Point the URI's name at the staged collection: an alias switched in one request when the name is an
+        alias already; a plain collection is deleted first and the name becomes an alias (the only moment the
+        name resolves to nothing). The old collection goes once no alias points at it."""
+        from qdrant_client import models
+
+        t = self.target
+        assert self.into is not None
+        real, is_alias = t.resolve()
+        ops: list[Any] = []
+        if is_alias:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=t.collection)))
+        elif real is not None:
+            log.info("qdrant: replace: deleting collection %s, which becomes an alias", real)
+            self._drop(real)
+        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=self.into,
+                                                                               alias_name=t.collection)))
+        with t.errors(f"cannot point the alias {t.collection!r} at {self.into!r} (the new data is there)"):
+            t.client().update_collection_aliases(change_aliases_operations=ops)
+        if is_alias and real is not None and real != self.into:
+            others = [a for a, c in t.aliases().items() if c == real]
+            if others:
+                log.info("qdrant: replace: keeping %s, which aliases %s still name", real, others)
+            else:
+                self._drop(real)
+
+    def abort(self) -> None:
+        for future, _ in self.writes.inflight:  # let running requests end before their collection goes
+            future.cancel()
+        for future, _ in self.writes.inflight:
+            if not future.cancelled():
+                future.exception()
+        self.writes.abort()
+        if self.staged and self.into is not None:
+            self._drop(self.into)
+            self.staged_dropped = True
+
+    def close(self) -> None:
+        self.writes.close()
+        self.target.close()
+
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+        assert self.into is not None, "search after prepare"
+        using = self.names.get("values", UNNAMED)
+        return nearest(self.target, self.into, using, vector, k, namespace, self.namespaced)
+
+
+def _sparse_rows(column: pa.Array, models: Any) -> list[Any]:
+    """The dump's sparse struct as the client's SparseVector objects (one per row: the client takes no
+    columnar form); indices and values leave Arrow once per batch."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    indices, values = column.flatten()  # the struct's slice offset applied
+    offsets = indices.offsets.to_numpy()
+    flat_i = indices.flatten().to_numpy(zero_copy_only=False).tolist()
+    flat_v = values.flatten().to_numpy(zero_copy_only=False).tolist()
+    base = int(offsets[0])
+    out: list[Any] = []
+    for row in range(len(column)):
+        if not valid[row]:
+            out.append(None)
+            continue
+        a, b = int(offsets[row]) - base, int(offsets[row + 1]) - base
+        out.append(models.SparseVector.model_construct(indices=flat_i[a:b], values=flat_v[a:b]))
+    return out
