@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -69,7 +69,7 @@ class TuneReport:
     plot: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    HEADERS = ("index", "setting", "value", "recall@k", "worst query", "p50 ms", "p95 ms")
+    HEADERS: ClassVar[tuple[str, ...]] = ("index", "setting", "value", "recall@k", "worst query", "p50 ms", "p95 ms")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -155,7 +155,7 @@ def tune(
         truth = _leave_one_out(exact_top_k(chunks("exact ground truth"), query_vectors, k + 1, spec.metric),
                                query_ids, k)  # fmt: skip
 
-        rows = _sweep(exporter, CURRENT, knob, sweep, query_ids, query_vectors, truth, k, ns, progress)
+        rows = _sweep(exporter, label, CURRENT, knob, sweep, query_ids, query_vectors, truth, k, ns, progress, notes)
         recommended = _smallest(rows, target_recall)
         trials: dict[str, int | None] = {}
         for m, ef_construction in rebuild or ():
@@ -164,7 +164,8 @@ def tune(
             trial_knob = knob if knob in trial_knobs else next(iter(trial_knobs))
             trial_values = sweep if trial_knob == knob else _values(trial_knobs[trial_knob], None, k, [])
             name = f"m={m} ef_construction={ef_construction}"
-            found = _sweep(trial, name, trial_knob, trial_values, query_ids, query_vectors, truth, k, ns, progress)
+            found = _sweep(trial, label, name, trial_knob, trial_values, query_ids, query_vectors, truth, k, ns,
+                           progress, notes)  # fmt: skip
             trials[name] = _smallest(found, target_recall)
             rows += found
         if rebuild:
@@ -281,11 +282,28 @@ def _leave_one_out(truth: TopK, query_ids: pa.Array, k: int) -> TopK:
     return TopK(ids=kept.tolist(), scores=truth.scores[keep].reshape(len(ids), k))
 
 
-def _sweep(searcher: Any, index: str, knob: str, values: list[int], query_ids: pa.Array, vectors: np.ndarray,
-           truth: TopK, k: int, namespace: str, progress: bool | None) -> list[TuneRow]:  # fmt: skip
+def _sweep(searcher: Any, label: str, index: str, knob: str, values: list[int], query_ids: pa.Array,
+           vectors: np.ndarray, truth: TopK, k: int, namespace: str, progress: bool | None,
+           notes: list[str]) -> list[TuneRow]:  # fmt: skip
     """Every query at every value, timed one search at a time. The values take turns within each query
     (in an order rotated from query to query), so that a machine that gets busier or quieter during the
     sweep slows every value alike instead of whichever ran at the time."""
+    uses_index = getattr(searcher, "uses_index", None)
+    if callable(uses_index):
+        # A value at which the store would not read the index (PostgreSQL may price a large ef_search above
+        # reading a namespace through another index and sorting it exactly) measures no index: left out.
+        served = [v for v in values if uses_index(vectors[0], k + 1, namespace=namespace, **{knob: v})]
+        which = "" if index == CURRENT else f" (trial {index})"
+        if not served:
+            raise TuneError(f"{label}{which}: searches of namespace {namespace!r} do not read the index {knob} "
+                            "tunes at any value tried (the planner chose another plan, such as reading a small "
+                            "namespace through another index and sorting it exactly): nothing to tune "
+                            "there")  # fmt: skip
+        if len(served) < len(values):
+            left_out = ", ".join(str(v) for v in values if v not in served)
+            notes.append(f"{index}: {knob} {left_out} left out: at those values searches of namespace {namespace!r} "
+                         "do not read the index (the planner chose another plan)")  # fmt: skip
+            values = served
     own = np.asarray(query_ids.to_pylist(), dtype=object)
     seconds = np.empty((len(values), len(vectors)))
     found = np.full((len(values), len(vectors), k + 1), "", dtype=object)

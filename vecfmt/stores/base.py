@@ -256,10 +256,12 @@ class Tunable(Protocol):
     for that search only (a name not in ``search_knobs()`` or a value outside its bounds: ``StoreError``).
     The search must then go through the index the knob belongs to, so that a sweep measures it.
 
-    Optionally also ``index_trial(namespace) -> context manager of a Tunable`` with ``build(**params)``:
-    a private copy of one namespace's ids and vectors on which indexes with other build parameters
-    (pgvector: ``m``, ``ef_construction``) are built and searched; it never touches the store's own
-    data or indexes, and everything it created is gone when the context exits."""
+    Optionally also ``uses_index(vector, k, *, namespace="", **settings) -> bool``: whether such a search
+    reads the index the one knob given tunes (a planner may choose another plan at some values); and
+    ``index_trial(namespace) -> context manager of a Tunable`` with ``check(**params)`` and
+    ``build(**params)``: a private copy of one namespace's ids and vectors on which indexes with other
+    build parameters (pgvector: ``m``, ``ef_construction``) are built and searched; it never touches the
+    store's own data or indexes, and everything it created is gone when the context exits."""
 
     def search_knobs(self) -> dict[str, KnobInfo]: ...
 

@@ -46,7 +46,15 @@ from vecfmt.stores.pgvector.catalog import (
 )
 from vecfmt.stores.pgvector.connect import SCHEME, Target, comma_list, driver_message, log
 from vecfmt.stores.pgvector.copy_binary import DENSE_TYPES, TEXT_TYPES, decode_dense, decode_sparse
-from vecfmt.stores.pgvector.search import IndexTrial, checked_settings, explain_nearest, index_knobs, nearest
+from vecfmt.stores.pgvector.search import (
+    IndexTrial,
+    checked_settings,
+    explain_nearest,
+    index_knobs,
+    knob_method,
+    nearest,
+    plan_methods,
+)
 
 # Namespace column types whose values equal exactly what their text form reads back as: filtered with
 # a plain "=", which an index serves. (Integers' text form is never '', so "" is just NULL for them.)
@@ -415,6 +423,16 @@ class PgvectorExporter:
         args, ns, checked = self._search_args(namespace, settings)
         with self.target.errors("cannot explain the search"):
             return explain_nearest(self._search_connection(), *args, vector, k, ns, checked)
+
+    def uses_index(self, vector: np.ndarray, k: int, *, namespace: str = "", **settings: int) -> bool:
+        """Whether ``search`` with these settings (one knob) reads the index that knob tunes. It may not: in a
+        small namespace PostgreSQL reads the rows through another index (the primary key) and sorts them
+        exactly, and the knob then changes nothing."""
+        args, ns, checked = self._search_args(namespace, settings)
+        with self.target.errors("cannot explain the search"):
+            assert self.relid is not None
+            return knob_method(settings) in plan_methods(self._search_connection(), self.relid, *args, vector, k, ns,
+                                                         checked)  # fmt: skip
 
     def index_trial(self, namespace: str = "") -> IndexTrial:
         """A private copy of ``namespace``'s ids and primary vectors in a temporary table, on which HNSW

@@ -137,6 +137,47 @@ def explain_nearest(
     return "\n".join(r[0] for r in rows)
 
 
+KNOB_METHOD = {"ef_search": "hnsw", "probes": "ivfflat"}
+
+
+def plan_methods(
+    conn: psycopg.Connection, relid: int, ext: Extension, relation: sql.Composable, id_column: str,
+    vector_column_name: str, typname: str, metric: str, vector: np.ndarray, k: int,
+    namespace: tuple[str, str] | None, settings: list[tuple[str, int]] | None = None,
+) -> set[str]:  # fmt: skip
+    """The access methods (hnsw, ivfflat, btree, ...) of the table's indexes that the plan of ``nearest``
+    with these settings reads (EXPLAIN, not run)."""
+    query, params = _search_sql(ext, relation, id_column, vector_column_name, typname, metric, vector, k, namespace)
+    with conn.transaction():
+        _apply_settings(conn, k, settings or [])
+        plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query), params).fetchone()[0]
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("Index Name"), str):
+                names.add(node["Index Name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(plan)
+    rows = conn.execute(
+        "SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
+        "WHERE i.indrelid = %s AND c.relname = ANY(%s)", (relid, sorted(names))).fetchall()  # fmt: skip
+    return {r[0] for r in rows}
+
+
+def knob_method(settings: dict[str, Any]) -> str:
+    """The index method the settings tune (one knob at a time)."""
+    methods = {KNOB_METHOD[name] for name in settings if name in KNOB_METHOD}
+    if len(methods) != 1:
+        raise StoreError("pgvector: say which index to check with one search setting (ef_search= or probes=)")
+    return methods.pop()
+
+
 TRIAL_TABLE = "vecfmt_tune"
 
 
@@ -212,6 +253,15 @@ class IndexTrial:
         with self.target.errors("search failed"):
             return nearest(self.conn, self.ext, self.relation, "id", "v", self.typname, self.metric, vector, k,
                            None, checked)  # fmt: skip
+
+    def uses_index(self, vector: np.ndarray, k: int, *, namespace: str = "", **settings: int) -> bool:
+        """Whether ``search`` with these settings reads the trial's index."""
+        checked = checked_settings(self.search_knobs(), settings, "the index trial")
+        with self.target.errors("cannot explain the search"):
+            relid = self.conn.execute("SELECT %s::regclass::oid", (self.relation.as_string(self.conn),)).fetchone()[0]
+            used = plan_methods(self.conn, relid, self.ext, self.relation, "id", "v", self.typname, self.metric,
+                                vector, k, None, checked)  # fmt: skip
+            return knob_method(settings) in used
 
     def close(self) -> None:
         if not self.conn.closed:
