@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from types import ModuleType
@@ -135,6 +136,12 @@ class Target:
             pymilvus = sdk()
             if self.lite:
                 require_sdk("milvus_lite", SCHEME)
+                # Milvus Lite's gRPC server runs on this process's threads, and grpc logs each call it does not
+                # implement (pymilvus asks for AllocTimestamp after creating an index) with a traceback.
+                logging.getLogger("grpc._server").setLevel(logging.CRITICAL + 1)
+                # Milvus Lite normalises cosine vectors with NumPy on its threads: a vector of huge magnitude
+                # overflows its norm, and NumPy's warning would reach stderr (the data stay exact).
+                warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy\.linalg")
                 if not os.path.isdir(os.path.dirname(self.path)):
                     raise StoreError(f"{self.label}: the folder {os.path.dirname(self.path)!r} does not exist")
             with self.errors("cannot connect"):
@@ -148,8 +155,12 @@ class Target:
                         _lite_users[self.path] = _lite_users.get(self.path, 0) + 1
                 try:
                     self._client = pymilvus.MilvusClient(**kwargs)
-                except BaseException:
+                except Exception as exc:
                     self._release_lite()
+                    if self.lite and os.path.exists(os.path.join(self.path, "LOCK")):
+                        raise StoreError(f"{self.label}: cannot open it: {self.clean(message_of(exc))} (Milvus Lite "
+                                         "opens a .db folder in one process at a time: is another one using it?)"
+                                         ) from None
                     raise
         return self._client
 

@@ -37,7 +37,16 @@ class MilvusExporter:
     supports_resume = True
 
     def __init__(self, uri: StoreURI) -> None:
-        self.target = t = Target(uri)
+        self.target = Target(uri)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vecfmt-milvus-page")
+        try:
+            self._open(uri)
+        except BaseException:
+            self.close()  # Milvus Lite holds its folder's lock until released
+            raise
+
+    def _open(self, uri: StoreURI) -> None:
+        t = self.target
         found = t.describe()
         if found is None:
             raise StoreError(f"{t.label} does not exist")
@@ -50,7 +59,6 @@ class MilvusExporter:
             raise StoreError(f"{t.label} has no vector field to export")
         self.order = [self.primary, *(f for f in c.dense if f is not self.primary)] if self.primary else []
         self.columns = {f.name: vector_column(f.name, i == 0) for i, f in enumerate(self.order)}
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vecfmt-milvus-page")
         t.load()
         self.partitions: list[str] = []
 

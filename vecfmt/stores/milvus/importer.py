@@ -111,12 +111,11 @@ class MilvusImporter:
         return 0
 
     def _drop_stale(self, staged: str) -> None:
+        """A staged collection left by an interrupted replace of this target (its name, ``NAME_vecfmt_staged``,
+        is the mark: Milvus Lite keeps no collection descriptions) is dropped before staging again."""
         t = self.target
-        found = t.describe(staged)
-        if found is None:
+        if t.describe(staged) is None:
             return
-        if (found.get("description") or "") != STAGED_DESCRIPTION + t.collection:
-            raise StoreError(f"{t.label}: a collection {staged!r} exists and is not vecfmt's staging; rename it first")
         log.info("milvus: dropping %s, left by an interrupted replace", staged)
         with t.errors("cannot drop the old staged collection"):
             t.client().drop_collection(staged)
@@ -148,7 +147,7 @@ class MilvusImporter:
                                        "Milvus keys rows by primary key across all partitions, so one would replace "
                                        "the other (import the namespaces into separate collections)")
 
-    def _check_lengths(self, ids: pa.ChunkedArray | pa.Array) -> None:
+    def _check_lengths(self, ids: pa.ChunkedArray | pa.Array, done: str = "nothing was written") -> None:
         if len(ids) == 0:
             return
         lengths = pc.binary_length(ids)
@@ -156,8 +155,7 @@ class MilvusImporter:
         if longest > self.id_max_length:
             where = pc.index(lengths, longest).as_py()
             raise InvalidDataError(f"milvus: id {ids[where].as_py()[:60]!r}... is {longest} bytes long; the primary "
-                                   f"key holds at most {self.id_max_length} (id_max_length=, up to 65535); nothing "
-                                   "of this batch was written")
+                                   f"key holds at most {self.id_max_length} (id_max_length=, up to 65535); {done}")
 
     def _create(self, manifest: Manifest, saved: dict[str, Any]) -> None:
         """A new collection for the dump: the source's fields when the dump came from Milvus, else vecfmt's:
@@ -282,7 +280,7 @@ class MilvusImporter:
         ids_column = batch.column(ID)
         ids: list[Any] = ids_column.to_pylist()
         if c.pk.type == "VARCHAR":
-            self._check_lengths(ids_column)
+            self._check_lengths(ids_column, "nothing of this batch was written")
         else:
             try:
                 ids = [int(x) for x in ids]
