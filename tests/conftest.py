@@ -2,7 +2,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-pytest_plugins = ["tests.servers.postgres", "tests.servers.s3", "tests.servers.pinecone", "tests.servers.weaviate"]
+pytest_plugins = ["tests.servers.postgres", "tests.servers.s3", "tests.servers.pinecone", "tests.servers.weaviate",
+                  "tests.servers.chroma"]
 
 
 def assert_tables_identical(a: pa.Table, b: pa.Table) -> None:
