@@ -32,7 +32,16 @@ class QdrantExporter:
     supports_resume = True
 
     def __init__(self, uri: StoreURI) -> None:
-        self.target = t = Target(uri)
+        self.target = Target(uri)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vecfmt-qdrant-page")
+        try:
+            self._open(uri)
+        except BaseException:
+            self.close()  # the client's own finaliser would print a traceback at exit
+            raise
+
+    def _open(self, uri: StoreURI) -> None:
+        t = self.target
         if not t.exists_on_disk():  # opening would create an empty storage folder
             raise StoreError(f"{t.label}: there is no Qdrant local storage at {t.path}")
         real, self.alias = t.resolve()
@@ -47,7 +56,6 @@ class QdrantExporter:
         self.order = ([self.primary] if self.primary is not None else []) + [n for n in c.dense if n != self.primary]
         self.columns = {n: vector_column(n or DEFAULT_VECTOR, i == 0) for i, n in enumerate(self.order)}
         self.namespaced = False
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vecfmt-qdrant-page")
 
     def identity(self) -> tuple[str, ...]:
         return self.target.identity()

@@ -1,0 +1,475 @@
+"""Qdrant against the real qdrant-client in local mode (no Qdrant server builds here): round trips bit for
+bit (dot, Euclid; cosine as documented), the id rule, named and sparse vectors, namespaces, if_exists modes,
+a replace that fails mid-way, a client killed mid-import and resumed, search, verify, bad inputs.
+
+Local mode commits every point to SQLite on its own, so these tests keep to a few hundred rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import vecfmt
+from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli
+from vecfmt import transfer
+from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.stores.base import IfExists, StoreURI, open_exporter, open_importer
+from vecfmt.stores.qdrant.ids import ID_KEY, ID_NAMESPACE, NAMESPACE_KEY, point_id
+
+ODD_IDS = ["0", "42", "007", "-1", "18446744073709551615", "18446744073709551616", "über/ß 1", "名前", "",
+           str(uuid.UUID(int=7)), str(uuid.UUID(int=0xABC)).upper(), "1.5", " 3"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """Import progress files in the test's folder (subprocesses inherit it)."""
+    monkeypatch.setenv("VECFMT_STATE_DIR", str(tmp_path / "state"))
+
+
+def q(path, collection: str = "docs", **options: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"collection": collection, **options}.items())
+    return f"qdrant://{path}?{query}"
+
+
+def by_id(table: pa.Table) -> pa.Table:
+    return table.sort_by("id")
+
+
+def assert_tables_identical(got: pa.Table, want: pa.Table) -> None:
+    """Same columns; ids, float32 bits of every present vector, validity, sparse vectors, metadata text and
+    documents identical (what sits under a null vector is no value)."""
+    assert got.column_names == want.column_names
+    assert got.num_rows == want.num_rows
+    for name in want.column_names:
+        a, b = got.column(name).combine_chunks(), want.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(b.type):
+            assert a.is_valid().equals(b.is_valid()), name
+            valid = b.is_valid().to_numpy(zero_copy_only=False)
+            dim = b.type.list_size
+            va = a.values.to_numpy(zero_copy_only=False).view(np.uint32).reshape(-1, dim)[valid]
+            vb = b.values.to_numpy(zero_copy_only=False).view(np.uint32).reshape(-1, dim)[valid]
+            np.testing.assert_array_equal(va, vb, err_msg=name)
+        else:
+            assert a.to_pylist() == b.to_pylist(), name
+
+
+def write_namespaced(uri: str, tables: dict[str, pa.Table], **kwargs) -> None:
+    with vecfmt.DumpWriter(uri, **kwargs) as writer:
+        for ns, table in tables.items():
+            for batch in table.to_batches():
+                writer.write_batch(batch, ns)
+
+
+def rich_table(n: int, dim: int, *, seed: int = 0, nulls: bool = True) -> pa.Table:
+    """make_table's rows (nested metadata, unicode, nulls, documents, a sparse vector) with odd ids, and a named
+    vector that some rows lack."""
+    table = make_table(n, dim, seed=seed, document=True, sparse=True, named={"title": 4})
+    ids = ODD_IDS + [f"id-{i}" for i in range(n - len(ODD_IDS))]
+    table = table.set_column(0, "id", pa.array(ids, pa.string()))
+    title = table.column("values_title").combine_chunks()
+    if not nulls:
+        return table
+    title = pa.FixedSizeListArray.from_arrays(title.values, 4, mask=pa.array([i % 5 == 2 for i in range(n)]))
+    return table.set_column(table.schema.get_field_index("values_title"), "values_title", title)
+
+
+def points(path, collection: str) -> dict[object, dict]:
+    """Point id -> payload, read with the client itself (no vecfmt handle may be open on the folder)."""
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(path))
+    try:
+        found, _ = client.scroll(collection, limit=10_000, with_payload=True)
+        return {p.id: p.payload for p in found}
+    finally:
+        client.close()
+
+
+def collections(path) -> tuple[set[str], dict[str, str]]:
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(path))
+    try:
+        names = {c.name for c in client.get_collections().collections}
+        return names, {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+    finally:
+        client.close()
+
+
+# --- round trips -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["dot", "euclidean"])
+def test_round_trip_is_bit_identical(tmp_path, metric):
+    table = rich_table(120, 8)
+    vecfmt.write_dump(str(tmp_path / "a"), table, metric=metric)
+    uri = q(tmp_path / "db")
+    result = transfer.import_dump(str(tmp_path / "a"), uri, batch_size=50)
+    assert result.rows == 120
+    manifest = transfer.export(uri, str(tmp_path / "b"), batch_size=35)
+    assert [(v.name, v.column, v.dimension, v.metric) for v in manifest.vectors] == \
+        [("default", "values", 8, metric), ("title", "values_title", 4, metric)]
+    assert manifest.sparse_values and manifest.document and manifest.total_rows == 120
+    assert manifest.extra["qdrant"]["sparse"] == "sparse" and manifest.extra["qdrant"]["document"] == "document"
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(table))
+
+    # the manifest recreates the collection: a second import and export give the same rows again
+    transfer.import_dump(str(tmp_path / "b"), q(tmp_path / "db", "again"))
+    transfer.export(q(tmp_path / "db", "again"), str(tmp_path / "c"))
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "c")).table("")), by_id(table))
+
+
+def test_ids_follow_the_documented_rule(tmp_path):
+    table = make_table(len(ODD_IDS), 4).set_column(0, "id", pa.array(ODD_IDS, pa.string()))
+    vecfmt.write_dump(str(tmp_path / "a"), table, metric="dot")
+    transfer.import_dump(str(tmp_path / "a"), q(tmp_path / "db"))
+    held = points(tmp_path / "db", "docs")
+    assert 0 in held and 42 in held and 2**64 - 1 in held  # canonical unsigned integers stay integers
+    assert str(uuid.UUID(int=7)) in held  # canonical UUIDs stay UUIDs
+    for mapped in ("007", "-1", "18446744073709551616", "名前", "", str(uuid.UUID(int=0xABC)).upper(), " 3"):
+        key = str(uuid.uuid5(ID_NAMESPACE, mapped))
+        assert held[key][ID_KEY] == mapped, mapped
+    assert ID_KEY not in held[42] and ID_KEY not in held[str(uuid.UUID(int=7))]
+    assert point_id("x", "ns") == (str(uuid.uuid5(ID_NAMESPACE, "2:ns:x")), True)
+    assert point_id("b:c", "a") != point_id("c", "a:b")
+
+
+def test_unnamed_vector_for_a_plain_dump_and_export_of_a_foreign_collection(tmp_path):
+    from qdrant_client import QdrantClient, models
+
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(30, 6), metric="euclidean")
+    transfer.import_dump(str(tmp_path / "a"), q(tmp_path / "db"))
+    client = QdrantClient(path=str(tmp_path / "db"))
+    try:
+        params = client.get_collection("docs").config.params
+        assert params.vectors.size == 6 and params.vectors.distance == models.Distance.EUCLID  # unnamed
+        # a collection vecfmt did not make: Manhattan, uint ids, a payload of every JSON type, two sparse vectors
+        client.create_collection("foreign", vectors_config={"img": models.VectorParams(
+            size=3, distance=models.Distance.MANHATTAN)}, sparse_vectors_config={
+            "a": models.SparseVectorParams(), "b": models.SparseVectorParams(modifier=models.Modifier.IDF)})
+        client.upsert("foreign", [models.PointStruct(id=i, vector={"img": [i, 0.5, -1.25], "b": models.SparseVector(
+            indices=[9, 2], values=[1.0, 2.0])}, payload={"n": i, "f": 0.5, "t": None, "l": [1, "x"]})
+            for i in range(5)])
+    finally:
+        client.close()
+    run = vecfmt_cli("export", q(tmp_path / "db", "foreign"), str(tmp_path / "f"))
+    assert_one_clear_error(run, "several sparse vectors", "sparse=NAME")
+    manifest = transfer.export(q(tmp_path / "db", "foreign", sparse="b"), str(tmp_path / "f"))
+    assert [(v.name, v.metric) for v in manifest.vectors] == [("img", "manhattan")]
+    got = vecfmt.open_dump(str(tmp_path / "f")).table("")
+    assert got.column("id").to_pylist() == ["0", "1", "2", "3", "4"]
+    assert got.column("sparse_values")[0].as_py() == {"indices": [2, 9], "values": [2.0, 1.0]}  # sorted
+    assert json.loads(got.column("metadata")[3].as_py()) == {"n": 3, "f": 0.5, "t": None, "l": [1, "x"]}
+    assert manifest.extra["qdrant"]["sparse_modifier"] == "idf"
+    # and back into a new collection: same names, distance, IDF modifier
+    transfer.import_dump(str(tmp_path / "f"), q(tmp_path / "db", "back"))
+    client = QdrantClient(path=str(tmp_path / "db"))
+    try:
+        config = client.get_collection("back").config.params
+        assert config.vectors["img"].distance == models.Distance.MANHATTAN
+        assert config.sparse_vectors["b"].modifier == models.Modifier.IDF
+    finally:
+        client.close()
+
+
+def test_cosine_round_trip_and_what_qdrant_keeps(tmp_path):
+    """Qdrant stores cosine vectors normalised (v / |v|). Local mode persists what it was given and normalises
+    in memory: a fresh open gives the originals back bit for bit; the session that wrote them (and a server)
+    gives the normalised ones, which point the same way within float32 rounding."""
+    table = make_table(60, 16)
+    vecfmt.write_dump(str(tmp_path / "a"), table, metric="cosine")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    transfer.export(uri, str(tmp_path / "b"))  # another client: read from the folder
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(table))
+
+    from vecfmt.stores.qdrant.connect import Target
+
+    held = Target(StoreURI.parse(uri))
+    held.client()  # keeps the folder's one client open: the exporter below shares it, as in one session
+    try:
+        importer = open_importer(q(tmp_path / "db", "same"))
+        dump = vecfmt.open_dump(str(tmp_path / "a"))
+        importer.prepare(dump.manifest, if_exists=IfExists.FAIL)
+        for batch in dump.batches(""):
+            importer.write("", batch, rows_done=batch.num_rows)
+        importer.finish()
+        importer.close()
+        transfer.export(q(tmp_path / "db", "same"), str(tmp_path / "c"))
+    finally:
+        held.close()
+    got = by_id(vecfmt.open_dump(str(tmp_path / "c")).table("")).column("values").combine_chunks()
+    want = by_id(table).column("values").combine_chunks()
+    g = got.values.to_numpy().reshape(-1, 16).astype(np.float64)
+    w = want.values.to_numpy().reshape(-1, 16).astype(np.float64)
+    unit = w / np.linalg.norm(w, axis=1, keepdims=True)
+    assert np.abs(g - unit).max() < 1e-6  # v / |v| computed in float32
+    assert np.abs(np.linalg.norm(g, axis=1) - 1).max() < 1e-6
+    assert ((g * w).sum(axis=1) / np.linalg.norm(w, axis=1)).min() > 1 - 1e-6  # the same direction
+    assert not np.array_equal(g, w)
+
+
+def test_namespaces_keep_their_ids_apart_and_count(tmp_path):
+    tables = {ns: make_table(40, 4, seed=s) for s, ns in enumerate(["", "acme", "tenant/7"])}  # same ids in each
+    write_namespaced(str(tmp_path / "a"), tables, metric="dot")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    held = points(tmp_path / "db", "docs")
+    assert len(held) == 120
+    assert sum(1 for p in held.values() if p.get(NAMESPACE_KEY) == "tenant/7") == 40
+    exporter = open_exporter(uri)
+    try:
+        assert exporter.describe().namespaces == {"": 40, "acme": 40, "tenant/7": 40}
+    finally:
+        exporter.close()
+    manifest = transfer.export(uri, str(tmp_path / "b"))
+    assert {n.name: n.rows for n in manifest.namespaces} == {"": 40, "acme": 40, "tenant/7": 40}
+    dump = vecfmt.open_dump(str(tmp_path / "b"))
+    for ns, table in tables.items():
+        assert_tables_identical(by_id(dump.table(ns)), by_id(table))
+    transfer.export(uri, str(tmp_path / "c"), namespaces=["acme"])
+    assert vecfmt.open_dump(str(tmp_path / "c")).manifest.namespace_names() == ["acme"]
+
+
+def test_export_resumes_from_its_offset(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(100, 4), metric="dot")
+    uri = q(tmp_path / "db", page="10")
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    exporter = open_exporter(uri)
+    try:
+        exporter.describe()
+        chunks = list(exporter.batches(exporter.slices("")[0], batch_size=10))
+        rest = list(exporter.batches(exporter.slices("")[0], batch_size=10, resume=chunks[3].resume_token))
+        assert list(exporter.batches(exporter.slices("")[0], batch_size=10, resume=chunks[-1].resume_token)) == []
+    finally:
+        exporter.close()
+    first = [i for c in chunks for i in c.batch.column("id").to_pylist()]
+    assert len(first) == 100 and len(set(first)) == 100
+    assert [i for c in rest for i in c.batch.column("id").to_pylist()] == first[40:]
+
+
+# --- if_exists -------------------------------------------------------------------------------------
+
+
+def test_if_exists_modes(tmp_path):
+    table = make_table(50, 4)
+    vecfmt.write_dump(str(tmp_path / "a"), table, metric="dot")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "a"), uri), "already holds 50 points", "upsert")
+    transfer.import_dump(str(tmp_path / "a"), uri, if_exists="upsert")  # same point ids: same points
+    vecfmt.write_dump(str(tmp_path / "more"), make_table(10, 4, prefix="more-"), metric="dot")
+    transfer.import_dump(str(tmp_path / "more"), uri, if_exists="append")
+    assert len(points(tmp_path / "db", "docs")) == 60
+
+    vecfmt.write_dump(str(tmp_path / "new"), make_table(10, 4, prefix="new-", seed=3), metric="dot")
+    transfer.import_dump(str(tmp_path / "new"), uri, if_exists="replace")
+    names, aliases = collections(tmp_path / "db")
+    assert aliases["docs"] in names and "docs" not in names  # the name is now an alias of the loaded collection
+    transfer.export(uri, str(tmp_path / "b"))
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")),
+                            by_id(make_table(10, 4, prefix="new-", seed=3)))
+    # a second replace switches the alias in one request and drops the collection it named before
+    first = aliases["docs"]
+    transfer.import_dump(str(tmp_path / "a"), uri, if_exists="replace")
+    names, aliases = collections(tmp_path / "db")
+    assert first not in names and aliases["docs"] in names and len(names) == 1
+    transfer.export(uri, str(tmp_path / "c"))
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "c")).table("")), by_id(table))
+
+
+def test_replace_failing_mid_way_leaves_the_old_collection(tmp_path):
+    old = make_table(30, 4, prefix="old-")
+    vecfmt.write_dump(str(tmp_path / "old"), old, metric="dot")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "old"), uri)
+    dump = str(tmp_path / "new")
+    vecfmt.write_dump(dump, make_table(90, 4, prefix="new-"), metric="dot",
+                      options=vecfmt.ParquetOptions(max_file_rows=30))  # fmt: skip
+    manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
+    broken = tmp_path / "new" / manifest["files"][2]["path"]
+    data = bytearray(broken.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, wrong SHA-256: found when the third file is read
+    broken.write_bytes(bytes(data))
+    run = vecfmt_cli("import", dump, uri, "--if-exists", "replace", "--batch-size", "30")
+    assert_one_clear_error(run, "SHA-256")
+    names, aliases = collections(tmp_path / "db")
+    assert names == {"docs"} and aliases == {}  # the staged collection is gone
+    transfer.export(uri, str(tmp_path / "b"))
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(old))
+
+
+# --- a client killed mid-import ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("if_exists", ["fail", "replace"])
+def test_killed_mid_import_then_resume_ends_exact(tmp_path, if_exists):
+    uri = q(tmp_path / "db", batch="10")
+    if if_exists == "replace":
+        vecfmt.write_dump(str(tmp_path / "old"), make_table(5, 8, prefix="old-"), metric="euclidean")
+        transfer.import_dump(str(tmp_path / "old"), uri)
+    table = make_table(250, 8)
+    dump = str(tmp_path / "a")
+    vecfmt.write_dump(dump, table, metric="euclidean", options=vecfmt.ParquetOptions(max_file_rows=60))
+    proc = subprocess.Popen([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--if-exists", if_exists,
+                             "--batch-size", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    state = tmp_path / "state" / "qdrant"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [json.loads(p.read_text())["rows_done"] for p in state.glob("import-*.json")] if state.exists() else []
+        if done and done[0] >= 40:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, "the import finished before it could be killed"
+    if if_exists == "replace":  # until the swap, the name still gives the old rows
+        names, aliases = collections(tmp_path / "db")
+        assert "docs" in names and aliases == {} and len(names) == 2
+        assert len(points(tmp_path / "db", "docs")) == 5
+    run = vecfmt_cli("import", dump, uri, "--resume", "--quiet", timeout=300)
+    assert run.code == 0, run
+    assert "resumed after" in run.stdout or run.stdout == "", run.stdout
+    transfer.export(uri, str(tmp_path / "b"))
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(table))
+    assert not list(state.glob("import-*.json"))  # done: nothing left to resume
+
+
+# --- search and verify -------------------------------------------------------------------------------
+
+
+def test_search_finds_the_right_neighbours_on_both_sides(tmp_path):
+    table = make_table(80, 8)
+    tables = {"": table, "acme": make_table(20, 8, seed=5)}
+    write_namespaced(str(tmp_path / "a"), tables, metric="euclidean")
+    uri = q(tmp_path / "db")
+    importer = open_importer(uri)
+    dump = vecfmt.open_dump(str(tmp_path / "a"))
+    try:
+        importer.prepare(dump.manifest, if_exists=IfExists.FAIL)
+        done = 0
+        for ns in dump.manifest.namespace_names():
+            for batch in dump.batches(ns):
+                done += batch.num_rows
+                importer.write(ns, batch, rows_done=done)
+        importer.finish()
+        vectors = table.column("values").combine_chunks().values.to_numpy().reshape(-1, 8)
+        query = vectors[17] + np.float32(0.01)
+        exact = np.argsort(((vectors - query) ** 2).sum(axis=1))[:5]
+        hits = importer.search(query, 5)
+        assert [h[0] for h in hits] == [f"id-{i}" for i in exact]
+        acme = importer.search(tables["acme"].column("values")[3].values.to_numpy(), 1, namespace="acme")
+        assert acme[0][0] == "id-3" and acme[0][1] < 1e-5
+    finally:
+        importer.close()
+    exporter = open_exporter(uri)
+    try:
+        exporter.describe()
+        assert [h[0] for h in exporter.search(query, 5)] == [f"id-{i}" for i in exact]
+    finally:
+        exporter.close()
+
+
+def test_verify_passes_and_copy_between_collections_of_one_folder(tmp_path):
+    # no null named vectors: verify digests the bits under a null vector too, which no store keeps
+    table = rich_table(60, 8, nulls=False)
+    vecfmt.write_dump(str(tmp_path / "a"), table, metric="dot")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    run = vecfmt_cli("verify", str(tmp_path / "a"), uri, "--full", "--queries", "10")
+    assert run.code == 0, run
+    # one folder, one client shared by both sides of the copy (local mode locks the folder)
+    result = transfer.copy(uri, q(tmp_path / "db", "copy"))
+    assert result.rows == 60
+    transfer.export(q(tmp_path / "db", "copy"), str(tmp_path / "b"))
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(table))
+    assert_one_clear_error(vecfmt_cli("copy", uri, q(tmp_path / "db")), "same table")
+
+
+# --- bad inputs --------------------------------------------------------------------------------------
+
+
+def one_line_refusal(call, *args, match: str, **kwargs) -> str:
+    """In-process: the store's refusal is a StoreError/InvalidDataError of one line (the CLI prints just that)."""
+    with pytest.raises((StoreError, InvalidDataError), match=match) as info:
+        call(*args, **kwargs)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_bad_inputs_are_one_clear_line(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(5, 8), metric="dot")
+    vecfmt.write_dump(str(tmp_path / "b"), make_table(5, 16, prefix="other-"), metric="dot")
+    vecfmt.write_dump(str(tmp_path / "cos"), make_table(5, 8, prefix="c-"), metric="cosine")
+    uri = q(tmp_path / "db")
+    assert vecfmt_cli("import", str(tmp_path / "a"), uri).code == 0
+    # through the CLI: exit 1, one line, no traceback
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "b"), uri, "--if-exists", "append"),
+                           "8-dimensional", "16", "nothing was written")  # fmt: skip
+    assert_one_clear_error(vecfmt_cli("export", q(tmp_path / "db", "nope"), str(tmp_path / "x")), "does not exist")
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "a"), q(tmp_path / "db", colection="x")),
+                           "unknown option 'colection'")  # fmt: skip
+    # in-process, the same errors the CLI prints
+    one_line_refusal(transfer.import_dump, str(tmp_path / "cos"), uri, if_exists="append", match="distance Dot")
+    one_line_refusal(transfer.export, q(tmp_path / "none"), str(tmp_path / "x"), match="no Qdrant local storage")
+    assert not (tmp_path / "none").exists()
+    one_line_refusal(transfer.import_dump, str(tmp_path / "a"), q(tmp_path / "db", grpc="true"),
+                     match="option grpc is for a server")  # fmt: skip
+    one_line_refusal(transfer.import_dump, str(tmp_path / "a"), q(tmp_path / "db", "a/b"),
+                     match="not a valid Qdrant name")  # fmt: skip
+    one_line_refusal(transfer.import_dump, str(tmp_path / "a"), q(tmp_path / "db", batch="0"),
+                     match="batch must be between")  # fmt: skip
+    table = make_table(5, 8, prefix="r-")
+    table = table.set_column(table.schema.get_field_index("metadata"), "metadata",
+                             pa.array([json.dumps({ID_KEY: "x"})] * 5))  # fmt: skip
+    vecfmt.write_dump(str(tmp_path / "reserved"), table, metric="dot")
+    one_line_refusal(transfer.import_dump, str(tmp_path / "reserved"), uri, if_exists="append",
+                     match=f"'r-0'.*{ID_KEY}")  # fmt: skip
+    with pytest.raises(StoreError, match="needs the option collection"):
+        open_importer(f"qdrant://{tmp_path / 'db'}")
+
+
+def test_api_key_never_shows(tmp_path, monkeypatch):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(5, 4), metric="dot")
+    secret = "s3cr3t-key-value"
+    run = vecfmt_cli("import", str(tmp_path / "a"), f"qdrant://127.0.0.1:9?collection=docs&api_key={secret}")
+    assert_one_clear_error(run, "qdrant 127.0.0.1:9", "cannot connect")
+    assert secret not in run.stderr + run.stdout
+    monkeypatch.setenv("QDRANT_API_KEY", secret)
+    message = one_line_refusal(transfer.import_dump, str(tmp_path / "a"),
+                               "qdrant://127.0.0.1:9?collection=docs&grpc=true&grpc_port=9", match="cannot connect")
+    assert secret not in message
+    assert secret not in str(StoreURI.parse(f"qdrant://h:1?collection=c&api_key={secret}"))
+
+
+def test_folder_locked_by_another_process_is_one_line(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(5, 4), metric="dot")
+    transfer.import_dump(str(tmp_path / "a"), q(tmp_path / "db"))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom qdrant_client import QdrantClient\n"
+                               f"c = QdrantClient(path={str(tmp_path / 'db')!r})\nprint('open', flush=True)\n"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert_one_clear_error(vecfmt_cli("export", q(tmp_path / "db"), str(tmp_path / "b")),
+                               "open in another process")  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_manifest_never_names_vecfmt_keys_as_metadata(tmp_path):
+    tables = {"ns": make_table(10, 4, document=True)}
+    write_namespaced(str(tmp_path / "a"), tables, metric="dot")
+    transfer.import_dump(str(tmp_path / "a"), q(tmp_path / "db"))
+    transfer.export(q(tmp_path / "db"), str(tmp_path / "b"))
+    got = vecfmt.open_dump(str(tmp_path / "b")).table("ns")
+    for text in got.column("metadata").to_pylist():
+        assert text is None or not ({ID_KEY, NAMESPACE_KEY, "document"} & set(json.loads(text)))
