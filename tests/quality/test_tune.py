@@ -20,7 +20,7 @@ import pytest
 import vecfmt
 from vecfmt import transfer
 from vecfmt.errors import StoreError, VecfmtError
-from vecfmt.quality.tune import TuneError, tune
+from vecfmt.quality.tune import TuneError, _knobs, tune
 from vecfmt.schema import vectors_array
 from vecfmt.stores.base import KnobInfo, Tunable, open_exporter
 from vecfmt.writer import DumpWriter
@@ -195,21 +195,56 @@ def test_a_namespace_is_tuned_on_its_own_rows_and_one_the_index_does_not_serve_i
 
 def test_a_table_without_a_vector_index_has_nothing_to_tune(tmp_path, pg_db):
     uri = load(tmp_path, pg_db, vectors(200), index="none")
-    with pytest.raises(TuneError, match="has no search-time knob to tune") as caught:
+    with pytest.raises(TuneError, match="has no search-time knob to tune: its vector column has no index") as caught:
         tune(uri)
     assert "\n" not in str(caught.value) and "s3cret-pw" not in str(caught.value)
 
 
+def test_lancedb_ivf_pq_nprobes_and_refine_factor(tmp_path):
+    """LanceDB's IVF_PQ: probing every partition finds more than one, and re-ranking with exact distances
+    undoes the loss of a coarse product quantisation (4 sub-vectors of 32 dimensions)."""
+    data = pa.table({"id": pa.array([f"r{i}" for i in range(ROWS)]), "values": vectors_array(vectors()),
+                     "metadata": pa.array([None] * ROWS, pa.string())})  # fmt: skip
+    vecfmt.write_dump(str(tmp_path / "d"), data, metric="cosine")
+    lance = f"lancedb://{tmp_path}/lance?table=items"
+    transfer.import_dump(str(tmp_path / "d"), f"{lance}&index=ivf_pq&num_partitions=16&num_sub_vectors=4")
+    probes = tune(lance, knob="nprobes", values=[1, 16], queries=50, target_recall=0.5)
+    assert (probes.setting, [r.value for r in probes.rows]) == ("nprobes", [1, 16])
+    assert probes.rows[0].recall < probes.rows[1].recall, probes.rows
+    refined = tune(lance, knob="refine_factor", values=[1, 50], queries=50, target_recall=0.9)
+    assert refined.rows[0].recall < 0.8 and refined.rows[1].recall > refined.rows[0].recall + 0.1, refined.rows
+    exporter = open_exporter(lance)
+    try:
+        assert set(exporter.search_knobs()) == {"nprobes", "refine_factor"}
+        with pytest.raises(StoreError, match="no search setting 'ef'"):
+            exporter.search(vectors(1)[0], 3, ef=40)
+        with pytest.raises(StoreError, match="between 1 and 65536"):
+            exporter.search(vectors(1)[0], 3, nprobes=0)
+    finally:
+        exporter.close()
+
+
 def test_a_store_without_a_knob_is_told_so(tmp_path):
-    """LanceDB searches, but without an IVF index there is nothing to set (vecfmt sets none there)."""
+    """LanceDB without a vector index searches exactly: nothing to set. A store module without knobs
+    at all (no ``search_knobs``) and one that cannot search are told so too."""
     data = pa.table({"id": pa.array(["a", "b"]), "values": vectors_array(vectors(2, 4)),
                      "metadata": pa.array([None, None], pa.string())})  # fmt: skip
     vecfmt.write_dump(str(tmp_path / "d"), data)
     lance = f"lancedb://{tmp_path}/lance?table=items"
     transfer.import_dump(str(tmp_path / "d"), lance)
-    with pytest.raises(TuneError, match="this store has no search-time knob to tune") as caught:
+    with pytest.raises(TuneError) as caught:
         tune(lance)
-    assert str(caught.value) == f"{lance}: this store has no search-time knob to tune"
+    assert str(caught.value) == (f"{lance} has no search-time knob to tune: its vector column has no index that "
+                                 "takes one (for its metric), so its searches are exact")  # fmt: skip
+
+    class Plain:
+        def search(self, vector, k, *, namespace=""):
+            return []
+
+    with pytest.raises(TuneError, match=r"^lancedb://x: this store has no search-time knob to tune$"):
+        _knobs(Plain(), "lancedb://x")
+    with pytest.raises(TuneError, match=r"^lancedb://x: this store cannot search, so there is nothing to tune$"):
+        _knobs(object(), "lancedb://x")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

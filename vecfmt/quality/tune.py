@@ -214,8 +214,8 @@ def _knobs(exporter: Exporter, label: str) -> dict[str, KnobInfo]:
         raise TuneError(f"{label}: this store has no search-time knob to tune")
     knobs: dict[str, KnobInfo] = search_knobs()
     if not knobs:
-        raise TuneError(f"{label} has no search-time knob to tune: its searches are exact or its index has no "
-                        "setting (pgvector: no HNSW or IVFFlat index on the vector column for its metric)")  # fmt: skip
+        raise TuneError(f"{label} has no search-time knob to tune: its vector column has no index that takes one "
+                        "(for its metric), so its searches are exact")  # fmt: skip
     return knobs
 
 

@@ -12,6 +12,8 @@ object-store URI LanceDB understands). Options:
   ``index_min_rows`` rows, 100,000 by default), ``none``, or a LanceDB index type (``ivf_pq``,
   ``ivf_hnsw_sq``, ...) built whatever the size; ``num_partitions`` and ``num_sub_vectors`` are passed
   to LanceDB (its own defaults otherwise). A table with an index already is only brought up to date.
+  The exporter's ``search()`` takes the index's knobs for one search (``nprobes``, ``refine_factor``; ``ef``
+  for IVF_HNSW types; ``search_knobs()``), which ``vecfmt tune`` sweeps.
 
 A table vecfmt creates holds ``id``, ``vector`` (the dump's ``values``), one column per further named
 vector (named after it), ``sparse_values``, ``metadata`` (JSON text), ``document`` and, when the dump has
@@ -70,7 +72,7 @@ from vecfmt.schema import (
     vector_column,
 )
 from vecfmt.storage import redact, scrub, secrets_of
-from vecfmt.stores.base import Chunk, Description, IfExists, Slice, StoreURI, require_sdk
+from vecfmt.stores.base import Chunk, Description, IfExists, KnobInfo, Slice, StoreURI, require_sdk
 
 SCHEME = "lancedb"
 # Index after import: "auto" builds IVF_PQ from INDEX_MIN_ROWS rows on (LanceDB's docs: below about 100,000
@@ -166,12 +168,28 @@ class LanceDBExporter:
     def identity(self) -> tuple[str, str, str]:
         return _identity(self.uri, self.name)
 
-    def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
+    def search(self, vector: np.ndarray, k: int, *, namespace: str = "", **settings: int) -> list[tuple[str, float]]:
+        """The ``k`` nearest ids; ``settings`` (``search_knobs()``: ``nprobes``, ``refine_factor``, ``ef``)
+        apply to this search only."""
         primary = next(iter(self.vectors), None)
         if primary is None:
             raise StoreError(f"LanceDB table {self.name!r} has no dense vector to search")
+        checked = _checked_settings(self.search_knobs(), settings, self.name) if settings else {}
         return _search(self.table, primary, self.id_column, self.vectors[primary].metric, self.namespace_column,
-                       vector, k, namespace)
+                       vector, k, namespace, checked)
+
+    def search_knobs(self) -> dict[str, KnobInfo]:
+        """The knobs of the primary vector's index: IVF indexes ``nprobes`` and ``refine_factor``, HNSW ones
+        also ``ef``; none without an index (a flat, exact scan)."""
+        primary = next(iter(self.vectors), None)
+        kinds = [i.index_type.upper() for i in self.table.list_indices() if primary in i.columns]
+        kinds = [kind for kind in kinds if kind.startswith("IVF")]
+        if not kinds:
+            return {}
+        knobs = dict(SEARCH_KNOBS)
+        if not any("HNSW" in kind for kind in kinds):
+            del knobs["ef"]
+        return knobs
 
     def _vector_columns(self) -> dict[str, VectorSpec]:
         candidates = [f for f in self.schema if pa.types.is_fixed_size_list(f.type)
@@ -625,11 +643,41 @@ def _as_string(ids: pa.Array) -> pa.Array:
     return ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
 
 
+# Search-time knobs of an IVF index (and of HNSW within IVF): LanceDB's query builder methods of these names.
+SEARCH_KNOBS = {
+    "nprobes": KnobInfo("nprobes", (1, 2, 4, 8, 16, 32, 64, 128, 256), 20, 1, 65536,
+                        "IVF partitions searched: more finds more true neighbours, each search is slower"),
+    "refine_factor": KnobInfo("refine_factor", (1, 2, 5, 10, 20, 50), 0, 1, 1000,
+                              "candidates re-ranked by exact distance, as a multiple of k (unset: none): more "
+                              "undoes more quantisation error, each search reads more vectors"),
+    "ef": KnobInfo("ef", (10, 20, 40, 80, 160, 320, 640, 1000), 0, 1, 100000,
+                   "HNSW candidates per partition (unset: 1.5 x k): more finds more, each search is slower"),
+}  # fmt: skip
+
+
+def _checked_settings(knobs: dict[str, KnobInfo], settings: dict[str, Any], table: str) -> dict[str, int]:
+    out = {}
+    for name, value in settings.items():
+        info = knobs.get(name)
+        if info is None:
+            have = ", ".join(knobs) or "none: the vector column has no IVF index"
+            raise StoreError(f"LanceDB table {table!r} has no search setting {name!r} (it has: {have})")
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not info.low <= value <= info.high:
+            raise StoreError(f"lancedb: search setting {name} must be a whole number between {info.low} and "
+                             f"{info.high}, not {value!r}")  # fmt: skip
+        out[name] = int(value)
+    return out
+
+
 def _search(table: Any, vector_column: str, id_column: str, metric: str, namespace_column: str | None,
-            vector: np.ndarray, k: int, namespace: str) -> list[tuple[str, float]]:
-    """The ``k`` nearest ids and their distances, within ``namespace`` when the table has several."""
+            vector: np.ndarray, k: int, namespace: str, settings: dict[str, int] | None = None,
+            ) -> list[tuple[str, float]]:  # fmt: skip
+    """The ``k`` nearest ids and their distances, within ``namespace`` when the table has several;
+    ``settings`` name query builder methods (``SEARCH_KNOBS``), checked."""
     query = (table.search(np.asarray(vector, np.float32), vector_column_name=vector_column)
              .distance_type(DISTANCE_TYPES.get(metric, "l2")).select([id_column, "_distance"]).limit(k))
+    for name, value in (settings or {}).items():
+        query = getattr(query, name)(value)
     if namespace_column is not None:
         query = query.where(_in_namespace(namespace_column, namespace))
     result = query.to_arrow()
