@@ -187,9 +187,9 @@ class IndexTrial:
     read. A temporary table belongs to its session: it is dropped on ``close``, and by the server when
     the session ends in any other way (a killed client), so a trial never leaves anything behind.
 
-    The copy costs what the rows weigh (server side, no Python); its pages live in the session's
-    ``temp_buffers`` (set to ``maintenance_work_mem``, default 1GB, before the copy), not in shared
-    buffers, so latencies compare among trials better than against the table's own index."""
+    The copy (made by the first ``build``) costs what the rows weigh (server side, no Python); its pages
+    live in the session's ``temp_buffers`` (set to ``maintenance_work_mem``, default 1GB, before the copy),
+    not in shared buffers, so latencies compare among trials better than against the table's own index."""
 
     def __init__(self, target: Target, ext: Extension, source: sql.Composable, where: sql.Composable,
                  id_column: str, column: str, typname: str, dimension: int, metric: str) -> None:  # fmt: skip
@@ -202,19 +202,23 @@ class IndexTrial:
         if not re.fullmatch(r"\d+\s*(kB|MB|GB|TB)?", memory):
             raise StoreError(f"pgvector {target.where}: maintenance_work_mem must look like 512MB or 2GB, "
                              f"not {memory!r}")  # fmt: skip
+        self.copied = False
+        # The copy is made by the first build, so that a caller can check every build first.
+        self._copy_statements: list[sql.Composable] = [
+            sql.SQL("SELECT set_config('temp_buffers', {}, false)").format(sql.Literal(memory)),
+            sql.SQL("SELECT set_config('maintenance_work_mem', {}, false)").format(sql.Literal(memory)),
+            sql.SQL("CREATE TEMPORARY TABLE {} (id text, v {})").format(self.relation, ext.type(typname, dimension)),
+            sql.SQL("INSERT INTO {} SELECT {}::text, {} FROM {}{}").format(
+                self.relation, sql.Identifier(id_column), sql.Identifier(column), source, where),
+            sql.SQL("ANALYZE {}").format(self.relation),  # autovacuum never sees temporary tables
+        ]  # fmt: skip
         self.conn = target.connect()  # read-write: a read-only session cannot create even a temporary table
-        try:
-            with target.errors("cannot copy the vectors for an index trial"):
-                self.conn.execute("SELECT set_config('temp_buffers', %s, false)", (memory,))
-                self.conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (memory,))
-                self.conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} (id text, v {})").format(
-                    self.relation, ext.type(typname, dimension)))  # fmt: skip
-                self.conn.execute(sql.SQL("INSERT INTO {} SELECT {}::text, {} FROM {}{}").format(
-                    self.relation, sql.Identifier(id_column), sql.Identifier(column), source, where))  # fmt: skip
-                self.conn.execute(sql.SQL("ANALYZE {}").format(self.relation))  # autovacuum never sees temp tables
-        except BaseException:
-            self.close()
-            raise
+
+    def _copy(self) -> None:
+        with self.target.errors("cannot copy the vectors for an index trial"):
+            for statement in self._copy_statements:
+                self.conn.execute(statement)
+        self.copied = True
 
     @staticmethod
     def check(**params: int) -> dict[str, int]:
@@ -235,6 +239,8 @@ class IndexTrial:
     def build(self, **params: int) -> None:
         """(Re)build the trial's HNSW index with ``params`` (see ``check``)."""
         chosen = self.check(**params)
+        if not self.copied:
+            self._copy()
         opclass = sql.Identifier(self.ext.schema, f"{self.typname}_{OPCLASS_SUFFIX[self.metric]}")
         with self.target.errors("cannot build the trial index"):
             name = f"{TRIAL_TABLE}_idx"
