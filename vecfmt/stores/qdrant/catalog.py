@@ -109,12 +109,22 @@ def create(target: Target, name: str, manifest: Manifest, names: dict[str, str],
     vectors: Any = dense
     if list(dense) == [UNNAMED]:
         vectors = dense[UNNAMED]
-    marks = {MARK: {"document": document, "id_key": ID_KEY, "namespace_key": NAMESPACE_KEY}}
+    namespaced = any(ns.name for ns in manifest.namespaces)
+    marks = {MARK: {"document": document, "id_key": ID_KEY, "namespace_key": NAMESPACE_KEY, "namespaces": namespaced}}
     with target.errors(f"cannot create the collection {name!r}"):
         target.client().create_collection(name, vectors_config=vectors or None, sparse_vectors_config=sparse_config,
                                           metadata=marks)  # fmt: skip
-    if any(ns.name for ns in manifest.namespaces) and not target.local:  # local mode has no payload indexes
+    if namespaced and not target.local:  # local mode has no payload indexes
         index_namespaces(target, name)
+
+
+def mark_namespaced(target: Target, c: Collection) -> None:
+    """Note in the collection's metadata that points hold namespaces: an export of a collection vecfmt made
+    looks for them only then (a filtered count costs a pass over every payload in local mode)."""
+    if c.marks.get("namespaces") is True:
+        return
+    with target.errors("cannot update the collection's metadata"):
+        target.client().update_collection(c.name, metadata={MARK: {**c.marks, "namespaces": True}})
 
 
 def index_namespaces(target: Target, name: str) -> None:

@@ -55,7 +55,7 @@ class QdrantExporter:
         # The primary vector first, then the others in the collection's order.
         self.order = ([self.primary] if self.primary is not None else []) + [n for n in c.dense if n != self.primary]
         self.columns = {n: vector_column(n or DEFAULT_VECTOR, i == 0) for i, n in enumerate(self.order)}
-        self.namespaced = False
+        self.namespaced: bool | None = None  # known once the namespaces are counted
 
     def identity(self) -> tuple[str, ...]:
         return self.target.identity()
@@ -121,6 +121,9 @@ class QdrantExporter:
         client = t.client()
         with t.errors("cannot count the points"):
             total = int(client.count(self.real, exact=True).count)
+            if self.collection.marks.get("namespaces") is False:  # made by vecfmt, never given namespaces
+                self.namespaced = False
+                return {"": total}
             default = int(client.count(self.real, count_filter=namespace_filter(""), exact=True).count)
         others: dict[str, int | None] = {}
         if default != total:
@@ -142,6 +145,12 @@ class QdrantExporter:
         out.update(sorted(others.items()))
         return out
 
+    def _namespaced(self) -> bool:
+        """Whether any point has a namespace (then the default namespace is filtered to those without)."""
+        if self.namespaced is None:
+            self._namespaces()
+        return bool(self.namespaced)
+
     def slices(self, namespace: str) -> list[Slice]:
         return [Slice(namespace)]
 
@@ -159,7 +168,7 @@ class QdrantExporter:
             return
         offset, rows = state["offset"], int(state["rows"])
         limit = min(batch_size, self.target.page)
-        query_filter = namespace_filter(part.namespace) if self.namespaced or part.namespace else None
+        query_filter = namespace_filter(part.namespace) if self._namespaced() or part.namespace else None
         pending: Future[Any] | None = self.pool.submit(self._page, query_filter, offset, limit)
         while pending is not None:
             records, offset = pending.result()
@@ -180,7 +189,8 @@ class QdrantExporter:
         vectors: list[Any] = []
         for r in records:
             payload = dict(r.payload or {})
-            payload.pop(NAMESPACE_KEY, None)
+            if self.namespaced:
+                payload.pop(NAMESPACE_KEY, None)
             record = record_id(r.id, payload)
             ids.append(record)
             if self.document is not None:
@@ -230,9 +240,7 @@ class QdrantExporter:
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
         if self.primary is None:
             raise StoreError(f"{self.target.label} has no dense vector to search")
-        if not self.namespaced and namespace:
-            self._namespaces()
-        return nearest(self.target, self.real, self.primary, vector, k, namespace, self.namespaced)
+        return nearest(self.target, self.real, self.primary, vector, k, namespace, self._namespaced())
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

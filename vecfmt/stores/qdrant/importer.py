@@ -135,8 +135,10 @@ class QdrantImporter:
                                  "nothing was written")
         if self.document is not None and self.document_option is None and c.marks.get("document"):
             self.document = c.marks["document"]
-        if self.namespaced and not t.local and NAMESPACE_KEY not in c.indexed:
-            catalog.index_namespaces(t, c.name)
+        if self.namespaced:
+            catalog.mark_namespaced(t, c)
+            if not t.local and NAMESPACE_KEY not in c.indexed:
+                catalog.index_namespaces(t, c.name)
 
     def _drop(self, name: str) -> None:
         with self.target.errors(f"cannot delete the collection {name!r}"):
@@ -145,40 +147,49 @@ class QdrantImporter:
     # --- writing -------------------------------------------------------------------------------------
 
     def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
-        from qdrant_client import models
-
         t = self.target
         ids = batch.column(ID).to_pylist()
-        payloads = self._payloads(batch, ids, namespace)
+        payloads = self._payloads(batch, ids, namespace)  # every row checked before any of the batch is sent
         points = [point_id(i, namespace) for i in ids]
         for (_, mapped), record, payload in zip(points, ids, payloads, strict=True):
             if mapped:
                 payload[ID_KEY] = record
-        # Each dense column once through NumPy's tolist (one C call for the batch); the client takes per-point
+        # Points are built one request at a time, while the previous request is written: only the requests
+        # in flight hold Python floats (a whole 10,000 x 768 batch of them would take ~250 MB).
+        n = batch.num_rows
+        for start in range(0, n, t.batch):
+            end = min(n, start + t.batch)
+            structs = self._points(batch.slice(start, end - start), points[start:end], payloads[start:end])
+            self.writes.submit(rows_done if end == n else None, self._upsert, structs, ids[start], ids[end - 1],
+                               namespace)  # fmt: skip
+            self.writes.drain(2 * t.concurrency - 1)
+
+    def _points(self, part: pa.RecordBatch, points: list[tuple[int | str, bool]],
+                payloads: list[dict[str, Any]]) -> list[Any]:  # fmt: skip
+        from qdrant_client import models
+
+        # Each dense column once through NumPy's tolist (one C call per request); the client takes per-point
         # Python lists (and, locally, builds one PointStruct per point whatever it is given).
         dense: dict[str, list[Any]] = {}
         for column, name in self.names.items():
-            array = batch.column(column)
+            array = part.column(column)
             rows: list[Any] = vectors_numpy(array).tolist()
             if array.null_count:
                 valid = array.is_valid().to_numpy(zero_copy_only=False)
                 rows = [r if ok else None for r, ok in zip(rows, valid, strict=True)]
             dense[name] = rows
-        sparse = _sparse_rows(batch.column(SPARSE_VALUES), models) if self.sparse is not None else None
-        n = batch.num_rows
+        sparse = _sparse_rows(part.column(SPARSE_VALUES), models) if self.sparse is not None else None
         structs = []
-        for i in range(n):  # one PointStruct per point: the client's upsert takes nothing coarser with nulls
+        for i in range(part.num_rows):  # one PointStruct per point: no columnar form takes null vectors
             vector: dict[str, Any] = {name: rows[i] for name, rows in dense.items() if rows[i] is not None}
             if sparse is not None and sparse[i] is not None:
                 vector[self.sparse] = sparse[i]  # type: ignore[index]
             if list(vector) == [UNNAMED]:
                 vector = vector[UNNAMED]
+            # model_construct: the values are checked already (format checks, then here); validating each
+            # float again in pydantic would cost more than the conversion
             structs.append(models.PointStruct.model_construct(id=points[i][0], vector=vector, payload=payloads[i]))
-        starts = range(0, n, t.batch)
-        for k, start in enumerate(starts):
-            self.writes.submit(rows_done if k == len(starts) - 1 else None, self._upsert,
-                               structs[start:start + t.batch], ids[start:start + t.batch], namespace)  # fmt: skip
-        self.writes.drain(2 * t.concurrency - 1)
+        return structs
 
     def _payloads(self, batch: pa.RecordBatch, ids: list[str], namespace: str) -> list[dict[str, Any]]:
         """Each row's metadata as a dict (json.loads per row: the client wants per-point payloads), with the
@@ -201,10 +212,9 @@ class QdrantImporter:
             out.append(value)
         return out
 
-    def _upsert(self, points: list[Any], ids: list[str], namespace: str) -> None:
+    def _upsert(self, points: list[Any], first: str, last: str, namespace: str) -> None:
         t = self.target
-        where = f" (namespace {namespace!r}, ids {ids[0]!r}..{ids[-1]!r})" if namespace else \
-            f" (ids {ids[0]!r}..{ids[-1]!r})"  # fmt: skip
+        where = f" (namespace {namespace!r}, ids {first!r}..{last!r})" if namespace else f" (ids {first!r}..{last!r})"
         with t.errors(f"upsert failed{where}"):
             t.client().upsert(self.into, points=points, wait=True)
 
