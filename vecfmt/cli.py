@@ -21,6 +21,7 @@ from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
 from vecfmt.quality.plan import plan
+from vecfmt.quality.tune import tune
 from vecfmt.quality.verify import DEFAULT_K, DEFAULT_QUERIES, DEFAULT_SAMPLE, verify
 from vecfmt.stores.base import IfExists
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, TransferResult, copy, export, import_dump
@@ -313,6 +314,58 @@ def _prices(pairs: list[str] | None) -> dict[str, float] | None:
         if prices[model] != prices[model] or prices[model] < 0:
             raise InvalidDataError(f"--price takes MODEL=USD_PER_MILLION_TOKENS, not {pair!r}")
     return prices
+
+
+@app.command("tune")
+def tune_cmd(
+    target: Annotated[str, typer.Argument(help="Store URI whose search-time setting to tune.")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Results per query.")] = 10,
+    queries: Annotated[int, typer.Option(min=1, help="Query vectors drawn from the store's data.")] = 100,
+    target_recall: Annotated[float, typer.Option(min=0, max=1, help="Recall@k to reach.")] = 0.95,
+    knob: Annotated[str | None, typer.Option(help="Setting to sweep (default: the index's own).")] = None,
+    value: Annotated[list[int] | None, typer.Option(help="A value to try (repeatable; default: a sweep).")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace to query.")] = None,
+    rebuild: Annotated[list[str] | None, typer.Option(
+        help="Also try an HNSW index built with M,EF_CONSTRUCTION on a temporary copy (repeatable).")] = None,
+    plot: Annotated[str | None, typer.Option(help="Save a recall-vs-latency plot (PNG) here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the query sample.")] = 0,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sweep a search-time setting (pgvector hnsw.ef_search, ivfflat.probes; LanceDB nprobes): recall@k
+    against the exact answer and p50/p95 latency; recommend the smallest setting that reaches the target.
+    Exit 1 when no setting does."""
+    with _could_not_run_exits_2():
+        report = tune(target, k=k, queries=queries, target_recall=target_recall, knob=knob, values=value,
+                      namespace=namespace, rebuild=_pairs(rebuild), plot=plot, seed=seed,
+                      progress=_progress(quiet, as_json))
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        table = Table(box=None)
+        for header in report.HEADERS:
+            table.add_column(header, no_wrap=True, min_width=len(header))
+        for cells in report.table():
+            table.add_row(*cells)
+        out.print(table)
+        for note in report.notes:
+            out.print(f"note: {note}", markup=False)
+        out.print(report.message, markup=False)
+    if report.recommended is None:
+        raise typer.Exit(1)
+
+
+def _pairs(pairs: list[str] | None) -> list[tuple[int, int]] | None:
+    if not pairs:
+        return None
+    parsed = []
+    for pair in pairs:
+        try:
+            m, ef = (int(part) for part in pair.split(","))
+        except ValueError:
+            raise InvalidDataError(f"--rebuild takes M,EF_CONSTRUCTION (e.g. 16,64), not {pair!r}") from None
+        parsed.append((m, ef))
+    return parsed
 
 
 @app.command("verify")
