@@ -122,7 +122,8 @@ def test_folder_round_trip_is_bit_identical(tmp_path, metric):
 
 
 def test_server_round_trip_with_namespaces(tmp_path, chroma_server, chroma_collection):
-    tables = {ns: rich_table(400, 8, seed=s, prefix=f"{ns or 'd'}-") for s, ns in enumerate(["", "acme", "glob-ex"])}
+    # the same ids in every namespace: unique per (namespace, id), as each namespace is a collection
+    tables = {ns: rich_table(400, 8, seed=s) for s, ns in enumerate(["", "acme", "glob-ex"])}
     with vecfmt.DumpWriter(str(tmp_path / "a"), metric="dot") as writer:
         for ns, table in tables.items():
             for batch in table.to_batches(max_chunksize=150):
@@ -199,6 +200,22 @@ def test_export_resumes_from_its_offset_token(tmp_path):
     first = [i for c in chunks for i in c.batch.column("id").to_pylist()]
     assert len(first) == 1_000 and len(set(first)) == 1_000 and chunks[3].resume_token == "400"
     assert [i for c in rest for i in c.batch.column("id").to_pylist()] == first[400:]
+
+
+def test_metadata_rule_keeps_the_text_and_lets_changes_made_in_chroma_win():
+    from vecfmt.stores.chroma.catalog import from_chroma, to_chroma
+
+    text = '{"b": 1, "a": 1.0, "ok": true, "l": [1, 2], "n": {"x": null}, "#k": 1, "_vecfmt_metadata": "mine"}'
+    held = to_chroma(text, "r")
+    assert held == {JSON_KEY: text, "b": 1, "a": 1.0, "ok": True, "l": [1, 2]}
+    assert from_chroma(held, "r") == text  # unchanged: the text, byte for byte
+    # changed in Chroma (types count: 1.0 is not 1, 1 is not true): Chroma's keys win, the rest is kept
+    assert json.loads(from_chroma({**held, "b": 1.0, "ok": 1}, "r")) == \
+        {"b": 1.0, "a": 1.0, "ok": 1, "l": [1, 2], "n": {"x": None}, "#k": 1, "_vecfmt_metadata": "mine"}
+    without_a = {k: v for k, v in held.items() if k != "a"}
+    assert "a" not in json.loads(from_chroma(without_a, "r"))
+    assert from_chroma({"x": 1, "y": ["z"]}, "r") == '{"x": 1, "y": ["z"]}'  # a record vecfmt did not write
+    assert from_chroma(None, "r") is None and to_chroma(None, "r") is None
 
 
 # --- if_exists ---------------------------------------------------------------------------------------

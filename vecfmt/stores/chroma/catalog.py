@@ -105,8 +105,18 @@ def to_chroma(text: str | None, record_id: str) -> dict[str, Any] | None:
     return {JSON_KEY: text, **flat_part(value)}
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal with JSON types kept (Python's == has 1 == 1.0 == True): values and their types, and the
+    element type of lists (which are of one type here)."""
+    if a != b:
+        return False
+    for key, value in a.items():
+        other = b[key]
+        if type(value) is not type(other):
+            return False
+        if type(value) is list and any(type(x) is not type(y) for x, y in zip(value, other, strict=True)):
+            return False
+    return True
 
 
 def from_chroma(metadata: dict[str, Any] | None, record_id: str) -> str | None:
@@ -122,7 +132,7 @@ def from_chroma(metadata: dict[str, Any] | None, record_id: str) -> str | None:
         kept = parse_metadata_json(text)
     except (ValueError, InvalidDataError):
         return _dumps(held, record_id)
-    if _canonical(flat_part(kept)) == _canonical(held):
+    if _same(flat_part(kept), held):
         return text
     # Changed in Chroma since vecfmt wrote it: Chroma's keys win; nested (unfilterable) values stay.
     merged = {k: v for k, v in kept.items() if k in held or not (flat_key(k) and _flat_value(v))} \
