@@ -134,7 +134,7 @@ def add_field(schema: Any, f: Field) -> None:
 
 
 def dense_matrix(values: list[Any], kind: str, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows of one vector field (pymilvus gives a FLOAT_VECTOR as a list of Python floats per row, a
+    """Rows of one vector field (pymilvus gives a FLOAT_VECTOR as a NumPy slice or a list of floats per row, a
     FLOAT16/BFLOAT16 one as bytes or a NumPy array per row) as an (n, dim) float32 matrix, exactly, and the
     mask of null rows (None when there is none). float16 and bfloat16 widen to float32 without rounding."""
     missing = [i for i, v in enumerate(values) if v is None]
@@ -145,6 +145,8 @@ def dense_matrix(values: list[Any], kind: str, dim: int) -> tuple[np.ndarray, np
         zero: Any = [0.0] * dim if kind == "FLOAT_VECTOR" else bytes(2 * dim)
         values = [zero if v is None else v for v in values]
     if kind == "FLOAT_VECTOR":
+        if values and isinstance(values[0], np.ndarray):
+            return np.stack(values).astype(np.float32, copy=False).reshape(len(values), dim), mask
         return np.asarray(values, dtype=np.float32).reshape(len(values), dim), mask
     raw = b"".join(v.tobytes() if isinstance(v, np.ndarray) else bytes(v) for v in values)
     if kind == "FLOAT16_VECTOR":

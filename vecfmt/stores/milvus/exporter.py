@@ -144,9 +144,11 @@ class MilvusExporter:
         with t.errors("cannot read rows"):
             # iterator=True and reduce_stop_for_best: Milvus returns the first ``limit`` rows in key order
             # (what query_iterator asks for); without them a limited query's rows come in no defined order.
+            # strict_float32: pymilvus turns each page's FLOAT_VECTOR data into one NumPy array and hands rows
+            # slices of it, rather than a list of Python floats per row.
             return list(t.client().query(c.name, filter=where, output_fields=["*"], limit=limit,
                                          partition_names=partitions, iterator="True",
-                                         reduce_stop_for_best="True"))  # fmt: skip
+                                         reduce_stop_for_best="True", strict_float32=True))  # fmt: skip
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
         state = json.loads(resume) if resume else {"after": None, "rows": 0}

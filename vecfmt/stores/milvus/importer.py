@@ -178,7 +178,12 @@ class MilvusImporter:
                 index.add_index(f.name, index_type="SPARSE_INVERTED_INDEX", metric_type=sparse_metric)
         log.info("milvus: creating collection %s", self.name)
         with t.errors("cannot create the collection"):
-            t.client().create_collection(self.name, schema=schema, index_params=index)
+            t.client().create_collection(self.name, schema=schema)
+            # Not through create_collection(index_params=): pymilvus then waits for the index by polling with
+            # AllocTimestamp, which Milvus Lite lacks, and retries it for about ten seconds. An empty
+            # collection's index is ready at once; Lite builds its indexes as it goes.
+            t.client().create_index(self.name, index, sync=not t.lite)
+            t.client().load_collection(self.name)
         self.created = True
 
     def _plan(self, manifest: Manifest, saved: dict[str, Any]) -> tuple[list[Field], bool, str]:
