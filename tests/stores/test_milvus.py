@@ -433,3 +433,15 @@ def test_token_never_shows(tmp_path, monkeypatch):
     assert "s3cr3t" not in run.stderr + run.stdout
     run = vecfmt_cli("import", str(tmp_path / "a"), "milvus://root:s3cr3t-p4ss@127.0.0.1:1?collection=docs&timeout=2")
     assert run.code != 0 and "s3cr3t" not in run.stderr + run.stdout, run.stderr
+
+
+def test_copy_between_collections_of_one_lite_folder(tmp_path, db):
+    table = make_table(700, 8, document=True)
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    transfer.import_dump(str(tmp_path / "a"), uri(db))
+    result = transfer.copy(uri(db), uri(db, "twin"))  # one Milvus Lite, shared by both sides and released once
+    assert result.rows == 700
+    transfer.export(uri(db, "twin"), str(tmp_path / "b"))
+    assert_identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
+    assert_one_clear_error(vecfmt_cli("copy", uri(db), f"milvus://{os.path.relpath(db)}?collection=docs"),
+                           "same table")  # fmt: skip
