@@ -23,6 +23,7 @@ from vecfmt.stores.qdrant.ids import NAMESPACE_KEY, record_id
 from vecfmt.stores.qdrant.search import nearest
 
 MAX_NAMESPACES = 100_000
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # json.dumps builds one per call otherwise
 
 
 class QdrantExporter:
@@ -186,9 +187,10 @@ class QdrantExporter:
         ids: list[str] = []
         metadata: list[str | None] = []
         documents: list[str | None] = []
-        vectors: list[Any] = []
+        vectors: list[Any] = [r.vector for r in records]
+        encode = _ENCODER.encode
         for r in records:
-            payload = dict(r.payload or {})
+            payload = dict(r.payload) if r.payload else {}
             if self.namespaced:
                 payload.pop(NAMESPACE_KEY, None)
             record = record_id(r.id, payload)
@@ -200,17 +202,18 @@ class QdrantExporter:
                                            f"{self.document!r} holds a {type(document).__name__}, not text")
                 documents.append(document)
             try:
-                metadata.append(json.dumps(payload, ensure_ascii=False, allow_nan=False) if payload else None)
+                metadata.append(encode(payload) if payload else None)
             except ValueError:
                 raise InvalidDataError(f"{self.target.label}: point {record!r}: the payload holds NaN or "
                                        "Infinity") from None
-            vector = r.vector
-            vectors.append(vector if isinstance(vector, dict) else {UNNAMED: vector})
         arrays: dict[str, pa.Array] = {ID: pa.array(ids, pa.string())}
+        named = any(isinstance(v, dict) for v in vectors)  # a collection with only its unnamed vector: lists
         for name in self.order:
-            arrays[self.columns[name]] = self._dense(name, [v.get(name) for v in vectors], ids)
+            rows = [v.get(name) if isinstance(v, dict) else None for v in vectors] if named else vectors
+            arrays[self.columns[name]] = self._dense(name, rows, ids)
         if self.sparse is not None:
-            arrays[SPARSE_VALUES] = _sparse_column([v.get(self.sparse) for v in vectors])
+            arrays[SPARSE_VALUES] = _sparse_column([v.get(self.sparse) if isinstance(v, dict) else None
+                                                    for v in vectors])  # fmt: skip
         arrays[METADATA] = pa.array(metadata, pa.string())
         if self.document is not None:
             arrays[DOCUMENT] = pa.array(documents, pa.string())
@@ -218,22 +221,25 @@ class QdrantExporter:
 
     def _dense(self, name: str, rows: list[Any], ids: list[str]) -> pa.Array:
         dim = self.collection.dense[name]["size"]
-        present = np.fromiter((r is not None for r in rows), dtype=bool, count=len(rows))
-        if name == self.primary and not present.all():
-            row = int(np.flatnonzero(~present)[0])
+        missing = rows.count(None)  # a C loop; most pages have every vector
+        present = np.fromiter((r is not None for r in rows), dtype=bool, count=len(rows)) if missing else None
+        if missing and name == self.primary:
+            row = rows.index(None)
             raise InvalidDataError(f"{self.target.label}: point {ids[row]!r} has no vector {name or DEFAULT_VECTOR!r}, "
                                    "the dump's primary vector (choose another with vector=NAME)")
-        filler = [0.0] * dim
+        if missing:
+            filler = [0.0] * dim
+            rows = [r if r is not None else filler for r in rows]
         try:  # Python floats holding float32 values: the cast to float32 is exact
-            matrix = np.array([r if r is not None else filler for r in rows], dtype=np.float32)
+            matrix = np.array(rows, dtype=np.float32)
         except ValueError:
             matrix = np.zeros((0, 0), dtype=np.float32)
         if matrix.shape != (len(rows), dim):
-            row = next(i for i, r in enumerate(rows) if r is not None and len(r) != dim)
+            row = next(i for i, r in enumerate(rows) if len(r) != dim)
             raise InvalidDataError(f"{self.target.label}: point {ids[row]!r} has {len(rows[row])} values in vector "
                                    f"{name or DEFAULT_VECTOR!r}, the collection {dim}")
         array = vectors_array(matrix)
-        if present.all():
+        if present is None:
             return array
         return pa.FixedSizeListArray.from_arrays(array.values, dim, mask=pa.array(~present))
 
