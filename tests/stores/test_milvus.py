@@ -445,3 +445,18 @@ def test_copy_between_collections_of_one_lite_folder(tmp_path, db):
     assert_identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
     assert_one_clear_error(vecfmt_cli("copy", uri(db), f"milvus://{os.path.relpath(db)}?collection=docs"),
                            "same table")  # fmt: skip
+
+
+def test_a_row_without_a_named_vector_is_refused_and_nothing_is_left(tmp_path, db):
+    table = make_table(10, 4, named={"title": 4})
+    title = table.column("values_title").combine_chunks()
+    title = pa.FixedSizeListArray.from_arrays(title.values, 4, mask=pa.array([i == 2 for i in range(10)]))
+    table = table.set_column(table.schema.get_field_index("values_title"), "values_title", title)
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    with pytest.raises(vecfmt.errors.InvalidDataError, match="row 'id-2' has no 'values_title' vector"):
+        transfer.import_dump(str(tmp_path / "a"), uri(db))
+    c = client(db)
+    try:
+        assert c.list_collections() == []  # the collection this import created is dropped
+    finally:
+        release(db, c)

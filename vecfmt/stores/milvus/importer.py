@@ -298,11 +298,11 @@ class MilvusImporter:
         for column, f in self.vector_fields.items():
             array = batch.column(column)
             matrix = vectors_numpy(array)
-            rows: list[Any] = list(matrix) if f.type == "FLOAT_VECTOR" else narrow(matrix, f.type, f.name)
-            if array.null_count:
-                valid = array.is_valid().to_numpy(zero_copy_only=False)
-                rows = [r if ok else None for r, ok in zip(rows, valid, strict=True)]
-            columns[f.name] = rows
+            if array.null_count:  # Milvus Lite 3.2 takes nullable vector fields but gives nulls back as zeros
+                row = int(np.flatnonzero(~array.is_valid().to_numpy(zero_copy_only=False))[0])
+                raise InvalidDataError(f"{t.label}: row {ids[row]!r} has no {column!r} vector; a Milvus vector field "
+                                       "holds a vector in every row")
+            columns[f.name] = list(matrix) if f.type == "FLOAT_VECTOR" else narrow(matrix, f.type, f.name)
         if c.sparse is not None and SPARSE_VALUES in batch.schema.names:
             columns[c.sparse.name] = [None if r is None else dict(zip(r["indices"], r["values"], strict=True))
                                       for r in batch.column(SPARSE_VALUES).to_pylist()]  # fmt: skip
