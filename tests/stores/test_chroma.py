@@ -169,6 +169,10 @@ def test_cosine_gives_back_normalised_vectors_scaled_back_within_two_ulp(tmp_pat
         norms = np.linalg.norm(back, axis=1) / np.linalg.norm(orig, axis=1)
         assert np.abs(norms - 1).max() < 1e-6
         assert got.column("metadata").to_pylist() == by_id(table).column("metadata").to_pylist()
+        # 2 ulp is a relative 2.4e-7: an absolute tolerance above that times the largest component covers it
+        a, b = str(tmp_path / "a"), str(tmp_path / f"b{n}")
+        assert not diff_dumps(a, b).identical
+        assert diff_dumps(a, b, tolerance=float(np.abs(orig).max()) * 5e-7).identical
 
 
 def test_more_rows_than_a_page_and_the_client_batch_limit(tmp_path):
