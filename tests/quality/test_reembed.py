@@ -297,6 +297,14 @@ def test_resume_refuses_another_model_or_dump(openai_server, tmp_path):
     assert vecfmt.open_dump(str(out)).manifest.total_rows == 30
 
 
+def test_the_source_itself_is_never_the_output(openai_server, tmp_path):
+    src = source_dump(tmp_path / "src", 10)
+    with pytest.raises(DumpError, match="is the dump being re-embedded"):
+        reembed(str(src), f"{src}/", model="text-embedding-3-small", overwrite=True, **client_args(openai_server))
+    assert openai_server.log == []
+    assert vecfmt.open_dump(str(src)).table().num_rows == 10
+
+
 @pytest.mark.parametrize("problem", ["no column", "null", "empty"])
 def test_a_dump_without_texts_is_refused_before_any_request(openai_server, tmp_path, problem):
     table = make_table(10)

@@ -375,8 +375,9 @@ def _handler(server: OpenAIEmbeddingsServer) -> type[BaseHTTPRequestHandler]:
             try:
                 try:
                     body = json.loads(raw)
-                except ValueError:
-                    raise ApiError(400, "We could not parse the JSON body of your request.") from None
+                except ValueError:  # the byte counts tell a cut body from a malformed one
+                    raise ApiError(400, "We could not parse the JSON body of your request "
+                                   f"({len(raw)} of {length} bytes).") from None
                 response, texts, tokens, headers = server.embeddings(body)
             except ApiError as exc:
                 note(Request(exc.status, 0, 0))

@@ -51,6 +51,7 @@ MAX_BACKOFF = 30.0
 # Byte length at or under which a text surely fits the per-input token limit (tokens <= bytes).
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _REQUESTED = re.compile(r"requested (\d+) tokens")
+_LIMIT = re.compile(r"maximum context length is (\d+) tokens")
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -120,11 +121,12 @@ class _TooManyTokens(Exception):
 
 
 class _TooLong(Exception):
-    """The server's 400 for an input over the model's limit; ``requested`` as the message says."""
+    """The server's 400 for an input over the model's limit; the limit and the input's tokens as the
+    message says them (None where it does not)."""
 
-    def __init__(self, requested: int | None) -> None:
+    def __init__(self, limit: int | None, requested: int | None) -> None:
         super().__init__()
-        self.requested = requested
+        self.limit, self.requested = limit, requested
 
 
 class OpenAIEmbedder:
@@ -203,8 +205,8 @@ class OpenAIEmbedder:
         """Batches are split into requests (``pack``); up to ``concurrency`` requests run at once and up
         to twice that many are queued, so the pool never waits on the caller; matrices come out in
         batch order."""
-        dims = self.dims
         self._halt = threading.Event()
+        dims = self.dims
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="vecfmt-embed")
         pending: deque[tuple[np.ndarray, list[tuple[int, int, Future[np.ndarray]]]]] = deque()
         queued = 0
@@ -263,27 +265,35 @@ class OpenAIEmbedder:
                                  "tokens per request") from None
         except _TooLong as exc:
             if stop - start == 1:
-                return self._embed_too_long(texts[start], exc.requested, batch, start)
+                return self._embed_too_long(texts[start], exc, batch, start)
         with self._lock:
             self.stats.retries += 1
         middle = (start + stop) // 2  # the halves are each fine or split again: 400s are not billed
         return np.concatenate([self._embed_group(texts, start, middle, batch),
                                self._embed_group(texts, middle, stop, batch)])
 
-    def _embed_too_long(self, text: str, requested: int | None, batch: int, position: int) -> np.ndarray:
+    def _embed_too_long(self, text: str, refusal: _TooLong, batch: int, position: int) -> np.ndarray:
+        limit = refusal.limit or self.max_input_tokens
         if not self.truncate:
-            shown = f" ({requested:,} tokens)" if requested else ""
-            raise InputTooLongError(f"is longer than {self.model}'s limit of {self.max_input_tokens:,} tokens"
-                                    f"{shown}", batch, position)
-        while True:
-            scale = self.max_input_tokens / requested * 0.95 if requested else 0.5
-            text = text[: max(1, min(len(text) - 1, int(len(text) * scale)))]
+            shown = f" ({refusal.requested:,} tokens)" if refusal.requested else ""
+            raise InputTooLongError(f"is longer than {self.model}'s limit of {limit:,} tokens{shown}",
+                                    batch, position)
+        for _ in range(64):  # every cut takes at least a character, most halve or better
+            if len(text) <= 1:
+                break
+            limit = refusal.limit or self.max_input_tokens
+            scale = limit / refusal.requested * 0.95 if refusal.requested else 0.5
+            if scale >= 1:  # numbers that say it fits, yet refused: halve
+                scale = 0.5
+            text = text[: max(1, int(len(text) * scale))]
             with self._lock:
                 self.stats.retries += 1
             try:
                 return self._request([text], batch)
             except _TooLong as exc:
-                requested = exc.requested
+                refusal = exc
+        raise EmbedError(f"{self.where} refused every prefix of an input of batch {batch}, row {position}, as too "
+                         "long")
 
     # --- one request ----------------------------------------------------------------------------
 
@@ -365,8 +375,8 @@ class OpenAIEmbedder:
         if status == 400 and (code == "max_tokens_per_request" or "tokens per request" in message):
             return _TooManyTokens()
         if status == 400 and "maximum context length" in message:
-            found = _REQUESTED.search(message)
-            return _TooLong(int(found.group(1)) if found else None)
+            limit, requested = _LIMIT.search(message), _REQUESTED.search(message)
+            return _TooLong(int(limit.group(1)) if limit else None, int(requested.group(1)) if requested else None)
         if status == 401:
             return EmbedError(f"{self.where} refused the API key (401 {code or 'unauthorized'}); check "
                               "OPENAI_API_KEY")

@@ -92,14 +92,14 @@ def reembed(
     if batch_size < 1:
         raise InvalidDataError("batch_size must be at least 1")
     source = Dump.open(dump_uri)
+    target = resolve(out_uri)
+    if (target.fs.type_name, target.root) == (source.location.fs.type_name, source.location.root):
+        raise DumpError(f"{target.uri} is the dump being re-embedded; write the new one to another folder")
     check_documents(source)
     state = _interrupted_state(out_uri)
     if state is not None and not resume and not overwrite:
-        raise DumpError(f"{redact(out_uri)} holds an interrupted re-embedding; pass resume to continue it, or "
+        raise DumpError(f"{target.uri} holds an interrupted re-embedding; pass resume to continue it, or "
                         "overwrite to start again")
-    if state is not None and overwrite and not resume:
-        prepare_location(resolve(out_uri), overwrite=True)  # deletes only what the state lists
-        state = None
     own = embedder is None
     if embedder is None:
         embedder = open_embedder(model, provider, dimensions=dimensions, api_key=api_key, base_url=base_url,
@@ -108,8 +108,10 @@ def reembed(
         dims = embedder.dims
         origin = {"dump": source.manifest.identity(), "model": embedder.model, "provider": embedder.provider,
                   "dimension": dims}
-        if state is not None:
+        if state is not None and resume:
             _check_same_job(out_uri, state, origin)
+        elif state is not None:  # overwrite: start again, deleting only what the state lists
+            prepare_location(target, overwrite=True)
         return _run(source, out_uri, embedder, origin, metric, batch_size, resume, overwrite, options, progress,
                     started)
     finally:
