@@ -308,6 +308,34 @@ def test_replace_failing_mid_way_leaves_the_old_collection(tmp_path):
     assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(old))
 
 
+def test_replace_stopped_between_delete_and_alias_is_finished_by_resume(tmp_path, monkeypatch):
+    """The first replace of a plain collection deletes it, then makes the name an alias: a failure between the
+    two leaves the new data complete in the staged collection, and --resume finishes the swap."""
+    from qdrant_client import QdrantClient
+
+    vecfmt.write_dump(str(tmp_path / "old"), make_table(5, 4, prefix="old-"), metric="dot")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "old"), uri)
+    table = make_table(20, 4, prefix="new-")
+    vecfmt.write_dump(str(tmp_path / "new"), table, metric="dot")
+    real = QdrantClient.update_collection_aliases
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("the server went away")
+
+    monkeypatch.setattr(QdrantClient, "update_collection_aliases", refuse)
+    message = one_line_refusal(transfer.import_dump, str(tmp_path / "new"), uri, if_exists="replace",
+                               match="the new data is there.*20 rows of the dump are committed.*--resume")
+    assert "Traceback" not in message
+    monkeypatch.setattr(QdrantClient, "update_collection_aliases", real)
+    names, aliases = collections(tmp_path / "db")
+    assert aliases == {} and len(names) == 1 and "docs" not in names  # only the staged collection, complete
+    result = transfer.import_dump(str(tmp_path / "new"), uri, resume=True)
+    assert result.rows == 0 and result.rows_skipped == 20
+    transfer.export(uri, str(tmp_path / "b"))
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(table))
+
+
 # --- a client killed mid-import ----------------------------------------------------------------------
 
 

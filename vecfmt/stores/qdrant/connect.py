@@ -88,8 +88,9 @@ class Target:
             self.https = flag(uri, "https")
             self.api_key = uri.option("api_key") or os.environ.get("QDRANT_API_KEY", "")
             self.concurrency = uri.bounded_int("concurrency", 2, 1, 32)
-            self.where = f"{self.host}:{self.grpc_port if self.grpc else self.port}"
-            self.label = f"qdrant {self.where} collection {self.collection!r}"
+            self.where = f"{self.host}:{self.port}"  # the same server whether it is reached by REST or gRPC
+            via = f" (gRPC :{self.grpc_port})" if self.grpc else ""
+            self.label = f"qdrant {self.where}{via} collection {self.collection!r}"
         self._client: Any = None
 
     # --- secrets and one-line errors ----------------------------------------------------------------
