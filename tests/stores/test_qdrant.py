@@ -285,6 +285,10 @@ def test_if_exists_modes(tmp_path):
     assert first not in names and aliases["docs"] in names and len(names) == 1
     transfer.export(uri, str(tmp_path / "c"))
     assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "c")).table("")), by_id(table))
+    # a replace into a name that holds nothing is a plain import: a collection of that name, no alias
+    transfer.import_dump(str(tmp_path / "new"), q(tmp_path / "db", "fresh"), if_exists="replace")
+    names, aliases = collections(tmp_path / "db")
+    assert "fresh" in names and "fresh" not in aliases
 
 
 def test_replace_failing_mid_way_leaves_the_old_collection(tmp_path):

@@ -70,7 +70,7 @@ class QdrantImporter:
             self.staged, self.into, existing = True, staged_name, staged_real
         elif done is not None and real is not None:  # an interrupted import into the collection itself
             self.into, existing = real, real
-        elif if_exists == IfExists.REPLACE:  # always beside the old data, swapped in at finish()
+        elif if_exists == IfExists.REPLACE and real is not None:  # beside the old data, swapped in at finish()
             done = None
             if staged_real is not None:  # left by an earlier replace of this dump that failed: vecfmt's own
                 log.info("qdrant: dropping the staged collection %s of an earlier replace", staged_name)
