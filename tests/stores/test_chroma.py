@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 import vecfmt
-from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli
+from tests.helpers import Run, assert_one_clear_error, make_table, vecfmt_cli
 from vecfmt import transfer
 from vecfmt.errors import VecfmtError
 from vecfmt.ops.diff import diff_dumps
@@ -323,15 +323,23 @@ def _acknowledged(state_dir: Path) -> int:
     return 0
 
 
-@pytest.mark.parametrize("where", ["folder", "server"])
+@pytest.mark.parametrize("where", ["folder", "server-replace"])
 def test_import_killed_then_resumed_ends_exact(tmp_path, chroma_server, chroma_collection, where):
+    """kill -9 of the importing process, then --resume: every row once, bit for bit. On the server the import
+    is a replace of an existing collection: the old one serves until the resumed run swaps the new one in."""
     table = make_table(8_000, 16, seed=7)
     dump = str(tmp_path / "a")
     vecfmt.write_dump(dump, table, metric="euclidean", options=vecfmt.ParquetOptions(max_file_rows=2_000))
     uri = folder(tmp_path, batch=250) if where == "folder" else chroma_server.uri(chroma_collection, batch=250)
+    extra: list[str] = []
+    old = make_table(100, 16, seed=8, prefix="old-")
+    if where == "server-replace":
+        vecfmt.write_dump(str(tmp_path / "old"), old, metric="euclidean")
+        transfer.import_dump(str(tmp_path / "old"), uri)
+        extra = ["--if-exists", "replace"]
     state = tmp_path / "state"
     env = {**os.environ, "VECFMT_STATE_DIR": str(state)}
-    proc = subprocess.Popen([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--batch-size", "500"],
+    proc = subprocess.Popen([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--batch-size", "500", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and _acknowledged(state) < 2_000:
@@ -341,13 +349,24 @@ def test_import_killed_then_resumed_ends_exact(tmp_path, chroma_server, chroma_c
     proc.wait(timeout=30)
     killed_at = _acknowledged(state)
     assert 2_000 <= killed_at < 8_000
+    if where == "server-replace":
+        assert_identical(exported(uri, tmp_path, "during"), old)  # not swapped yet: the old collection serves
 
-    run = subprocess.run([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--resume", "--json"],
+    if where == "server-replace":  # a replace resumed as anything else would mix old and new rows
+        run = subprocess.run([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--resume"],
+                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert_one_clear_error(Run(run.returncode, run.stdout, run.stderr), "resume it with --if-exists replace")
+    run = subprocess.run([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--resume", *extra],
                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert not list(state.glob("chroma/import-*.json"))  # complete: nothing left to resume
-    got = exported(uri, tmp_path)
-    assert_identical(got, table)  # every row once, bit for bit
+    assert_identical(exported(uri, tmp_path), table)  # every row once, bit for bit
+    if where == "server-replace":
+        target, _ = raw_collection(uri)
+        try:
+            assert [c.name for c in target.list() if c.name.startswith(chroma_collection)] == [chroma_collection]
+        finally:
+            target.close()
 
 
 # --- search and verify -----------------------------------------------------------------------------------

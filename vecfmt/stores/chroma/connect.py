@@ -29,6 +29,7 @@ OPTIONS = {
 TOKEN_ENV = "CHROMA_TOKEN"
 TOKEN_HEADERS = {"authorization": "Authorization", "x-chroma-token": "X-Chroma-Token"}
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+LIST_PAGE = 100
 SDK_MODULES = ("chromadb", "chromadb_rust_bindings", "httpx", "httpcore", "h11")
 
 
@@ -154,8 +155,14 @@ class Target:
                 raise
 
     def list(self) -> list[Any]:
+        """Every collection, page by page (a server may cap one answer)."""
+        found: list[Any] = []
         with self.errors("cannot list the collections"):
-            return list(self.client().list_collections())
+            while True:
+                page = list(self.client().list_collections(limit=LIST_PAGE, offset=len(found)))
+                found.extend(page)
+                if len(page) < LIST_PAGE:
+                    return found
 
     def max_batch(self) -> int:
         with self.errors("cannot read the server's batch limit"):

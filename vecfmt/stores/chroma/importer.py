@@ -71,12 +71,16 @@ class ChromaImporter:
         self.writes.track(self.identity(), manifest)
         done = self.writes.saved() if resume else None
         replace = if_exists == IfExists.REPLACE
+        # Staged names are fixed by target and dump, so that a resumed replace finds its staged rows.
+        key = hashlib.sha256(repr((self.identity(), manifest.identity())).encode()).hexdigest()[:8]
+        staged = {ns: check_collection_name(f"{name}{STAGED}{key}") for ns, name in self.names.items()}
         if replace:
-            # Staged names are fixed by target and dump, so that a resumed replace finds its staged rows.
-            key = hashlib.sha256(repr((self.identity(), manifest.identity())).encode()).hexdigest()[:8]
-            self.staged = {ns: check_collection_name(f"{name}{STAGED}{key}") for ns, name in self.names.items()}
-            if done is not None and any(t.get(s) is None for s in self.staged.values()):
+            self.staged = staged
+            if done is not None and any(t.get(s) is None for s in staged.values()):
                 done = None  # the staged collections are gone (swapped in, or dropped): start over
+        elif done is not None and any(t.get(s) is not None for s in staged.values()):
+            raise StoreError(f"{t.label}: the interrupted import of this dump was a replace (its rows are staged "
+                             "beside the collection): resume it with --if-exists replace")
         resuming = done is not None
         for ns, name in self.names.items():
             if replace:
