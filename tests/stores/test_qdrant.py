@@ -181,6 +181,21 @@ def test_unnamed_vector_for_a_plain_dump_and_export_of_a_foreign_collection(tmp_
         client.close()
 
 
+def test_unnamed_vector_with_sparse_and_a_sparse_only_dump(tmp_path):
+    table = make_table(20, 4, sparse=True, document=True)
+    vecfmt.write_dump(str(tmp_path / "a"), table, metric="dot")
+    transfer.import_dump(str(tmp_path / "a"), q(tmp_path / "db"))
+    manifest = transfer.export(q(tmp_path / "db"), str(tmp_path / "b"))
+    assert manifest.extra["qdrant"]["unnamed"] is True and manifest.sparse_values
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(table))
+    sparse_only = table.drop_columns(["values"])
+    vecfmt.write_dump(str(tmp_path / "s"), sparse_only, vectors=[])
+    transfer.import_dump(str(tmp_path / "s"), q(tmp_path / "db", "sparse"))
+    manifest = transfer.export(q(tmp_path / "db", "sparse"), str(tmp_path / "sb"))
+    assert manifest.vectors == [] and manifest.sparse_values
+    assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "sb")).table("")), by_id(sparse_only))
+
+
 def test_cosine_round_trip_and_what_qdrant_keeps(tmp_path):
     """Qdrant stores cosine vectors normalised (v / |v|). Local mode persists what it was given and normalises
     in memory: a fresh open gives the originals back bit for bit; the session that wrote them (and a server)
