@@ -194,6 +194,44 @@ def test_more_rows_than_a_page_and_the_client_batch_limit(tmp_path):
     assert_identical(got, table)
 
 
+def test_export_of_a_collection_vecfmt_did_not_write(tmp_path):
+    """A collection made with the client as users make them (legacy hnsw:space metadata, the default
+    embedding function, plain metadata dicts, documents on some records)."""
+    import chromadb
+    from chromadb.config import Settings
+
+    rng = np.random.default_rng(12)
+    vectors = rng.standard_normal((1_200, 384)).astype(np.float32)
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
+    try:
+        collection = client.create_collection("theirs", metadata={"hnsw:space": "ip", "owner": "team-a"})
+        collection.add(ids=[f"r{i}" for i in range(1_200)], embeddings=vectors,
+                       metadatas=[{"k": i, "s": "x", "f": 0.5, "b": True, "l": [1, 2]} if i % 4 else None
+                                  for i in range(1_200)],
+                       documents=[f"text {i}" if i % 3 else None for i in range(1_200)])  # fmt: skip
+    finally:
+        client.close()
+    manifest = transfer.export(folder(tmp_path, "theirs"), str(tmp_path / "b"))
+    assert (manifest.primary.metric, manifest.primary.dimension, manifest.total_rows) == ("dot", 384, 1_200)
+    assert manifest.embedding_model is not None and manifest.embedding_model.name == "all-MiniLM-L6-v2"
+    assert manifest.extra["chroma"]["metadata"] == {"hnsw:space": "ip", "owner": "team-a"}  # as Chroma has it
+    got = vecfmt.open_dump(str(tmp_path / "b")).table("")
+    assert got.column("id").to_pylist() == [f"r{i}" for i in range(1_200)]
+    np.testing.assert_array_equal(got.column("values").combine_chunks().values.to_numpy().view(np.uint32),
+                                  vectors.reshape(-1).view(np.uint32))  # fmt: skip
+    metadata = got.column("metadata").to_pylist()
+    assert metadata[0] is None and json.loads(metadata[1]) == {"k": 1, "s": "x", "f": 0.5, "b": True, "l": [1, 2]}
+    assert got.column("document").to_pylist()[:4] == [None, "text 1", "text 2", None]
+    # and into a collection of vecfmt's: the space from the dump, the collection's own metadata kept
+    transfer.import_dump(str(tmp_path / "b"), folder(tmp_path, "mine"))
+    target, mine = raw_collection(folder(tmp_path, "mine"))
+    try:
+        assert mine.configuration_json["hnsw"]["space"] == "ip" and mine.metadata["owner"] == "team-a"
+    finally:
+        target.close()
+    assert_identical(exported(folder(tmp_path, "mine"), tmp_path, "c"), got)
+
+
 def test_export_resumes_from_its_offset_token(tmp_path):
     vecfmt.write_dump(str(tmp_path / "a"), make_table(1_000, 4), metric="euclidean")
     uri = folder(tmp_path, page=100)
@@ -253,8 +291,8 @@ def test_if_exists_fail_append_upsert(tmp_path, chroma_server, chroma_collection
     # append: new ids go in; ids the collection holds are refused, not silently skipped (Chroma's add would)
     vecfmt.write_dump(str(tmp_path / "more"), make_table(50, 8, seed=1, prefix="more-"), metric="euclidean")
     transfer.import_dump(str(tmp_path / "more"), uri, if_exists="append")
-    run = vecfmt_cli("import", str(tmp_path / "a"), uri, "--if-exists", "append")
-    assert_one_clear_error(run, "already holds the id 'id-0'", "upsert")
+    refused(lambda: transfer.import_dump(str(tmp_path / "a"), uri, if_exists="append"),
+            "already holds the id 'id-0'", "upsert")
     # upsert replaces whole records: keys of the old metadata do not linger (Chroma's upsert merges them)
     changed = make_table(300, 8, seed=2)
     metadata = [json.dumps({"only": i}) if i % 2 else None for i in range(300)]
