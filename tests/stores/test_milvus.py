@@ -296,15 +296,9 @@ def test_failed_replace_leaves_the_old_collection(tmp_path, db):
 # --- kill -9 mid-import, then --resume ----------------------------------------------------------------
 
 
-def test_kill_9_mid_import_then_resume_is_exact(tmp_path, db):
-    n = 16_000
-    table = make_table(n, 32, document=True)
-    dump = str(tmp_path / "a")
-    vecfmt.write_dump(dump, table, options=vecfmt.ParquetOptions(max_file_rows=4_000))
-    state = tmp_path / "state"
-    env = {**os.environ, "VECFMT_STATE_DIR": str(state)}
-    target = uri(db, batch=500)
-    proc = subprocess.Popen([sys.executable, "-m", "vecfmt.cli", "import", dump, target, "--batch-size", "1000"],
+def _kill_mid_import(dump: str, target: str, env: dict[str, str], state, at: int, *args: str) -> int:
+    """Run ``vecfmt import`` in a subprocess, kill -9 it once ``at`` rows are acknowledged; the rows it had."""
+    proc = subprocess.Popen([sys.executable, "-m", "vecfmt.cli", "import", dump, target, "--batch-size", "1000", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
 
     def acknowledged() -> int:
@@ -314,24 +308,62 @@ def test_kill_9_mid_import_then_resume_is_exact(tmp_path, db):
             return 0
 
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and acknowledged() < 5_000:
+    while time.monotonic() < deadline and proc.poll() is None and acknowledged() < at:
         time.sleep(0.02)
     assert proc.poll() is None, ("the import ended before it could be killed", proc.communicate())
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
-    stopped = acknowledged()
-    assert 5_000 <= stopped < n, stopped
+    return acknowledged()
 
-    started = time.monotonic()
+
+def test_kill_9_mid_import_then_resume_is_exact(tmp_path, db):
+    n = 9_000
+    table = make_table(n, 16, document=True)
+    dump = str(tmp_path / "a")
+    vecfmt.write_dump(dump, table, options=vecfmt.ParquetOptions(max_file_rows=2_000))
+    state = tmp_path / "state"
+    env = {**os.environ, "VECFMT_STATE_DIR": str(state)}
+    target = uri(db, batch=500)
+    stopped = _kill_mid_import(dump, target, env, state, 3_000)
+    assert 3_000 <= stopped < n, stopped
+
     run = subprocess.run([sys.executable, "-m", "vecfmt.cli", "import", dump, target, "--resume", "--json"],
                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
-    print("resume took", time.monotonic() - started)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["rows_skipped"] == stopped
     manifest = transfer.export(target, str(tmp_path / "b"))
     assert manifest.total_rows == n  # nothing twice, nothing missing
     assert_identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
     assert not list((state / "milvus").glob("import-*.json"))  # complete: nothing left to resume
+
+
+def test_kill_9_mid_replace_keeps_the_old_collection_then_resume_swaps(tmp_path, db):
+    old = make_table(300, 16, prefix="old-")
+    vecfmt.write_dump(str(tmp_path / "old"), old)
+    transfer.import_dump(str(tmp_path / "old"), uri(db))
+    n = 6_000
+    table = make_table(n, 8, prefix="new-")
+    dump = str(tmp_path / "new")
+    vecfmt.write_dump(dump, table, options=vecfmt.ParquetOptions(max_file_rows=1_500))
+    state = tmp_path / "state"
+    env = {**os.environ, "VECFMT_STATE_DIR": str(state)}
+    stopped = _kill_mid_import(dump, uri(db, batch=500), env, state, 1_500, "--if-exists", "replace")
+    assert 1_500 <= stopped < n, stopped
+    transfer.export(uri(db), str(tmp_path / "during"))
+    assert_identical(vecfmt.open_dump(str(tmp_path / "during")).table(""), old)  # readers still see the old rows
+
+    command = ["import", dump, uri(db, batch=500), "--if-exists", "replace", "--resume", "--json"]
+    run = subprocess.run([sys.executable, "-m", "vecfmt.cli", *command], capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["rows_skipped"] == stopped
+    transfer.export(uri(db), str(tmp_path / "after"))
+    assert_identical(vecfmt.open_dump(str(tmp_path / "after")).table(""), table)
+    c = client(db)
+    try:
+        assert c.list_collections() == ["docs"]
+    finally:
+        release(db, c)
 
 
 # --- search and verify -----------------------------------------------------------------------------------

@@ -79,8 +79,9 @@ class MilvusImporter:
             raise StoreError(f"{t.label} is an alias: replace the collection it names instead")
         existing = t.describe()
         staged = f"{t.collection}_vecfmt_staged"
-        if done is not None:  # a resumed run: the same place, if it is still there
-            self.name = staged if if_exists == IfExists.REPLACE and existing is not None else t.collection
+        if done is not None:  # a resumed run: the same place, if it is still there. A replace resumes only
+            # into its staged collection: without it, whatever the target holds is started over (safe, slower).
+            self.name = staged if if_exists == IfExists.REPLACE else t.collection
             found = t.describe(self.name)
             if found is not None:
                 self.staged = self.name if self.name != t.collection else None
