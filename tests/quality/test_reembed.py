@@ -113,6 +113,21 @@ def test_reembed_carries_rows_and_records_the_model(openai_server, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(after.matrix(), axis=1), 1.0, rtol=1e-5)
 
 
+def test_reembedded_vectors_are_real_enough_to_search(openai_server, tmp_path):
+    """The server's vectors are MiniLM's: paraphrased queries find documents of their topic."""
+    src = source_dump(tmp_path / "src", 36)
+    reembed(str(src), str(tmp_path / "out"), model="text-embedding-3-small", **client_args(openai_server))
+    dump = vecfmt.open_dump(str(tmp_path / "out"))
+    rows = dump.table()
+    queries = {1: "a kitten napping by the window", 2: "the central bank raised borrowing costs",
+               5: "ice in the mountains is disappearing", 9: "my railway journey was late"}
+    embedder = openai_embedder(openai_server)
+    found = np.argsort(-(embedder.embed(list(queries.values())) @ dump.vectors(rows).T), axis=1)[:, :3]
+    documents = rows.column("document").to_pylist()
+    for topic, best in zip(queries, found, strict=True):
+        assert all(documents[i].startswith(TOPICS[topic]) for i in best), [documents[i] for i in best]
+
+
 def test_every_document_once_through_429s_5xx_and_dropped_connections(openai_server, tmp_path):
     src = source_dump(tmp_path / "src", 60)
     openai_server.inject(429, 2, retry_after_ms=50)
