@@ -17,7 +17,7 @@ from vecfmt import transfer
 from vecfmt.errors import InvalidDataError
 from vecfmt.quality import groundtruth
 from vecfmt.quality.groundtruth import exact_top_k, recall_at_k
-from vecfmt.quality.verify import verify
+from vecfmt.quality.verify import row_digests, verify
 from vecfmt.schema import vectors_array
 
 ROWS, DIM = 3_000, 16
@@ -243,3 +243,16 @@ def test_exact_top_k_with_ties_fewer_rows_than_k_and_bad_input():
         exact_top_k([], np.ones((1, 4), np.float32), 1, "manhattan")
     with pytest.raises(InvalidDataError, match="4 dimensions against queries of 3"):
         exact_top_k([(["a"], np.ones((1, 4), np.float32))], np.ones((1, 3), np.float32), 1, "dot")
+
+
+def test_a_null_named_vector_counts_as_null_whatever_lies_under_it():
+    """A store's exporter may leave any bits under a null vector slot (Arrow does not define them)."""
+    mask = pa.array([False, True, False])
+    zeros = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(6, np.float32)), 2, mask=mask)
+    sevens = pa.FixedSizeListArray.from_arrays(pa.array(np.array([0, 0, 7, 7, 0, 0], np.float32)), 2, mask=mask)
+    unmasked = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(6, np.float32)), 2)
+    ids = pa.array(["a", "b", "c"])
+    digests = [row_digests(pa.RecordBatch.from_arrays([ids, column], names=["id", "values_img"]))[:, 0]
+               for column in (zeros, sevens, unmasked)]
+    assert (digests[0] == digests[1]).all()
+    assert list(digests[0] != digests[2]) == [False, True, False]

@@ -35,6 +35,7 @@ DEFAULT_QUERIES = 100
 DEFAULT_K = 10
 EXAMPLES = 5
 _NO_VALUE = np.uint64(0)  # the digest of a null metadata or document
+_NULL_VECTOR = np.uint64(0x9E3779B97F4A7C15)  # of a null vector (any fixed value no bits are likely to give)
 
 
 @dataclass
@@ -330,7 +331,10 @@ def _vector_digest(column: pa.Array) -> np.ndarray:
         _WEIGHTS[dims] = weights
     bits = np.ascontiguousarray(matrix).view(np.uint32).astype(np.uint64)
     with np.errstate(over="ignore"):
-        return (bits * weights).sum(axis=1, dtype=np.uint64)
+        digest = (bits * weights).sum(axis=1, dtype=np.uint64)
+    if column.null_count:  # a null vector (a named vector a row lacks): whatever lies under it does not count
+        digest[~column.is_valid().to_numpy(zero_copy_only=False)] = _NULL_VECTOR
+    return digest
 
 
 def _hash_texts(texts: Sequence[str | None]) -> np.ndarray:
