@@ -84,11 +84,11 @@ class ChromaImporter:
         resuming = done is not None
         for ns, name in self.names.items():
             if replace:
-                staged = self.staged[ns]
-                if not resuming and t.get(staged) is not None:
-                    self._drop(staged)  # left by an earlier failed replace of this very dump: vecfmt's own
-                existing = t.get(staged)
-                self.handles[ns] = existing or self._create(staged, ns, manifest, space)
+                staged_name = self.staged[ns]
+                if not resuming and t.get(staged_name) is not None:
+                    self._drop(staged_name)  # left by an earlier failed replace of this very dump: vecfmt's own
+                existing = t.get(staged_name)
+                self.handles[ns] = self._create(staged_name, ns, manifest, space) if existing is None else existing
                 continue
             existing = t.get(name)
             if existing is None:
