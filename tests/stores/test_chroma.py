@@ -407,6 +407,34 @@ def test_import_killed_then_resumed_ends_exact(tmp_path, chroma_server, chroma_c
             target.close()
 
 
+def test_server_killed_mid_import_then_resumed_ends_exact(tmp_path, chroma_factory, chroma_collection):
+    """kill -9 of the Chroma server: the import fails in one line saying how many rows are in and how to go
+    on; the server restarted on its data, --resume ends with every row once, bit for bit."""
+    server = chroma_factory()
+    table = make_table(8_000, 16, seed=13)
+    dump = str(tmp_path / "a")
+    vecfmt.write_dump(dump, table, metric="euclidean", options=vecfmt.ParquetOptions(max_file_rows=2_000))
+    uri = server.uri(chroma_collection, batch=250)
+    state = tmp_path / "state"
+    env = {**os.environ, "VECFMT_STATE_DIR": str(state)}
+    proc = subprocess.Popen([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--batch-size", "500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and _acknowledged(state) < 2_000:
+        time.sleep(0.02)
+    assert proc.poll() is None, ("the import finished before the server could be killed", proc.communicate())
+    server.kill()
+    stdout, stderr = proc.communicate(timeout=120)
+    assert_one_clear_error(Run(proc.returncode, stdout, stderr), f"chroma server 127.0.0.1:{server.port}", "--resume")
+    assert "rows of the dump are committed" in stderr, stderr
+
+    server.start()  # same port, same data
+    run = subprocess.run([sys.executable, "-m", "vecfmt.cli", "import", dump, uri, "--resume"],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert_identical(exported(uri, tmp_path), table)
+
+
 # --- search and verify -----------------------------------------------------------------------------------
 
 
