@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -107,7 +108,8 @@ def test_a_changed_metadata_value_differs_but_key_order_does_not(tmp_path, sourc
     metadata[5] = json.dumps(json.loads(metadata[5]) | {"i": 6})  # a value changed
     # the same JSON value spelled otherwise (key order, spacing): as PostgreSQL's jsonb gives it back
     metadata[8] = json.dumps(dict(reversed(list(json.loads(metadata[8]).items()))), indent=1)
-    metadata[9] = json.dumps(json.loads(metadata[9]) | {"i": 9.0})  # 9 and 9.0 are different JSON numbers
+    metadata[9] = json.dumps(json.loads(metadata[9]) | {"i": "9"})  # a number became a string
+    metadata[12] = json.dumps(json.loads(metadata[12]) | {"i": 12.0})  # JSON has one number type: 12 is 12.0
     documents = table.column("document").to_pylist()
     documents[11] = documents[11] + " "
     report = verify(src, _target(tmp_path, _with(_with(table, "metadata", metadata), "document", documents)),
@@ -227,7 +229,9 @@ def test_exact_top_k_is_brute_force_across_chunk_boundaries(metric, monkeypatch)
         scores = -np.sqrt(((queries[:, None, :] - data[None, :, :]) ** 2).sum(axis=2))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     assert got.ids == [[f"r{j}" for j in row] for row in order]
-    np.testing.assert_allclose(got.scores, np.take_along_axis(scores, order, axis=1), rtol=1e-4, atol=1e-4)
+    # a euclidean score is sqrt(|q|^2 - (2 q.x - |x|^2)): near 0 the float32 rounding of the difference shows
+    np.testing.assert_allclose(got.scores, np.take_along_axis(scores, order, axis=1), rtol=1e-4,
+                               atol=1e-2 if metric == "euclidean" else 1e-4)
     if metric != "dot":  # a vector's nearest neighbour is itself
         assert got.ids[30][0] == "r7" and got.ids[31][0] == "r4999"
 
@@ -256,3 +260,68 @@ def test_a_null_named_vector_counts_as_null_whatever_lies_under_it():
                for column in (zeros, sevens, unmasked)]
     assert (digests[0] == digests[1]).all()
     assert list(digests[0] != digests[2]) == [False, True, False]
+
+
+# --- what a hostile review found ---------------------------------------------------------------------
+
+
+def test_a_dump_target_is_searched_over_its_own_rows(tmp_path, source):
+    src, table = source
+    scrambled = np.random.default_rng(5).standard_normal((ROWS, DIM)).astype(np.float32)
+    report = verify(src, _target(tmp_path, _with(table, "values", vectors_array(scrambled))), sample=0,
+                    queries=20, min_recall=0.99)
+    assert report.search is not None and report.search.recall_source == 1.0
+    assert report.search.recall_target < 0.2 and any("recall@10 of the target" in p for p in report.problems)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean"])
+def test_repeated_vectors_are_equally_right_answers(tmp_path, metric):
+    """100 distinct vectors, each 20 times: an exact store that breaks ties its own way is still exact."""
+    base = np.random.default_rng(2).standard_normal((100, 8)).astype(np.float32)
+    table = make_table(2_000, 8)
+    table = table.set_column(1, "values", vectors_array(np.repeat(base, 20, axis=0)))
+    vecfmt.write_dump(str(tmp_path / "d"), table, metric=metric)
+    transfer.import_dump(str(tmp_path / "d"), lance(tmp_path))  # 2,000 rows: no index, an exact scan
+    report = verify(str(tmp_path / "d"), lance(tmp_path), k=3, queries=50, min_recall=1.0)
+    assert report.passed, report.problems
+    assert report.search is not None and report.search.recall_target == 1.0
+
+
+def test_thresholds_without_a_search_fail(tmp_path, source):
+    src, _ = source
+    report = verify(src, src, queries=0, min_recall=0.9)
+    assert report.problems == ["min_recall 0.9 was asked, but search quality was not measured"]
+
+
+def test_a_row_the_format_refuses_in_a_target_store_is_a_finding(tmp_path, source):
+    src, table = source
+    broken = _with(table, "metadata", ["{not json", *table.column("metadata").to_pylist()[1:]])
+    lancedb.connect(str(tmp_path / "db")).create_table("items", broken.rename_columns(
+        ["id", "vector", *broken.column_names[2:]]))
+    run = vecfmt_cli("verify", src, lance(tmp_path), "--queries", "0")
+    assert run.code == 1 and "the target holds a row the format refuses" in run.stderr, run
+
+
+def test_k_beyond_the_rows_and_bad_query_files(tmp_path, source):
+    src, _ = source
+    report = verify(src, src, k=300_000_000, queries=2)  # k is capped at the rows: nothing huge allocated
+    assert report.passed and report.search is not None and report.search.recall_target == 1.0
+    for name, values, message in (
+        ("nan", [[float("nan")] * DIM], "query in row 0 is not finite"),
+        ("ragged", [[0.0] * DIM, [0.0] * 3], "ragged vectors"),
+        ("null", [[0.0] * DIM, None], "is null"),
+    ):
+        column = pa.array(values, pa.large_list(pa.float32()))
+        pq.write_table(pa.table({"values": column}), tmp_path / f"{name}.parquet")
+        assert_one_clear_error(vecfmt_cli("verify", src, src, "--queries-file", str(tmp_path / f"{name}.parquet")),
+                               message)
+
+
+def test_jsonb_number_spellings_are_the_same_values(tmp_path, pg_db):
+    table = make_table(4, 4)
+    meta = [{"big": 1e20}, {"hundred": 1e2}, {"zero": -0.0}, {"nested": {"b": [1.50, 2], "a": 1}}]
+    table = _with(table, "metadata", [json.dumps(m) for m in meta])
+    vecfmt.write_dump(str(tmp_path / "d"), table)
+    transfer.import_dump(str(tmp_path / "d"), pg(pg_db))
+    report = verify(str(tmp_path / "d"), pg(pg_db), full=True, queries=2)
+    assert report.passed, report.problems

@@ -184,7 +184,7 @@ def _canonical_batches(dataset: pads.Dataset, columns: Columns, dims: int | None
         if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)):
             raise InvalidDataError(f"id column {columns.id!r} is {ids.type}: ids must be strings or integers")
         ids = ids.cast(pa.string())
-        vectors = _vectors(batch.column(columns.vector), ids, columns.vector, dims)
+        vectors = float_vectors(batch.column(columns.vector), ids, columns.vector, dims)
         dims = vectors.type.list_size
         arrays, names = [ids, vectors], [ID, VALUES]
         if columns.document:
@@ -196,7 +196,7 @@ def _canonical_batches(dataset: pads.Dataset, columns: Columns, dims: int | None
         yield pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _vectors(column: pa.Array, ids: pa.Array, name: str, dims: int | None) -> pa.FixedSizeListArray:
+def float_vectors(column: pa.Array, ids: pa.Array, name: str, dims: int | None) -> pa.FixedSizeListArray:
     """A float list column as ``fixed_size_list<float32>``, vectorised: lengths, nulls and range checked
     with Arrow compute, values cast once."""
     if column.null_count:

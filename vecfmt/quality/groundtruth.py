@@ -31,17 +31,24 @@ class TopK:
     scores: np.ndarray  # (queries, k) float32 similarity, higher is closer (euclidean: minus the distance)
 
 
+def _norms(matrix: np.ndarray) -> np.ndarray:
+    """Row lengths, summed in float64: float32 squares overflow from about 1e19 and vanish below 1e-23."""
+    return np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))
+
+
 def normalized(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero), for cosine."""
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1).astype(matrix.dtype)
+    norms = _norms(matrix)[:, None]
+    return (matrix / np.where(norms > 0, norms, 1)).astype(matrix.dtype)
 
 
 def exact_top_k(
     chunks: Iterable[tuple[Sequence[str] | pa.Array, np.ndarray]], queries: np.ndarray, k: int, metric: str
 ) -> TopK:
     """The ``k`` closest rows to each query under ``metric``, over ``chunks`` of (ids, float32 matrix).
-    Ties go to the row seen first. Fewer than ``k`` rows in all: the missing places hold id "" and -inf."""
+    Among rows whose scores tie at the k-th place, which ones are kept is unspecified (recall must count a
+    tied row as correct: ``TopK.scores[:, -1]`` is the k-th best score). Fewer than ``k`` rows in all: the
+    missing places hold id "" and -inf."""
     if metric not in SUPPORTED:
         raise InvalidDataError(f"exact search supports the metrics {', '.join(SUPPORTED)}, not {metric!r}")
     if k < 1:
@@ -49,10 +56,15 @@ def exact_top_k(
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if q.ndim != 2:
         raise InvalidDataError("queries must be a matrix (one query vector per row)")
+    center = None
     if metric == "cosine":
         q = normalized(q)
     elif metric == "euclidean":
-        q = q * 2  # score' = 2 q.x - |x|^2 orders rows as -|q - x|^2 does; converted at the end
+        # score' = 2 q.x - |x|^2 orders rows as -|q - x|^2 does (converted at the end). Both sides are first
+        # moved by the queries' mean, which changes no distance: far from the origin, |x|^2 would swamp
+        # the differences between close points in float32.
+        center = q.mean(axis=0, dtype=np.float64).astype(np.float32)
+        q = (q - center) * 2
     nq = len(q)
     best_scores = np.full((nq, k), -np.inf, dtype=np.float32)
     best_rows = np.full((nq, k), -1, dtype=np.int64)
@@ -75,6 +87,8 @@ def exact_top_k(
             rows = len(block)
             if metric == "cosine":
                 block = _normalized_into(block, buffers.get("block", block.shape, np.float32))
+            elif center is not None:
+                block = np.subtract(block, center, out=buffers.get("block", block.shape, np.float32))
             scores = np.matmul(q, block.T, out=buffers.get("scores", (nq, rows), np.float32))
             if metric == "euclidean":
                 scores -= np.einsum("ij,ij->i", block, block)[None, :]
@@ -82,7 +96,8 @@ def exact_top_k(
                                             buffers.get("mask", (nq, rows), np.bool_))
         seen += len(matrix)
     if metric == "euclidean":
-        squared = np.einsum("ij,ij->i", queries.astype(np.float32), queries.astype(np.float32))[:, None] - best_scores
+        moved = queries.astype(np.float32) - center
+        squared = np.einsum("ij,ij->i", moved, moved)[:, None] - best_scores
         best_scores = np.where(np.isfinite(best_scores), -np.sqrt(np.maximum(squared, 0)), -np.inf)
     all_ids = pa.concat_arrays([a.cast(pa.string()) for a in id_parts]) if id_parts else pa.array([], pa.string())
     found = best_rows >= 0
@@ -107,9 +122,8 @@ class _Buffers:
 
 
 def _normalized_into(block: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``normalized(block)``, bit for bit, written into ``out`` (no temporaries of the block's size)."""
-    np.multiply(block, block, out=out)
-    norms = np.sqrt(np.add.reduce(out, axis=1))
+    """``normalized(block)`` written into ``out`` (no temporaries of the block's size)."""
+    norms = _norms(block)
     np.divide(block, np.where(norms > 0, norms, 1).astype(block.dtype)[:, None], out=out)
     return out
 

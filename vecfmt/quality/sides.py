@@ -36,6 +36,9 @@ class Side:
     def search(self, vector: np.ndarray, k: int, namespace: str) -> list[str]:
         raise NotImplementedError
 
+    def can_search(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
@@ -83,6 +86,9 @@ class StoreSide(Side):
         for part in self.exporter.slices(namespace):
             for chunk in self.exporter.batches(part, batch_size=BATCH_ROWS):
                 yield check_batch(chunk.batch, self.schema, self.manifest.vectors)
+
+    def can_search(self) -> bool:
+        return callable(getattr(self.exporter, "search", None))
 
     def search(self, vector: np.ndarray, k: int, namespace: str) -> list[str]:
         search = getattr(self.exporter, "search", None)

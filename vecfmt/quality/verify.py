@@ -11,8 +11,10 @@ row, plus the query vectors; never the vectors of the data."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -20,11 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vecfmt.errors import InvalidDataError
+from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import Manifest
-from vecfmt.ops.diff import _canonical
+from vecfmt.ops.adopt import float_vectors
 from vecfmt.progress import RowProgress
-from vecfmt.quality.groundtruth import SUPPORTED, TopK, exact_top_k, recall_at_k
+from vecfmt.quality.groundtruth import SUPPORTED, TopK, exact_top_k
 from vecfmt.quality.sides import DumpSide, Side, open_side
 from vecfmt.reader import Dump
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, is_vector_type, vectors_numpy
@@ -130,24 +132,35 @@ def verify(
         if bound is not None and not 0 <= bound <= 1:
             raise InvalidDataError(f"{name} must be between 0 and 1, not {bound}")
     with open_side(source) as src, open_side(target) as dst:
+        searching = queries > 0 or queries_file is not None
+        if searching:
+            for side in (src, dst):
+                if not side.can_search():
+                    raise StoreError(f"{side.label} cannot search, so search quality cannot be measured; "
+                                     "verify with queries=0 (--queries 0)")
         report = VerifyReport(src.label, dst.label, None if full else sample, {}, None,
                               min_recall=min_recall, min_overlap=min_overlap)
         chosen = _namespaces(src, dst, namespaces, report)
         comparable = _check_definitions(src.manifest, dst.manifest, report)
         rng = np.random.default_rng(seed)
+        pool = _QueryPool(queries if queries_file is None else 0, rng)
         total = sum(ns.rows for ns in src.manifest.namespaces + dst.manifest.namespaces if ns.name in chosen)
         with RowProgress("verify", total or None, progress) as bar:
-            picked = _Sample(None if full else sample, max(queries, 0) if queries_file is None else 0, rng)
-            scans = {n: _scan(src, n, picked, None, bar) for n in chosen}
-            for n in chosen:
-                kept = picked.ids_of(n)
-                target_scan = _scan(dst, n, None, kept, bar)
-                report.namespaces[n] = _compare(n, scans[n], target_scan, kept, picked.digests_of(n))
+            for n in chosen:  # one namespace at a time: memory holds one namespace's ids per side
+                picked = _Sample(None if full else sample, rng)
+                source_scan = _scan(src, n, bar, sample=picked, pool=pool)
+                kept = picked.ids()
+                try:
+                    target_scan = _scan(dst, n, bar, kept=None if full else kept)
+                except InvalidDataError as exc:  # the target holds what the format refuses: a finding
+                    report.problems.append(f"namespace {n!r}: the target holds a row the format refuses: {exc}")
+                    continue
+                report.namespaces[n] = _compare(n, source_scan, target_scan, kept, picked.digests())
         for ns in report.namespaces.values():
             if not ns.complete:
                 report.problems.append(_describe_incomplete(ns))
-        if comparable and (queries > 0 or queries_file):
-            query_set = (_load_queries(queries_file, src, chosen) if queries_file else picked.queries())
+        if comparable and searching:
+            query_set = _load_queries(queries_file, src, chosen) if queries_file else pool.queries()
             report.search = _search_quality(src, dst, query_set, k, report)
         _check_thresholds(report)
         return report
@@ -186,79 +199,78 @@ def _check_definitions(a: Manifest, b: Manifest, report: VerifyReport) -> bool:
 
 
 class _Sample:
-    """A uniform sample of the source's rows without knowing their count: every row draws a random key
-    and the rows with the smallest keys are kept (a bottom-k sketch). The first ``queries`` of them
-    (by key) also keep their vector, to query with. ``size=None`` keeps every row. Rows arrive in parts
-    that are joined only when the sample is trimmed or read, so a full comparison stays linear."""
+    """A uniform sample of a namespace's rows without knowing their count: every row draws a random key
+    and the rows with the smallest keys are kept (a bottom-k sketch). ``size=None`` keeps every row. Rows
+    arrive in parts that are joined only when the sample is trimmed or read, so a full comparison stays
+    linear."""
 
-    def __init__(self, size: int | None, queries: int, rng: np.random.Generator) -> None:
-        self.size, self.query_count, self.rng = size, queries, rng
-        self.parts: list[tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]] = []  # keys, namespace, ids, digests
+    def __init__(self, size: int | None, rng: np.random.Generator) -> None:
+        self.size, self.rng = size, rng
+        self.parts: list[tuple[np.ndarray, pa.Array, np.ndarray]] = []  # keys, ids, digests
         self.pending = 0
         self.bound = np.inf  # keys at or above it cannot enter the sample any more
-        self.namespace_index: dict[str, int] = {}
-        self.query_rows: list[tuple[float, str, np.ndarray]] = []
 
-    def offer(self, namespace: str, batch: pa.RecordBatch, vector_column: str | None) -> None:
-        keys = self.rng.random(batch.num_rows)
-        self._offer_queries(namespace, batch, keys, vector_column)
+    def offer(self, batch: pa.RecordBatch, keys: np.ndarray) -> None:
         if self.size is not None:
             chosen = np.flatnonzero(keys < self.bound)
             if len(chosen) < len(keys):
                 batch, keys = batch.take(pa.array(chosen)), keys[chosen]
             if not len(keys):
                 return
-        code = self.namespace_index.setdefault(namespace, len(self.namespace_index))
-        self.parts.append((keys, np.full(len(keys), code, np.int32), batch.column(ID).cast(pa.string()),
-                           row_digests(batch)))
+        self.parts.append((keys, batch.column(ID).cast(pa.string()), row_digests(batch)))
         self.pending += len(keys)
         if self.size is not None and self.pending > 2 * max(self.size, 1):
             self._join()
 
-    def _join(self) -> tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]:
+    def _join(self) -> tuple[np.ndarray, pa.Array, np.ndarray]:
         """One part of every row kept so far, trimmed to the sample's size."""
         if not self.parts:
-            return np.empty(0), np.empty(0, np.int32), pa.array([], pa.string()), np.empty((0, 3), np.uint64)
+            return np.empty(0), pa.array([], pa.string()), np.empty((0, 3), np.uint64)
         keys = np.concatenate([p[0] for p in self.parts])
-        codes = np.concatenate([p[1] for p in self.parts])
-        ids = pa.concat_arrays([p[2] for p in self.parts])
-        digests = np.concatenate([p[3] for p in self.parts])
+        ids = pa.concat_arrays([p[1] for p in self.parts])
+        digests = np.concatenate([p[2] for p in self.parts])
         if self.size is not None and len(keys) > self.size:
             keep = np.sort(np.argpartition(keys, self.size - 1)[:self.size]) if self.size else np.empty(0, int)
-            keys, codes, digests = keys[keep], codes[keep], digests[keep]
+            keys, digests = keys[keep], digests[keep]
             ids = ids.take(pa.array(keep, pa.int64()))
         if self.size is not None and len(keys) == self.size:
             self.bound = keys.max(initial=-np.inf)
-        self.parts, self.pending = [(keys, codes, ids, digests)], len(keys)
+        self.parts, self.pending = [(keys, ids, digests)], len(keys)
         return self.parts[0]
 
-    def _offer_queries(self, namespace: str, batch: pa.RecordBatch, keys: np.ndarray, column: str | None) -> None:
-        if not self.query_count or column is None:
+    def ids(self) -> pa.Array:
+        return self._join()[1]
+
+    def digests(self) -> np.ndarray:
+        return self._join()[2]
+
+
+class _QueryPool:
+    """Query vectors drawn uniformly from the source's rows across namespaces (the ``count`` rows with
+    the smallest random keys), with their namespace."""
+
+    def __init__(self, count: int, rng: np.random.Generator) -> None:
+        self.count, self.rng = count, rng
+        self.rows: list[tuple[float, str, np.ndarray]] = []
+
+    def offer(self, namespace: str, batch: pa.RecordBatch, keys: np.ndarray, column: str | None) -> None:
+        if not self.count or column is None:
             return
-        if len(self.query_rows) >= self.query_count:
-            bound = self.query_rows[-1][0]
-            candidates = np.flatnonzero(keys < bound)
+        if len(self.rows) >= self.count:
+            candidates = np.flatnonzero(keys < self.rows[-1][0])
         else:
-            candidates = np.argsort(keys)[:self.query_count]
+            candidates = np.argsort(keys)[:self.count]
         if not len(candidates):
             return
         matrix = vectors_numpy(batch.column(column).take(pa.array(candidates)))
-        # at most ``queries`` rows per batch: a loop over candidates, not over the batch
+        # at most ``count`` rows per batch: a loop over candidates, not over the batch
         for key, row in zip(keys[candidates], matrix, strict=True):
-            self.query_rows.append((float(key), namespace, row.copy()))
-        self.query_rows.sort(key=lambda r: r[0])
-        del self.query_rows[self.query_count:]
-
-    def ids_of(self, namespace: str) -> pa.Array:
-        _, codes, ids, _ = self._join()
-        return ids.filter(pa.array(codes == self.namespace_index.get(namespace, -1)))
-
-    def digests_of(self, namespace: str) -> np.ndarray:
-        _, codes, _, digests = self._join()
-        return digests[codes == self.namespace_index.get(namespace, -1)]
+            self.rows.append((float(key), namespace, row.copy()))
+        self.rows.sort(key=lambda r: r[0])
+        del self.rows[self.count:]
 
     def queries(self) -> list[tuple[str, np.ndarray]]:
-        return [(ns, vector) for _, ns, vector in self.query_rows]
+        return [(ns, vector) for _, ns, vector in self.rows]
 
 
 @dataclass
@@ -269,21 +281,26 @@ class _Scan:
     kept_digests: np.ndarray | None = None
 
 
-def _scan(side: Side, namespace: str, sample: _Sample | None, kept: pa.Array | None, bar: RowProgress) -> _Scan:
-    """One pass over a namespace: every id, and digests of the sampled rows."""
+def _scan(side: Side, namespace: str, bar: RowProgress, *, sample: _Sample | None = None,
+          pool: _QueryPool | None = None, kept: pa.Array | None = None) -> _Scan:
+    """One pass over a namespace: every id; the source offers its rows to the sample and the query pool,
+    the target keeps the digests of the rows whose ids the source sampled (of every row when ``kept`` is
+    None: a full comparison, where a set lookup per batch would cost as much as the ids themselves)."""
     vector_column = side.manifest.primary.column if side.manifest.primary else None
     ids: list[pa.Array] = []
     kept_ids: list[pa.Array] = []
     kept_digests: list[np.ndarray] = []
-    wanted = kept if kept is not None and len(kept) else None
+    lookup = pc.SetLookupOptions(kept) if kept is not None and sample is None else None
     for batch in side.batches(namespace):
         batch_ids = batch.column(ID).cast(pa.string())
         ids.append(batch_ids)
         if sample is not None:
-            sample.offer(namespace, batch, vector_column)
-        elif wanted is not None:
-            mask = pc.is_in(batch_ids, value_set=wanted)
-            picked = batch.filter(mask)
+            keys = sample.rng.random(batch.num_rows)
+            sample.offer(batch, keys)
+            if pool is not None:
+                pool.offer(namespace, batch, keys, vector_column)
+        else:
+            picked = batch if lookup is None else batch.filter(pc.is_in(batch_ids, options=lookup))
             if picked.num_rows:
                 kept_ids.append(picked.column(ID).cast(pa.string()))
                 kept_digests.append(row_digests(picked))
@@ -310,10 +327,35 @@ def row_digests(batch: pa.RecordBatch) -> np.ndarray:
     if METADATA in batch.schema.names:
         texts = batch.column(METADATA).to_pylist()
         # JSON has no vectorised canonical form: one parse per compared row (sampled rows unless --full)
-        out[:, 1] = _hash_texts([None if t is None else _canonical(t) or "\0" + t for t in texts])
+        out[:, 1] = _hash_texts([None if t is None else _json_value(t) for t in texts])
     if DOCUMENT in batch.schema.names:
         out[:, 2] = _hash_texts(batch.column(DOCUMENT).to_pylist())
     return out
+
+
+def _json_value(text: str) -> str:
+    """One spelling per JSON value: keys sorted, numbers by their value (JSON has one number type, and
+    stores respell them: PostgreSQL's jsonb writes 1e2 as 100 and -0.0 as 0). Text that is not JSON
+    stands for itself."""
+    try:
+        value = json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return "\0" + text
+    return _spell(value)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN and Infinity are not JSON
+
+
+def _spell(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(json.dumps(k) + ":" + _spell(v) for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_spell(v) for v in value) + "]"
+    if isinstance(value, Decimal):
+        return "0" if value.is_zero() else str(value.normalize())
+    return json.dumps(value, ensure_ascii=False)
 
 
 _WEIGHTS: dict[int, np.ndarray] = {}
@@ -425,13 +467,18 @@ def _none_in(path: str, chosen: list[str]) -> list[tuple[str, np.ndarray]]:
 
 
 def _query_vectors(table: pa.Table, src: Side, path: str) -> np.ndarray:
+    dims = src.manifest.primary.dimension if src.manifest.primary else None
+    rows = pa.array([f"row {i}" for i in range(table.num_rows)], pa.string())  # what errors name
     for field_ in table.schema:
-        if field_.name == "values" or pa.types.is_fixed_size_list(field_.type) or (
-                pa.types.is_list(field_.type) and pa.types.is_floating(field_.type.value_type)):
+        if field_.name == "values" or _is_float_list(field_.type):
             column = table.column(field_.name).combine_chunks()
-            if pa.types.is_list(column.type):
-                return np.stack([np.asarray(v, np.float32) for v in column.to_pylist()])
-            return vectors_numpy(column).astype(np.float32)
+            if not _is_float_list(column.type):
+                raise InvalidDataError(f"{path}: column {field_.name!r} is {column.type}, not float vectors")
+            matrix = vectors_numpy(float_vectors(column, rows, field_.name, dims))
+            bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+            if len(bad):
+                raise InvalidDataError(f"{path}: query in row {int(bad[0])} is not finite (NaN or infinity)")
+            return matrix
     text_column = next((c for c in ("text", "document") if c in table.column_names), None)
     if text_column is None:
         raise InvalidDataError(f"{path} has no vector column (values, or a float list) and no text column")
@@ -441,43 +488,111 @@ def _query_vectors(table: pa.Table, src: Side, path: str) -> np.ndarray:
                                "with; give query vectors instead")
     from vecfmt.embed import open_embedder  # only when texts must be embedded
 
-    embedder = open_embedder(model.name, model.provider, dimensions=src.manifest.primary.dimension
-                             if src.manifest.primary else None)
+    embedder = open_embedder(model.name, model.provider, dimensions=dims)
     return np.asarray(embedder.embed(table.column(text_column).to_pylist()), np.float32)
+
+
+def _is_float_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and \
+        pa.types.is_floating(t.value_type)
 
 
 def _search_quality(src: Side, dst: Side, queries: list[tuple[str, np.ndarray]], k: int,
                     report: VerifyReport) -> SearchCheck | None:
+    """The exact answer always comes from the source's rows; a store answers with its own search, a dump
+    by exact search over its own rows. A returned id counts as correct when it is in the exact top k or
+    its exact score ties the k-th best (data with repeated vectors has many equally right answers)."""
     assert src.manifest.primary is not None
     metric = src.manifest.primary.metric
     if metric not in SUPPORTED:
         report.problems.append(f"search quality not measured: exact search supports {', '.join(SUPPORTED)}, "
                                f"the source's metric is {metric}")
         return None
-    if not queries:
-        return None
-    truth_side = src if src.is_dump or not dst.is_dump else dst  # computed from a dump where there is one
-    overlaps, identical, recall_src, recall_dst = [], [], [], []
+    overlaps: list[float] = []
+    identical: list[bool] = []
+    recall_src: list[np.ndarray] = []
+    recall_dst: list[np.ndarray] = []
     by_namespace: dict[str, list[np.ndarray]] = {}
     for ns, vector in queries:
         by_namespace.setdefault(ns, []).append(vector)
     for ns, vectors in by_namespace.items():
+        rows = report.namespaces[ns].rows_source if ns in report.namespaces else 0
+        if rows == 0:
+            continue
+        depth = min(k, rows)  # k beyond the rows would only allocate places nothing can fill
         matrix = np.stack(vectors).astype(np.float32)
-        truth = exact_top_k(_vectors_of(truth_side, ns), matrix, k, metric)
-        found_src = _results(src, truth, matrix, k, ns)
-        found_dst = _results(dst, truth, matrix, k, ns)
-        recall_src.append(recall_at_k(found_src, truth, k))
-        recall_dst.append(recall_at_k(found_dst, truth, k))
+        truth = exact_top_k(_vectors_of(src, ns), matrix, depth, metric)
+        found_src = truth.ids if src.is_dump else _store_results(src, matrix, depth, ns)
+        found_dst = (exact_top_k(_vectors_of(dst, ns), matrix, depth, metric).ids if dst.is_dump
+                     else _store_results(dst, matrix, depth, ns))
+        found_src = [[i for i in ids if i] for ids in found_src]
+        found_dst = [[i for i in ids if i] for ids in found_dst]
+        ties = _ties(src, ns, matrix, truth, metric, found_src + found_dst)
+        recall_src.append(_recall(found_src, truth, ties, depth))
+        recall_dst.append(_recall(found_dst, truth, ties, depth))
         # per query (k ids each), not per row
-        for a, b, expected in zip(found_src, found_dst, truth.ids, strict=True):
-            size = min(k, sum(1 for e in expected if e)) or 1
-            overlaps.append(len(set(a[:k]) & set(b[:k])) / size)
-            identical.append(set(a[:k]) == set(b[:k]))
+        for a, b in zip(found_src, found_dst, strict=True):
+            overlaps.append(len(set(a[:depth]) & set(b[:depth])) / depth)
+            identical.append(set(a[:depth]) == set(b[:depth]))
+    if not overlaps:
+        return None
     r_src, r_dst = np.concatenate(recall_src), np.concatenate(recall_dst)
-    return SearchCheck(k=k, queries=len(queries), metric=metric, overlap=float(np.mean(overlaps)),
+    return SearchCheck(k=k, queries=len(overlaps), metric=metric, overlap=float(np.mean(overlaps)),
                        identical=float(np.mean(identical)), recall_source=float(r_src.mean()),
                        recall_target=float(r_dst.mean()), worst_overlap=float(np.min(overlaps)),
                        worst_recall_target=float(r_dst.min()))
+
+
+def _ties(side: Side, namespace: str, queries: np.ndarray, truth: TopK, metric: str,
+          found: list[list[str]]) -> list[set[str]]:
+    """Per query, the returned ids outside the exact top k whose exact score ties its k-th best. Their
+    vectors are read from the source in one more pass, only when such ids exist."""
+    nq = len(queries)
+    outside = [set(ids) - set(truth.ids[i % nq]) for i, ids in enumerate(found)]
+    wanted = set().union(*outside) if outside else set()
+    tied: list[set[str]] = [set() for _ in range(nq)]
+    if not wanted:
+        return tied
+    lookup = pa.array(sorted(wanted), pa.string())
+    vectors: dict[str, np.ndarray] = {}
+    for ids, matrix in _vectors_of(side, namespace):
+        hit = np.flatnonzero(pc.is_in(ids.cast(pa.string()), value_set=lookup).to_numpy(zero_copy_only=False))
+        # only the few returned ids outside the top k: a loop over them, not over the rows
+        for row in hit:
+            vectors[ids[int(row)].as_py()] = matrix[row]
+    kth = truth.scores[:, -1].astype(np.float64)
+    for i, extra in enumerate(outside):
+        query = i % nq
+        for ident in extra:
+            vector = vectors.get(ident)
+            if vector is not None and _score(queries[query], vector, metric) >= kth[query] - _slack(kth[query]):
+                tied[query].add(ident)
+    return tied
+
+
+def _score(query: np.ndarray, vector: np.ndarray, metric: str) -> float:
+    q, v = query.astype(np.float64), vector.astype(np.float64)
+    if metric == "dot":
+        return float(q @ v)
+    if metric == "euclidean":
+        return -float(np.linalg.norm(q - v))
+    norms = np.linalg.norm(q) * np.linalg.norm(v)
+    return float(q @ v / norms) if norms else 0.0
+
+
+def _slack(score: float) -> float:
+    """How far a float32 exact score may sit from the float64 one of the same pair."""
+    return 1e-5 * max(1.0, abs(score))
+
+
+def _recall(found: list[list[str]], truth: TopK, ties: list[set[str]], k: int) -> np.ndarray:
+    nq = len(truth.ids)
+    out = np.empty(len(found), dtype=np.float64)
+    for i, got in enumerate(found):  # per query
+        expected = {e for e in truth.ids[i % nq][:k] if e}
+        right = expected.union(ties[i % nq])
+        out[i] = min(1.0, len(right.intersection(got[:k])) / len(expected)) if expected else 1.0
+    return out
 
 
 def _vectors_of(side: Side, namespace: str) -> Iterator[tuple[pa.Array, np.ndarray]]:
@@ -493,9 +608,7 @@ def _vectors_of(side: Side, namespace: str) -> Iterator[tuple[pa.Array, np.ndarr
         yield batch.column(ID), vectors_numpy(batch.column(column))
 
 
-def _results(side: Side, truth: TopK, matrix: np.ndarray, k: int, namespace: str) -> list[list[str]]:
-    if side.is_dump:  # a dump answers exactly: the ground truth itself (computed from this or an equal side)
-        return [[i for i in ids if i] for ids in truth.ids]
+def _store_results(side: Side, matrix: np.ndarray, k: int, namespace: str) -> list[list[str]]:
     # the store's client takes one query per request
     return [side.search(vector, k, namespace) for vector in matrix]
 
@@ -503,6 +616,9 @@ def _results(side: Side, truth: TopK, matrix: np.ndarray, k: int, namespace: str
 def _check_thresholds(report: VerifyReport) -> None:
     search = report.search
     if search is None:
+        for name, bound in (("min_recall", report.min_recall), ("min_overlap", report.min_overlap)):
+            if bound is not None:
+                report.problems.append(f"{name} {bound} was asked, but search quality was not measured")
         return
     if report.min_recall is not None and search.recall_target < report.min_recall:
         report.problems.append(f"recall@{search.k} of the target is {search.recall_target:.4f}, below "
