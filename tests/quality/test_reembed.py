@@ -291,6 +291,19 @@ def test_a_failed_run_keeps_its_rows_and_resume_finishes(openai_server, tmp_path
     assert_reembedded(openai_server, src, out, 1536)
 
 
+def test_a_request_failing_for_good_stops_the_others_and_is_what_is_reported(openai_server, tmp_path):
+    """Request 1 gets a 503 and waits to retry; meanwhile request 2 gets a 400. The run stops with the
+    400, and request 1 is not sent again."""
+    src = source_dump(tmp_path / "src", 4)
+    openai_server.inject(503, retry_after=1)
+    openai_server.inject(400, after=1)
+    embedder = openai_embedder(openai_server, concurrency=2, max_inputs_per_request=2)
+    with pytest.raises(EmbedError, match="answered 400"):
+        reembed(str(src), str(tmp_path / "out"), model="text-embedding-3-small", embedder=embedder)
+    time.sleep(1.5)  # past the 503's Retry-After: a retry would have arrived by now
+    assert sorted(r.status for r in openai_server.log) == [400, 503]
+
+
 def test_resume_refuses_another_model_or_dump(openai_server, tmp_path):
     src = source_dump(tmp_path / "src", 30)
     out = tmp_path / "out"

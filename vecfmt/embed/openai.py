@@ -184,6 +184,7 @@ class OpenAIEmbedder:
         self._lock = threading.Lock()
         self._not_before = 0.0  # monotonic time before which no request is sent (a 429's wait)
         self._halt = threading.Event()  # set when a request of the stream failed for good
+        self._failed: BaseException | None = None  # the first such failure
 
     @property
     def dims(self) -> int:
@@ -205,7 +206,7 @@ class OpenAIEmbedder:
         """Batches are split into requests (``pack``); up to ``concurrency`` requests run at once and up
         to twice that many are queued, so the pool never waits on the caller; matrices come out in
         batch order."""
-        self._halt = threading.Event()
+        self._halt, self._failed = threading.Event(), None
         dims = self.dims
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="vecfmt-embed")
         pending: deque[tuple[np.ndarray, list[tuple[int, int, Future[np.ndarray]]]]] = deque()
@@ -250,7 +251,14 @@ class OpenAIEmbedder:
     def _job(self, texts: Sequence[str], start: int, stop: int, batch: int) -> np.ndarray:
         try:
             return self._embed_group(texts, start, stop, batch)
-        except BaseException:
+        except _Halted:
+            # another request failed (perhaps of a later batch): that failure is what the caller sees
+            if self._failed is not None:
+                raise self._failed from None
+            raise
+        except BaseException as exc:
+            with self._lock:
+                self._failed = self._failed or exc
             self._halt.set()  # here, in the worker, before it takes the next queued request
             raise
 
