@@ -186,6 +186,7 @@ class Target:
             self.client().load_collection(name or self.collection)
 
     def count(self, name: str | None = None) -> int:
+        self.load(name)  # a server answers count(*) only for a loaded collection
         with self.errors("cannot count the rows"):
             found = self.client().query(name or self.collection, filter="", output_fields=["count(*)"])
         return int(found[0]["count(*)"]) if found else 0
