@@ -92,8 +92,37 @@ def test_an_interrupted_export_resumes_and_the_target_is_untouched_until_the_bac
 def test_a_backup_of_another_source_is_refused_and_plain_copies_do_not_resume(tmp_path, source):
     vecfmt.write_dump(str(tmp_path / "other-seed"), make_table(10, 8))
     transfer.import_dump(str(tmp_path / "other-seed"), lance(tmp_path, "other"))
-    transfer.export(lance(tmp_path, "other"), str(tmp_path / "backup"))
-    with pytest.raises(DumpError, match="is a dump of lancedb 'other', not of lancedb 'src'"):
-        transfer.copy(source, lance(tmp_path, "dst"), via=str(tmp_path / "backup"), resume=True)
+    transfer.export(lance(tmp_path, "other"), str(tmp_path / "exported"))
+    with pytest.raises(DumpError, match="is a complete dump, not the backup of an interrupted copy"):
+        transfer.copy(source, lance(tmp_path, "dst"), via=str(tmp_path / "exported"), resume=True)
+    # the backup of an interrupted copy from a table of the same name in another database
+    vecfmt.write_dump(str(tmp_path / "b-seed"), make_table(10, 8, prefix="b-"))
+    other_db = f"lancedb://{tmp_path}/other-db?table=src"
+    transfer.import_dump(str(tmp_path / "b-seed"), other_db)
+    transfer.import_dump(str(tmp_path / "b-seed"), lance(tmp_path, "taken"))
+    with pytest.raises(StoreError, match="already exists"):
+        transfer.copy(other_db, lance(tmp_path, "taken"), via=str(tmp_path / "bk"))
+    with pytest.raises(DumpError, match="is the backup of a copy from lancedb 'src'"):
+        transfer.copy(source, lance(tmp_path, "taken"), via=str(tmp_path / "bk"), resume=True)
     assert_one_clear_error(vecfmt_cli("copy", source, lance(tmp_path, "dst"), "--resume"),
                            "a copy can only resume through a dump")
+
+
+def test_a_failed_import_can_be_taken_up_with_another_if_exists(tmp_path, source):
+    """The backup finished and the import refused (the target exists): --resume with if_exists replace
+    imports it, since no import of it began."""
+    vecfmt.write_dump(str(tmp_path / "b-seed"), make_table(10, 8, prefix="b-"))
+    transfer.import_dump(str(tmp_path / "b-seed"), lance(tmp_path, "taken"))
+    with pytest.raises(StoreError, match="already exists"):
+        transfer.copy(source, lance(tmp_path, "taken"), via=str(tmp_path / "bk"))
+    run = vecfmt_cli("copy", source, lance(tmp_path, "taken"), "--via", str(tmp_path / "bk"), "--resume",
+                     "--if-exists", "replace")
+    assert run.code == 0, run
+    assert _rows(tmp_path, "taken") == 5_000 and not (tmp_path / "bk" / "vecfmt-copy.json").exists()
+
+
+def test_a_copy_via_onto_its_own_source_is_refused(tmp_path, source):
+    same = f"lancedb://{tmp_path}/./db/?table=src"
+    assert_one_clear_error(vecfmt_cli("copy", source, same, "--via", str(tmp_path / "bk"), "--if-exists", "append"),
+                           "are the same table")
+    assert _rows(tmp_path, "src") == 5_000 and not (tmp_path / "bk").exists()

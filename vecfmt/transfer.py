@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
-from vecfmt.errors import DumpError, InvalidDataError, StoreError
+from vecfmt.errors import DumpError, InvalidDataError, StoreError, first_line
 from vecfmt.manifest import MANIFEST_NAME, EmbeddingModel, Manifest, NamespaceEntry
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
@@ -158,9 +158,11 @@ def import_dump(
     namespaces: list[str] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
+    on_prepared: Callable[[], None] | None = None,
 ) -> TransferResult:
     """Import a dump into a store. Everything is checked before the first row is written; an
-    interrupted import re-run with ``resume=True`` continues where the store says it stopped."""
+    interrupted import re-run with ``resume=True`` continues where the store says it stopped.
+    ``on_prepared`` is called once the target is ready and before any row is written."""
     started = time.perf_counter()
     dump = Dump.open(dump_uri)
     manifest = dump.manifest
@@ -177,6 +179,8 @@ def import_dump(
                                files=[f for f in manifest.files if f.namespace in chosen])
         try:
             done = importer.prepare(manifest, if_exists=IfExists(if_exists), resume=resume)
+            if on_prepared is not None:
+                on_prepared()
             total = sum(f.rows for f in manifest.files if f.namespace in chosen)
             with RowProgress("import", total, progress) as bar:
                 bar.advance(done)
@@ -308,15 +312,26 @@ def copy(
             importer.close()
 
 
+COPY_STATE = "vecfmt-copy.json"  # beside a finished backup until its import is done
+
+
 def _copy_via(source: str, target: str, via: str, *, if_exists: IfExists, namespaces: list[str] | None,
               model: EmbeddingModel | None, batch_size: int, progress: bool | None, resume: bool) -> TransferResult:
+    """Export into ``via``, then import it. Once the backup is complete a state file beside it names the
+    source and the target and whether the import began, so a resumed copy imports only the backup of
+    this very source into this very target, and resumes the import only if one began."""
     started = time.perf_counter()
+    origin, destination = _copy_ends(source, target)
     location = resolve(via)
     if location.exists(MANIFEST_NAME):  # the backup was finished by an earlier run
         if not resume:
             raise DumpError(f"{redact(via)} holds a dump already: resume to import it into the target, or "
                             "copy via another location")
-        _check_backup_of(source, via)
+        state = _copy_state(location, via)
+        if state["origin"] != origin or state["target"] != destination:
+            raise DumpError(f"{redact(via)} is the backup of a copy from {_label(state['origin'])} to another "
+                            f"target, not of this one (from {_label(origin)}); copy via another location")
+        import_began = bool(state["import_began"])
     else:
         exporter = open_exporter(source)
         try:
@@ -331,22 +346,47 @@ def _copy_via(source: str, target: str, via: str, *, if_exists: IfExists, namesp
                             "no resume tokens); remove that folder and copy again")
         export(source, via, namespaces=namespaces, model=model, batch_size=batch_size, resume=checkpoints,
                progress=progress)
-    result = import_dump(via, target, if_exists=if_exists, resume=resume, batch_size=batch_size, progress=progress)
+        import_began = False
+    def record(began: bool) -> None:
+        location.write_atomic(COPY_STATE, json.dumps(
+            {"origin": origin, "target": destination, "import_began": began}).encode())
+
+    if not import_began:
+        record(False)
+    result = import_dump(via, target, if_exists=if_exists, resume=import_began, batch_size=batch_size,
+                         progress=progress, on_prepared=None if import_began else lambda: record(True))
+    location.delete(COPY_STATE)
     return TransferResult(result.rows, result.rows_skipped, time.perf_counter() - started, result.namespaces)
 
 
-def _check_backup_of(source: str, via: str) -> None:
-    """A finished backup is imported on resume only if it was read from this very source."""
+def _copy_ends(source: str, target: str) -> tuple[dict[str, Any], list[str] | None]:
+    """What a copy reads (as an export's state records it) and the target's identity; refuses one table
+    as both."""
     exporter = open_exporter(source)
     try:
-        desc = exporter.describe()
+        origin = _origin(exporter, exporter.describe())
+        importer = open_importer(target)
+        try:
+            destination = store_identity(importer)
+        finally:
+            importer.close()
+        if destination is not None and destination == store_identity(exporter):
+            raise StoreError(f"{StoreURI.parse(source)} and {StoreURI.parse(target)} are the same table: a copy "
+                             "would overwrite what it reads; copy to another table")
     finally:
         exporter.close()
-    recorded = Dump.open(via).manifest.source
-    if recorded is None or asdict(recorded) != asdict(desc.source):
-        raise DumpError(f"{redact(via)} is a dump of {recorded.kind if recorded else 'an unknown source'} "
-                        f"{recorded.name if recorded else ''!r}, not of {desc.source.kind} {desc.source.name!r}; "
-                        "copy via another location")
+    del origin["counts"]  # the backup, not the source as it is now, is what gets imported
+    return origin, None if destination is None else [redact(str(part)) for part in destination]
+
+
+def _copy_state(location: Any, via: str) -> dict[str, Any]:
+    try:
+        return json.loads(location.read_bytes(COPY_STATE).to_pybytes())
+    except FileNotFoundError:
+        raise DumpError(f"{redact(via)} is a complete dump, not the backup of an interrupted copy; import it with "
+                        "`vecfmt import` (with --resume if an import of it was interrupted)") from None
+    except (OSError, ValueError) as exc:
+        raise DumpError(f"cannot read {redact(via)}/{COPY_STATE}: {first_line(exc)}") from None
 
 
 def _checked(
