@@ -105,10 +105,11 @@ class MiniLM:
         self.lock = threading.Lock()
 
     def tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        with self.lock:  # the Rust tokenizer's padding/truncation state is shared with encode's calls
+            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self.lock:  # torch already uses every core for one call
+        with self.lock:  # one call at a time: torch already uses every core for one
             return self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
                                      show_progress_bar=False).astype(np.float32)
 
