@@ -492,3 +492,14 @@ def test_a_row_without_a_named_vector_is_refused_and_nothing_is_left(tmp_path, d
         assert c.list_collections() == []  # the collection this import created is dropped
     finally:
         release(db, c)
+
+
+def test_every_awkward_id_can_be_the_page_cursor(tmp_path, db):
+    """One row per page: each id becomes the ``id > "..."`` bound of the next query (pymilvus's own
+    query_iterator fails on the first id holding a double quote)."""
+    ids = ['q"uote', "back\\slash", 'both\\"', "new\nline", "cr\rx", "tab\tx", "über-🙂", "a'b", "日本語", "", " "]
+    table = make_table(len(ids), 4).set_column(0, "id", pa.array(ids, pa.string()))
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    transfer.import_dump(str(tmp_path / "a"), uri(db))
+    transfer.export(uri(db, page=1), str(tmp_path / "b"), batch_size=1)
+    assert_identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)

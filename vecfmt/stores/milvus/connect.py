@@ -223,6 +223,10 @@ def message_of(exc: BaseException) -> str:
     return str(message)
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
 def literal(value: str) -> str:
-    """``value`` as a Milvus expression string literal (Milvus Lite has no expression templates)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``value`` as a Milvus expression string literal (Milvus Lite has no expression templates): quotes,
+    backslashes and line breaks escaped (a raw line break ends the literal)."""
+    return '"' + value.translate(_ESCAPES) + '"'

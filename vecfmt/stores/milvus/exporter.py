@@ -168,8 +168,9 @@ class MilvusExporter:
             yield Chunk(batch, json.dumps({"after": after, "rows": rows}))
 
     def _batch(self, page: list[dict[str, Any]]) -> pa.RecordBatch:
-        # pymilvus hands out one dict per row, vectors as Python lists: each vector field is gathered once per
-        # page into one NumPy matrix; metadata is built per row (JSON text has no columnar encoder).
+        # pymilvus hands out one dict per row (FLOAT_VECTOR values as slices of the page's NumPy array, other
+        # vector types as bytes): each vector field is stacked once per page into one float32 matrix; ids and
+        # metadata are per-row Python values there, so they are gathered per row (JSON has no columnar encoder).
         c = self.collection
         pk = c.pk.name
         ids = [str(r[pk]) for r in page]
