@@ -691,3 +691,28 @@ def test_a_bad_index_option_is_one_clear_line(tmp_path):
     vecfmt.write_dump(str(tmp_path / "d"), make_table(10, 4))
     run = vecfmt_cli("import", str(tmp_path / "d"), lance(tmp_path, extra="&index=btree"))
     assert_one_clear_error(run, "option index must be one of")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("&index=ivf_pq&num_sub_vectors=3", "num_sub_vectors must divide the vectors' 16 dimensions, not 3"),
+    ("&index=ivf_pq&num_sub_vectors=0", "num_sub_vectors must be at least 1"),
+    ("&num_partitions=-1", "num_partitions must be at least 1"),
+])
+def test_index_options_are_checked_before_any_row_is_written(tmp_path, extra, message):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(100, 16))
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "d"), lance(tmp_path, extra=extra)), message)
+    assert "items" not in vecfmt.stores.lancedb._table_names(lancedb.connect(str(tmp_path / "db")))
+
+
+def test_an_index_build_that_fails_says_the_rows_are_in_without_a_resume_that_cannot_work(tmp_path, monkeypatch):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(300, 16))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("out of memory while training")
+
+    monkeypatch.setattr(lancedb.table.LanceTable, "create_index", refuse)
+    with pytest.raises(StoreError, match="holds every row of the import, but building its IVF_PQ index failed: "
+                                         "out of memory") as caught:
+        transfer.import_dump(str(tmp_path / "d"), lance(tmp_path, extra="&index=ivf_pq"))
+    assert "--resume" not in str(caught.value)
+    assert lancedb.connect(str(tmp_path / "db")).open_table("items").count_rows() == 300

@@ -309,6 +309,7 @@ class LanceDBImporter:
         self.stamp: Any = None
         self.run = ""
         self.conflict = False  # another writer changed the table: a resume cannot help
+        self.loaded = False  # finish() has every row in and compacted
 
     def identity(self) -> tuple[str, str, str]:
         return _identity(self.uri, self.name)
@@ -321,6 +322,7 @@ class LanceDBImporter:
         exists = self.name in tables
         identity = manifest.identity() if manifest.files else None
         self.resumable = identity is not None
+        self._check_index_options(manifest)
         if resume and (exists or self.staging_name in tables):
             return self._resume(identity, tables)
         if exists and if_exists == IfExists.FAIL:
@@ -503,7 +505,7 @@ class LanceDBImporter:
     def rows_committed(self) -> int | None:
         """The dump's rows in the table (what ``resume`` skips); None for a copy or when another writer
         changed the table (a resume would refuse)."""
-        return self.rows_done if self.resumable and not self.conflict else None
+        return self.rows_done if self.resumable and not self.conflict and not self.loaded else None
 
     def finish(self) -> None:
         self._commit()
@@ -518,7 +520,18 @@ class LanceDBImporter:
         except Exception as exc:  # the rows are in; only the compaction failed (e.g. another writer's commit)
             raise StoreError(f"LanceDB table {self.name!r} holds every row of the import, but compacting it "
                              f"failed: {self._message(exc)}") from None
+        self.loaded = True  # every row is in: an index failure from here is not for ``resume`` to mend
         self._build_index()
+
+    def _check_index_options(self, manifest: Manifest) -> None:
+        """Index options LanceDB would refuse only after every row is in: refused before the first."""
+        dims = manifest.primary.dimension if manifest.primary else 0
+        for key, value in (("num_partitions", self.num_partitions), ("num_sub_vectors", self.num_sub_vectors)):
+            if value is not None and value < 1:
+                raise StoreError(f"lancedb: option {key} must be at least 1, not {value}")
+        if self.num_sub_vectors is not None and dims and dims % self.num_sub_vectors:
+            raise StoreError(f"lancedb: option num_sub_vectors must divide the vectors' {dims} dimensions, "
+                             f"not {self.num_sub_vectors}")
 
     def _build_index(self) -> None:
         """A vector index on the primary column once the table is large enough to need one (below
@@ -543,7 +556,8 @@ class LanceDBImporter:
             self.table.create_index(PRIMARY_COLUMN, config=config_class(**settings))
         except Exception as exc:
             raise StoreError(f"LanceDB table {self.name!r} holds every row of the import, but building its "
-                             f"{kind.upper()} index failed (index=none skips it): {self._message(exc)}") from None
+                             f"{kind.upper()} index failed: {self._message(exc)}; the table is complete and "
+                             "searchable without it (build one with LanceDB's create_index)") from None
 
     def _swap(self) -> None:
         """The staged rows replace the old table's in one overwrite commit, then the staged table goes.
