@@ -234,6 +234,8 @@ def test_float16_and_bfloat16_widen_and_narrow_exactly():
     half = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float16)
     matrix, mask = dense_matrix([row.tobytes() for row in half], "FLOAT16_VECTOR", 8)
     assert mask is None and np.array_equal(matrix, half.astype(np.float32))
+    wrapped, _ = dense_matrix([[row.tobytes()] for row in half], "FLOAT16_VECTOR", 8)  # pymilvus 3's row shape
+    assert np.array_equal(wrapped, matrix)
     assert [bytes(r) for r in narrow(matrix, "FLOAT16_VECTOR", "h")] == [row.tobytes() for row in half]
     bf = (np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
     matrix, _ = dense_matrix([row.tobytes() for row in bf], "BFLOAT16_VECTOR", 8)

@@ -148,6 +148,8 @@ def dense_matrix(values: list[Any], kind: str, dim: int) -> tuple[np.ndarray, np
         if values and isinstance(values[0], np.ndarray):
             return np.stack(values).astype(np.float32, copy=False).reshape(len(values), dim), mask
         return np.asarray(values, dtype=np.float32).reshape(len(values), dim), mask
+    # pymilvus 3 wraps each row of a byte-encoded vector in a one-element list: [b"..."].
+    values = [v[0] if isinstance(v, list) and len(v) == 1 and isinstance(v[0], bytes) else v for v in values]
     raw = b"".join(v.tobytes() if isinstance(v, np.ndarray) else bytes(v) for v in values)
     if kind == "FLOAT16_VECTOR":
         return np.frombuffer(raw, dtype="<f2").astype(np.float32).reshape(len(values), dim), mask
