@@ -450,9 +450,12 @@ def test_bad_inputs_are_one_clear_line(tmp_path, db):
         assert c.list_collections() == ["docs"]  # none of the refused imports created anything
     finally:
         release(db, c)
-    # a longer key is an option away
+    # a longer key is an option away; an existing collection's own max_length is what ids are checked against
     transfer.import_dump(str(tmp_path / "long"), uri(db, "longids", id_max_length=1000))
     assert transfer.export(uri(db, "longids"), str(tmp_path / "l2")).total_rows == 20
+    vecfmt.write_dump(str(tmp_path / "longer"), make_table(3, 8, prefix="y" * 1200))
+    with pytest.raises(vecfmt.errors.InvalidDataError, match="at most 1000"):
+        transfer.import_dump(str(tmp_path / "longer"), uri(db, "longids"), if_exists="append")
 
 
 def test_token_never_shows(tmp_path, monkeypatch):

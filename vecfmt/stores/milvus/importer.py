@@ -90,6 +90,11 @@ class MilvusImporter:
                 self._check_ids(manifest)
                 log.info("milvus: resuming after %d rows", done)
                 return done
+        if existing is not None and if_exists != IfExists.REPLACE:  # ids are checked against the key held
+            held_pk = Collection.parse(existing, document=None, metadata=None).pk
+            if held_pk.type == "VARCHAR":
+                self.id_max_length = int(held_pk.params.get("max_length", self.id_max_length))
+                self.id_max_given = True
         self._check_ids(manifest, saved)
         if existing is not None and if_exists == IfExists.REPLACE:
             self._drop_stale(staged)
