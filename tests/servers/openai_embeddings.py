@@ -28,7 +28,8 @@ many requests pass first; ``clear_faults()`` drops them all) where kind is
   - ``"hang"``: held until ``release()``, then closed (nothing embedded).
 Records: ``delivered`` (Counter of the input texts whose embeddings were sent whole), ``billed``
 (Counter of the texts embedded, delivered or not), ``returned`` (text -> the float32 vector last
-sent for it), ``log`` (one :class:`Request` per request), ``tokens_delivered``.
+sent for it), ``log`` (one :class:`Request` per request), ``tokens_delivered``, ``errors`` (the
+server's own failures, answered 500: the ``openai_server`` fixture fails a test that caused any).
 Fixtures ``openai_server_session`` (one server per session) and ``openai_server`` (the same, its
 faults, limits and records reset around each test).
 """
@@ -136,6 +137,7 @@ class OpenAIEmbeddingsServer:
             self.returned: dict[str, np.ndarray] = {}
             self.log: list[Request] = []
             self.tokens_delivered = 0
+            self.errors: list[str] = []  # the server's own failures (a bug here, not a fault asked for)
             self.max_input_tokens = MAX_INPUT_TOKENS
             self.max_request_tokens = MAX_REQUEST_TOKENS
             self.limit_requests, self.limit_tokens, self.window = 10_000, 10_000_000, 60.0
@@ -384,6 +386,11 @@ def _handler(server: OpenAIEmbeddingsServer) -> type[BaseHTTPRequestHandler]:
                 note(Request(exc.status, 0, 0))
                 self._send(exc.status, exc.body(), exc.headers)
                 return
+            except Exception as exc:  # a bug of this server: answered 500, and the fixture fails the test
+                server.errors.append(f"{type(exc).__name__}: {exc}")
+                note(Request(500, 0, 0, "server bug"))
+                self._send(500, ApiError(500, "The server had an error while processing", "server_error").body())
+                return
             payload = json.dumps(response).encode()
             if fault is not None and fault.kind == "drop":
                 note(Request(200, len(texts), tokens, "drop"))
@@ -424,4 +431,6 @@ def openai_server_session():
 def openai_server(openai_server_session: OpenAIEmbeddingsServer):
     openai_server_session.reset()
     yield openai_server_session
+    errors = openai_server_session.errors
     openai_server_session.reset()
+    assert not errors, f"the test embeddings server failed: {errors}"
