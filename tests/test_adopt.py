@@ -133,3 +133,51 @@ def test_unclear_mappings_are_one_clear_error(tmp_path):
     assert_one_clear_error(vecfmt_cli("adopt", str(tmp_path / "nothing"), str(tmp_path / "d")), "does not exist")
     with pytest.raises(InvalidDataError, match="has no index 'nope'"):
         adopt_vdf(str(VDF / "lancedb-export"), str(tmp_path / "e"), index="nope")
+
+
+# --- what a hostile review found ---------------------------------------------------------------------
+
+
+def test_files_with_different_columns_keep_every_column(tmp_path):
+    (tmp_path / "mixed").mkdir()
+    v = pa.list_(pa.float32())
+    pq.write_table(pa.table({"id": ["a"], "v": pa.array([[1.0, 2.0]], v)}), tmp_path / "mixed" / "a.parquet")
+    pq.write_table(pa.table({"id": ["b"], "v": pa.array([[3.0, 4.0]], v), "extra": [7]}),
+                   tmp_path / "mixed" / "b.parquet")
+    adopt(str(tmp_path / "mixed"), str(tmp_path / "d"))
+    got = _sorted(vecfmt.open_dump(str(tmp_path / "d")).table())
+    assert got.column("metadata").to_pylist() == ['{}', '{"extra": 7}']  # the column the first file lacked
+    (tmp_path / "empty").mkdir()
+    assert_one_clear_error(vecfmt_cli("adopt", str(tmp_path / "empty"), str(tmp_path / "e")), "holds no Parquet files")
+
+
+def _vdf_copy(tmp_path, change) -> str:
+    import shutil
+
+    folder = tmp_path / "vdf"
+    shutil.copytree(VDF / "lancedb-export", folder)
+    meta = json.loads((folder / "VDF_META.json").read_text())
+    change(meta)
+    (folder / "VDF_META.json").write_text(json.dumps(meta))
+    return str(folder)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m["indexes"]["articles"][0].update(exported_vector_count=900),
+     "holds 300 rows, but VDF_META.json says 900 were exported"),
+    (lambda m: m["indexes"]["articles"][0].update(data_path="../../etc"), "names data outside the dump"),
+    (lambda m: m.update(indexes=[]), "is not a vector-io manifest"),
+    (lambda m: m["indexes"].update(articles=["x"]), "is not a vector-io manifest"),
+    (lambda m: m["indexes"]["articles"][0].update(dimensions="384"), "is not a vector-io manifest"),
+])
+def test_a_broken_or_truncated_vdf_dump_is_refused(tmp_path, change, message):
+    run = vecfmt_cli("adopt", _vdf_copy(tmp_path, change), str(tmp_path / "d"))
+    assert_one_clear_error(run, message)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_a_document_column_that_is_not_text_is_refused(tmp_path):
+    pq.write_table(pa.table({"id": ["a"], "v": pa.array([[1.0]], pa.list_(pa.float32())),
+                             "document": pa.array([["x"]])}), tmp_path / "x.parquet")
+    assert_one_clear_error(vecfmt_cli("adopt", str(tmp_path / "x.parquet"), str(tmp_path / "d")),
+                           "document column 'document' is list<", "not text")

@@ -86,11 +86,15 @@ def adopt_vdf(source: str, out: str, *, index: str | None = None, overwrite: boo
     """A vector-io (VDF) dump as a vecfmt dump: each of the chosen index's namespaces, its model, metric
     and dimensions carried over; its flattened metadata columns folded back into one JSON object per row."""
     location = resolve(source)
+    not_vdf = DumpError(f"{redact(source)}/{VDF_META} is not a vector-io manifest")
     try:
         meta = json.loads(location.read_bytes(VDF_META).to_pybytes())
         indexes: dict[str, list[dict[str, Any]]] = meta["indexes"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise DumpError(f"{redact(source)}/{VDF_META} is not a vector-io manifest") from None
+        raise not_vdf from None
+    if not isinstance(indexes, dict) or not indexes or not all(
+            isinstance(e, list) and e and all(isinstance(x, dict) for x in e) for e in indexes.values()):
+        raise not_vdf
     if index is None:
         if len(indexes) != 1:
             raise InvalidDataError(f"{redact(source)} holds the indexes {sorted(indexes)}: choose one with index=")
@@ -114,26 +118,44 @@ def adopt_vdf(source: str, out: str, *, index: str | None = None, overwrite: boo
                     progress) as bar,
     ):
         for entry in entries:
-            data_path = entry.get("data_path") or index
+            data_path = str(entry.get("data_path") or index)
+            if data_path.startswith(("/", "\\")) or ".." in data_path.replace("\\", "/").split("/"):
+                raise DumpError(f"{VDF_META} names data outside the dump ({data_path!r}); not read")
             dataset = _dataset(resolve(location.path(data_path)), f"{source}/{data_path}")
             columns = _map_columns(dataset.schema, meta.get("id_column") or "id", vector, None, None, source)
             dims = entry.get("dimensions")
+            if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+                raise not_vdf
+            namespace = str(entry.get("namespace") or "")
+            written = writer.rows_by_namespace().get(namespace, 0)
             for batch in _canonical_batches(dataset, columns, dims):
-                writer.write_batch(batch, entry.get("namespace") or "")
+                writer.write_batch(batch, namespace)
                 bar.advance(batch.num_rows)
+            promised = entry.get("exported_vector_count")
+            got = writer.rows_by_namespace().get(namespace, 0) - written
+            if isinstance(promised, int) and promised != got:  # vector-io recorded what it wrote
+                raise InvalidDataError(f"{redact(source)}/{data_path} holds {got:,} rows, but {VDF_META} says "
+                                       f"{promised:,} were exported: the dump is incomplete; nothing written")
     assert writer.manifest is not None
     return writer.manifest
 
 
 def _dataset(location: Location, shown: str) -> pads.Dataset:
     try:
-        if location.is_dir():
-            return pads.dataset(location.root, filesystem=location.fs, format="parquet",
-                                exclude_invalid_files=False, ignore_prefixes=[".", "_", VDF_META])
-        return pads.dataset(location.root, filesystem=location.fs, format=_format_of(location.root))
+        if not location.is_dir():
+            return pads.dataset(location.root, filesystem=location.fs, format=_format_of(location.root))
+        dataset = pads.dataset(location.root, filesystem=location.fs, format="parquet",
+                               exclude_invalid_files=False, ignore_prefixes=[".", "_", VDF_META])
+        fragments = list(dataset.get_fragments())
+        if not fragments:
+            raise DumpError(f"{redact(shown)} holds no Parquet files")
+        # files written at different times may differ in columns: the union of them all, not the first's
+        schema = pa.unify_schemas([f.physical_schema for f in fragments], promote_options="permissive")
+        return pads.dataset(location.root, schema=schema, filesystem=location.fs, format="parquet",
+                            exclude_invalid_files=False, ignore_prefixes=[".", "_", VDF_META])
     except FileNotFoundError:
         raise DumpError(f"{redact(shown)} does not exist") from None
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DumpError(f"cannot read {redact(shown)} as Parquet or Arrow: {str(exc).splitlines()[0]}") from None
 
 
@@ -188,7 +210,11 @@ def _canonical_batches(dataset: pads.Dataset, columns: Columns, dims: int | None
         dims = vectors.type.list_size
         arrays, names = [ids, vectors], [ID, VALUES]
         if columns.document:
-            arrays.append(batch.column(columns.document).cast(pa.string()))
+            text = batch.column(columns.document)
+            if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)
+                    or pa.types.is_null(text.type)):
+                raise InvalidDataError(f"document column {columns.document!r} is {text.type}, not text")
+            arrays.append(text.cast(pa.string()))
             names.append(DOCUMENT)
         for name in columns.metadata or []:
             arrays.append(batch.column(name))
