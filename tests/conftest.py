@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 
 pytest_plugins = ["tests.servers.postgres", "tests.servers.s3", "tests.servers.pinecone", "tests.servers.weaviate",
-                  "tests.servers.chroma"]
+                  "tests.servers.chroma", "tests.servers.openai_embeddings"]
 
 
 def assert_tables_identical(a: pa.Table, b: pa.Table) -> None:

@@ -21,6 +21,8 @@ from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
 from vecfmt.quality.plan import plan
+from vecfmt.quality.reembed import DEFAULT_BATCH_SIZE as REEMBED_BATCH
+from vecfmt.quality.reembed import reembed
 from vecfmt.quality.tune import tune
 from vecfmt.quality.verify import DEFAULT_K, DEFAULT_QUERIES, DEFAULT_SAMPLE, verify
 from vecfmt.stores.base import IfExists
@@ -314,6 +316,38 @@ def _prices(pairs: list[str] | None) -> dict[str, float] | None:
         if prices[model] != prices[model] or prices[model] < 0:
             raise InvalidDataError(f"--price takes MODEL=USD_PER_MILLION_TOKENS, not {pair!r}")
     return prices
+
+
+@app.command("reembed")
+def reembed_cmd(
+    dump: Annotated[str, typer.Argument(help="Dump whose document texts to embed again.")],
+    out: Annotated[str, typer.Argument(help="Dump location to write.")],
+    model: Annotated[str, typer.Option(help="Model: text-embedding-3-small, all-MiniLM-L6-v2, a local path...")],
+    provider: Annotated[str | None, typer.Option(help="openai or local (default: from the model).")] = None,
+    dimensions: Annotated[int | None, typer.Option(min=1, help="Output dimension (models that take one).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="API base URL (default: the provider's).")] = None,
+    batch_size: BatchOpt = REEMBED_BATCH,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
+    truncate: Annotated[bool, typer.Option(help="Cut texts over the model's input limit instead of failing.")] = False,
+    metric: Annotated[str, typer.Option(help="Metric of the new vectors.")] = "cosine",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (no text is paid twice).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dump at OUT.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed a dump's documents with another model into a new dump: ids, metadata and documents carried
+    over, the model recorded. The API key comes from OPENAI_API_KEY."""
+    result = reembed(dump, out, model=model, provider=provider, dimensions=dimensions, base_url=base_url,
+                     batch_size=batch_size, concurrency=concurrency, truncate=truncate, metric=metric, resume=resume,
+                     overwrite=overwrite, progress=_progress(quiet, as_json))
+    if as_json:
+        _print_json({k: v for k, v in result.__dict__.items() if k != "manifest"}
+                    | {"rows_per_second": result.rows_per_second})
+    elif not quiet:
+        resumed = f" (resumed after {result.rows_skipped:,})" if result.rows_skipped else ""
+        out.print(f"embedded {result.rows:,} documents{resumed} with {result.model} ({result.dimension} dims) in "
+                  f"{result.seconds:.1f} s: {result.tokens:,} tokens, {result.requests:,} requests, "
+                  f"{result.retries:,} retries")
 
 
 @app.command("tune")

@@ -46,3 +46,26 @@ def test_plan_exit_codes(tmp_path):
     assert impossible.code == 1, impossible
     assert_one_clear_error(vecfmt_cli("plan", str(tmp_path / "docs"), "--target-model", "x", "--price", "x=abc"),
                            "--price takes MODEL=USD")
+
+
+def test_reembed_then_import_then_verify_as_a_user_runs_them(openai_server, tmp_path, monkeypatch):
+    """The migration with a model change, end to end through the CLI: re-embed through the (local)
+    OpenAI API, import into LanceDB, verify search against the exact answer."""
+    from tests.quality.test_reembed import source_dump
+
+    src = source_dump(tmp_path / "src", 80)
+    monkeypatch.setenv("OPENAI_API_KEY", openai_server.api_key)
+    run = vecfmt_cli("reembed", str(src), str(tmp_path / "new"), "--model", "text-embedding-3-small",
+                     "--dimensions", "256", "--base-url", openai_server.url, "--json")
+    assert run.code == 0, run
+    result = json.loads(run.stdout)
+    assert (result["rows"], result["dimension"], result["provider"]) == (80, 256, "openai")
+    assert result["tokens"] > 0 and openai_server.api_key not in run.stdout + run.stderr
+    lance = f"lancedb://{tmp_path}/db?table=docs"
+    assert vecfmt_cli("import", str(tmp_path / "new"), lance).code == 0
+    check = vecfmt_cli("verify", str(tmp_path / "new"), lance, "--full", "--min-recall", "1.0", "--json")
+    assert check.code == 0, check
+    assert json.loads(check.stdout)["search"]["recall_target"] == 1.0
+    manifest = vecfmt.open_dump(str(tmp_path / "new")).manifest
+    assert manifest.embedding_model is not None and manifest.embedding_model.name == "text-embedding-3-small"
+    assert openai_server.api_key not in (tmp_path / "new" / "manifest.json").read_text()
