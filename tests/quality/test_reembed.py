@@ -21,7 +21,6 @@ import pytest
 
 import vecfmt
 from tests.helpers import make_table, write_raw_dump
-from tests.servers import openai_embeddings
 from tests.servers.openai_embeddings import API_KEY, OpenAIEmbeddingsServer
 from vecfmt.embed import EmbedError, open_embedder
 from vecfmt.embed.openai import OpenAIEmbedder, parse_duration, rate_limit_wait
@@ -30,9 +29,6 @@ from vecfmt.quality.reembed import reembed
 from vecfmt.writer import EXPORT_STATE, DumpWriter
 
 ROOT = Path(__file__).resolve().parents[2]
-# the server's fixtures, here since tests/conftest.py does not load that module as a plugin
-openai_server_session = openai_embeddings.openai_server_session
-openai_server = openai_embeddings.openai_server
 TOPICS = [
     "PostgreSQL stores vectors in a table with the pgvector extension",
     "The cat slept all afternoon on the warm windowsill",
