@@ -19,9 +19,9 @@ Options (details, mapping and limits in docs/chroma.md):
 ``database``        the database (default ``default_database``)
 ``ssl``             ``true``: https (a server only)
 ``token_header``    ``authorization`` (default) or ``x-chroma-token``
-``batch``           import: records per ``add`` (default 1000, at most the client's ``max_batch_size``)
+``batch``           import: records per ``add`` (default 5000, at most the client's ``max_batch_size``)
 ``concurrency``     import: requests in flight (default 1 for a folder, 2 for a server)
-``page``            export: records per ``get`` (default 1000)
+``page``            export: records per ``get`` (default 5000)
 ==================  ===================================================================================
 
 Mapping: ids <-> record ids; ``values`` <-> the embedding (float32, exact for the l2 and ip spaces; cosine

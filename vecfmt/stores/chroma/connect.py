@@ -83,8 +83,8 @@ class Target:
             raise StoreError(f"chroma: token_header must be authorization or x-chroma-token, not {header!r}")
         self.token_header = TOKEN_HEADERS[header]
         self.token = os.environ.get(TOKEN_ENV, "")
-        self.batch = uri.bounded_int("batch", 1000, 1, 100_000)
-        self.page = uri.bounded_int("page", 1000, 1, 100_000)
+        self.batch = uri.bounded_int("batch", 5000, 1, 100_000)
+        self.page = uri.bounded_int("page", 5000, 1, 100_000)
         self.concurrency = uri.bounded_int("concurrency", 1 if self.path is not None else 2, 1, 16)
         kind = "database" if self.path is not None else "server"
         scope = "" if (self.tenant, self.database) == ("default_tenant", "default_database") else \
