@@ -321,7 +321,7 @@ def _prices(pairs: list[str] | None) -> dict[str, float] | None:
 @app.command("reembed")
 def reembed_cmd(
     dump: Annotated[str, typer.Argument(help="Dump whose document texts to embed again.")],
-    out: Annotated[str, typer.Argument(help="Dump location to write.")],
+    new_dump: Annotated[str, typer.Argument(metavar="OUT", help="Dump location to write.")],
     model: Annotated[str, typer.Option(help="Model: text-embedding-3-small, all-MiniLM-L6-v2, a local path...")],
     provider: Annotated[str | None, typer.Option(help="openai or local (default: from the model).")] = None,
     dimensions: Annotated[int | None, typer.Option(min=1, help="Output dimension (models that take one).")] = None,
@@ -337,7 +337,7 @@ def reembed_cmd(
 ) -> None:
     """Embed a dump's documents with another model into a new dump: ids, metadata and documents carried
     over, the model recorded. The API key comes from OPENAI_API_KEY."""
-    result = reembed(dump, out, model=model, provider=provider, dimensions=dimensions, base_url=base_url,
+    result = reembed(dump, new_dump, model=model, provider=provider, dimensions=dimensions, base_url=base_url,
                      batch_size=batch_size, concurrency=concurrency, truncate=truncate, metric=metric, resume=resume,
                      overwrite=overwrite, progress=_progress(quiet, as_json))
     if as_json:

@@ -61,6 +61,9 @@ def test_reembed_then_import_then_verify_as_a_user_runs_them(openai_server, tmp_
     result = json.loads(run.stdout)
     assert (result["rows"], result["dimension"], result["provider"]) == (80, 256, "openai")
     assert result["tokens"] > 0 and openai_server.api_key not in run.stdout + run.stderr
+    again = vecfmt_cli("reembed", str(src), str(tmp_path / "human"), "--model", "text-embedding-3-small",
+                       "--dimensions", "256", "--base-url", openai_server.url)  # the human summary line
+    assert again.code == 0 and again.stdout.startswith("embedded 80 documents with text-embedding-3-small"), again
     lance = f"lancedb://{tmp_path}/db?table=docs"
     assert vecfmt_cli("import", str(tmp_path / "new"), lance).code == 0
     check = vecfmt_cli("verify", str(tmp_path / "new"), lance, "--full", "--min-recall", "1.0", "--json")
