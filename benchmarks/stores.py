@@ -73,6 +73,11 @@ TARGET_NATIVE = 0.8
 TARGET_VECTORIO = 5.0
 VECTORIO_VENV = Path.home() / ".cache" / "vecfmt" / "vdfio-venv"
 VECTORIO_PACKAGE = "vdf-io"
+# vdf-io 0.1.248 imports every store module at start-up, and two of its imports need older packages than pip
+# picks today (pkg_resources, removed in setuptools 81; astrapy.db, removed in astrapy 2): without these pins
+# export_vdf and import_vdf exit 1 whatever the store. Its LanceDB export reads through ``to_lance()``, which
+# needs ``pylance``, not among its dependencies.
+VECTORIO_REQUIREMENTS = [VECTORIO_PACKAGE, "setuptools<81", "astrapy<2", "pylance"]
 # (vecfmt metric, Qdrant distance, Milvus metric, Chroma space)
 # Imported before the clock on both sides: the clock times the transfer, not the SDK's import (``import
 # lancedb`` alone takes 2-10 s on this machine); whole commands (the vector-io comparison) pay it on both sides.
@@ -178,7 +183,12 @@ def native_import(store: str, place: str, n: int, dim: int, metric: str, batch: 
         schema.add_field("metadata", DataType.JSON, nullable=True)
         index = client.prepare_index_params()
         index.add_index("vector", index_type="AUTOINDEX", metric_type=milvus_metric)
-        client.create_collection(NAME, schema=schema, index_params=index)
+        # As vecfmt's importer does, so that both end with the same thing: an indexed, loaded collection (Lite
+        # indexes as rows arrive). create_collection(index_params=) instead leaves the collection released on
+        # Lite, with no index built: the first load (an export, a search) then pays for it.
+        client.create_collection(NAME, schema=schema)
+        client.create_index(NAME, index, sync=False)
+        client.load_collection(NAME)
         for start in range(0, n, batch):
             client.insert(NAME, rows[start : start + batch])
         client.flush(NAME)
@@ -335,21 +345,19 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
 # --- whole commands (vecfmt's CLI and vector-io's) -------------------------------------------------------
 
 
-def run_command(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_command(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Wall clock of a whole command, and its peak RSS from wait4 (this process stays small, so the
     ru_maxrss a child inherits across fork+exec is below its own)."""
-    started = time.perf_counter()
-    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as sink:
-        pid = os.posix_spawnp(argv[0], argv, env if env is not None else os.environ,
-                              file_actions=[(os.POSIX_SPAWN_DUP2, stdin.fileno(), 0),
-                                            (os.POSIX_SPAWN_DUP2, sink.fileno(), 1),
-                                            (os.POSIX_SPAWN_DUP2, sink.fileno(), 2)])  # fmt: skip
-        _, status, usage = os.wait4(pid, 0)
+    cwd.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile() as sink:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+        _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         sink.seek(0)
         output = sink.read().decode(errors="replace")
-    return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024, "rc": os.waitstatus_to_exitcode(status),
-            "output": output[-3000:]}  # fmt: skip
+    return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024, "rc": process.returncode, "output": output[-3000:]}
 
 
 def vectorio_ready(venv: Path) -> tuple[Path | None, str]:
@@ -361,7 +369,7 @@ def vectorio_ready(venv: Path) -> tuple[Path | None, str]:
         try:
             if not (bin_dir / "python").exists():
                 subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-            subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", VECTORIO_PACKAGE], check=True,
+            subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", *VECTORIO_REQUIREMENTS], check=True,
                            capture_output=True, text=True, timeout=3600)  # fmt: skip
         except (subprocess.SubprocessError, OSError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)
@@ -376,12 +384,21 @@ def vectorio_ready(venv: Path) -> tuple[Path | None, str]:
 
 
 def vectorio_check(job: dict[str, Any]) -> None:
-    """After the clock, in a child: what vector-io wrote (its Parquet export, or its LanceDB table)."""
+    """After the clock, in a child: what a whole command wrote (vector-io's Parquet export, vecfmt's dump, or a
+    LanceDB folder's one table)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     source = np.load(job["source"], mmap_mode="r")
+    if job["what"] == "dump":  # vecfmt's own
+        import vecfmt
+        from vecfmt.schema import vectors_numpy
+
+        data = vecfmt.open_dump(job["path"]).table("", columns=["id", "values"])
+        out = compare(data.column("id").to_pylist(), vectors_numpy(data.column("values")), source)
+        print(json.dumps({**out, "note": ""}))
+        return
     if job["what"] == "export":
         files = sorted(Path(job["path"]).rglob("*.parquet"))
         data = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
@@ -399,6 +416,9 @@ def vectorio_check(job: dict[str, Any]) -> None:
 
         db = lancedb.connect(job["path"])
         names = list(db.table_names())
+        if not names:
+            print(json.dumps({"rows_out": 0, "complete": False, "exact": False, "note": "no table written"}))
+            return
         data = db.open_table(names[0]).to_arrow()
         vector = next((f for f in data.schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)), None)
         note = f"table {names[0]!r}, {vector.name}: {vector.type}" if vector else "no vector column"
@@ -414,39 +434,48 @@ def vectorio_compare(work: Path, n: int, venv: Path, note: str, runs: int) -> tu
     """LanceDB: vecfmt's CLI against export_vdf / import_vdf, whole commands, interleaved."""
     vecfmt_cli = str(Path(sys.executable).parent / "vecfmt")
     native = str(work / "lancedb-native-0")  # the table the native import made, a plain LanceDB table
-    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    # vector-io reads its LanceDB API key from LANCEDB_API_KEY (else it prompts); empty means a local folder.
+    # Its telemetry (Sentry) is switched off as its README allows: this machine reaches no such host.
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "LANCEDB_API_KEY": "",
+           "DISABLE_TELEMETRY_VECTORIO": "1"}  # fmt: skip
     env.pop("VIRTUAL_ENV", None)
     best: dict[str, dict[str, Any]] = {}
+
+    def keep(name: str, result: dict[str, Any], out: Path) -> None:
+        if name not in best or result["seconds"] < best[name]["seconds"]:
+            best[name] = {**result, "out": str(out)}
+
     for run in range(runs):
-        vdf_out, vdf_in = work / f"vdf-export-{run}", work / f"vdf-lance-{run}"
+        vdf_out, vdf_in, dump_out = work / f"vdf-export-{run}", work / f"vdf-lance-{run}", work / f"cli-dump-{run}"
         jobs = {
-            "vecfmt export": [vecfmt_cli, "export", f"lancedb://{native}?table={NAME}", str(work / f"cli-dump-{run}")],
-            "vector-io export": [str(venv / "bin" / "export_vdf"), "--dir", str(vdf_out), "-m", "bench-model",
-                                 "--max_num_rows", str(n), "lancedb", "--uri", native, "--tables", NAME],
+            "vecfmt export": ([vecfmt_cli, "export", f"lancedb://{native}?table={NAME}", str(dump_out)], dump_out),
+            "vector-io export": ([str(venv / "bin" / "export_vdf"), "-m", "bench-model", "lancedb", "--endpoint",
+                                  native, "--tables", NAME], vdf_out),
         }  # fmt: skip
         for name in sorted(jobs, reverse=run % 2 == 1):
-            result = run_command(jobs[name], env if name.startswith("vector-io") else None)
-            if name not in best or result["seconds"] < best[name]["seconds"]:
-                where = vdf_out if name.startswith("vector-io") else work / f"cli-dump-{run}"
-                best[name] = {**result, "out": str(where)}
+            argv, out = jobs[name]
+            if name.startswith("vecfmt"):
+                keep(name, run_command(argv, work), out)
+            else:  # export_vdf writes its dump into a new folder in the working directory
+                keep(name, run_command(argv, out, env), out)
         vdf_dump = next((p.parent for p in vdf_out.rglob("VDF_META.json")), vdf_out)
+        cli_in = work / f"cli-lance-{run}"
         jobs = {
-            "vecfmt import": [vecfmt_cli, "import", str(work / "dump"),
-                              f"lancedb://{work / f'cli-lance-{run}'}?table={NAME}&index=none"],
-            "vector-io import": [str(venv / "bin" / "import_vdf"), "--dir", str(vdf_dump), "lancedb", "--uri",
-                                 str(vdf_in)],
+            "vecfmt import": ([vecfmt_cli, "import", str(work / "dump"), f"lancedb://{cli_in}?table={NAME}&index=none"],
+                              cli_in),
+            "vector-io import": ([str(venv / "bin" / "import_vdf"), "-d", str(vdf_dump), "lancedb", "--endpoint",
+                                  str(vdf_in)], vdf_in),
         }  # fmt: skip
         for name in sorted(jobs, reverse=run % 2 == 1):
-            result = run_command(jobs[name], env if name.startswith("vector-io") else None)
-            if name not in best or result["seconds"] < best[name]["seconds"]:
-                best[name] = {**result, "out": str(vdf_in)}
+            argv, out = jobs[name]
+            keep(name, run_command(argv, work, env if name.startswith("vector-io") else None), out)
     rows: list[tuple[str, ...]] = []
     for name, result in best.items():
         check: dict[str, Any] = {}
         if result["rc"] != 0:
             check = {"note": f"exit {result['rc']}: {result['output'].strip().splitlines()[-1:]}"}
-        elif name.startswith("vector-io"):
-            what = "export" if name.endswith("export") else "import"
+        else:
+            what = "dump" if name == "vecfmt export" else "export" if name.endswith("export") else "import"
             done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--vectorio-check", json.dumps(
                 {"what": what, "path": result["out"], "source": str(work / "source.npy")})],
                 capture_output=True, text=True, check=False)  # fmt: skip
@@ -459,7 +488,7 @@ def vectorio_compare(work: Path, n: int, venv: Path, note: str, runs: int) -> tu
     figures: dict[str, Any] = {"vectorio": note}
     for what in ("export", "import"):
         ours, theirs = best[f"vecfmt {what}"], best[f"vector-io {what}"]
-        ratio = theirs["seconds"] / ours["seconds"] if ours["rc"] == 0 else None
+        ratio = theirs["seconds"] / ours["seconds"] if ours["rc"] == 0 and theirs["rc"] == 0 else None
         figures[f"lancedb_{what}_vs_vectorio"] = None if ratio is None else round(ratio, 2)
         for name, r in ((f"vecfmt {what}", ours), (f"vector-io {what}", theirs)):
             c = r["check"]
