@@ -520,3 +520,19 @@ def test_manifest_never_names_vecfmt_keys_as_metadata(tmp_path):
     got = vecfmt.open_dump(str(tmp_path / "b")).table("ns")
     for text in got.column("metadata").to_pylist():
         assert text is None or not ({ID_KEY, NAMESPACE_KEY, "document"} & set(json.loads(text)))
+
+
+def test_ids_that_would_be_one_point_are_refused(tmp_path):
+    """An id written as a UUID is that UUID; another id's mapped UUID could equal it (hostile review)."""
+    table = make_table(2, 4)
+    clash = str(uuid.uuid5(ID_NAMESPACE, "x"))
+    table = table.set_column(0, "id", pa.array(["x", clash]))
+    vecfmt.write_dump(str(tmp_path / "d"), table)
+    run = vecfmt_cli("import", str(tmp_path / "d"), q(tmp_path / "db"))
+    assert_one_clear_error(run, "are the same Qdrant point", "'x'")
+    from tests.helpers import write_raw_dump
+
+    in_namespace = str(uuid.uuid5(ID_NAMESPACE, "1:a:x"))
+    write_raw_dump(str(tmp_path / "n"), {"": make_table(1, 4).set_column(0, "id", pa.array([in_namespace])),
+                                         "a": make_table(1, 4).set_column(0, "id", pa.array(["x"]))})
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "n"), q(tmp_path / "db2")), "are the same Qdrant point")

@@ -35,6 +35,8 @@ class QdrantImporter:
         self.document_option = uri.option("document")
         self.sparse_option = uri.option("sparse")
         self.writes = AcknowledgedWrites(SCHEME, t.concurrency)
+        self.kept_points: dict[str, tuple[str, str]] = {}  # UUID ids used as they are -> (namespace, id)
+        self.mapped_points: dict[str, tuple[str, str]] = {}  # UUIDs made from ids -> (namespace, id)
         self.into: str | None = None  # the collection written (a replace's staged one)
         self.staged = False
         self.staged_dropped = False
@@ -151,6 +153,7 @@ class QdrantImporter:
         ids = batch.column(ID).to_pylist()
         payloads = self._payloads(batch, ids, namespace)  # every row checked before any of the batch is sent
         points = [point_id(i, namespace) for i in ids]
+        self._check_collisions(points, ids, namespace)
         for (_, mapped), record, payload in zip(points, ids, payloads, strict=True):
             if mapped:
                 payload[ID_KEY] = record
@@ -163,6 +166,22 @@ class QdrantImporter:
             self.writes.submit(rows_done if end == n else None, self._upsert, structs, ids[start], ids[end - 1],
                                namespace)  # fmt: skip
             self.writes.drain(2 * t.concurrency - 1)
+
+    def _check_collisions(self, points: list[tuple[int | str, bool]], ids: list[str], namespace: str) -> None:
+        """A UUID id kept as it is could equal another row's mapped UUID (``uuid5`` of its id, or of its
+        namespace and id): one point would silently replace the other. The point ids of this import are
+        remembered (a set of strings, ~100 bytes a row) to refuse that before the batch is sent; rows an
+        interrupted run wrote before a resume are not in it."""
+        for (point, mapped), record in zip(points, ids, strict=True):  # per row: the client takes per-row ids
+            if not isinstance(point, str):
+                continue
+            mine, theirs = (self.mapped_points, self.kept_points) if mapped else (self.kept_points, self.mapped_points)
+            other = theirs.get(point)
+            if other is not None:
+                raise InvalidDataError(
+                    f"ids {record!r} (namespace {namespace!r}) and {other[1]!r} (namespace {other[0]!r}) are the "
+                    f"same Qdrant point {point} under vecfmt's id rule (docs/qdrant.md); rename one of them")
+            mine[point] = (namespace, record)
 
     def _points(self, part: pa.RecordBatch, points: list[tuple[int | str, bool]],
                 payloads: list[dict[str, Any]]) -> list[Any]:  # fmt: skip
