@@ -508,3 +508,48 @@ def test_every_awkward_id_can_be_the_page_cursor(tmp_path, db):
     transfer.import_dump(str(tmp_path / "a"), uri(db))
     transfer.export(uri(db, page=1), str(tmp_path / "b"), batch_size=1)
     assert_identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
+
+
+def test_int64_keys_take_only_canonical_ids(tmp_path, db):
+    """int() reads "00012", "+12" and " 7" as numbers: several ids would become one key (hostile review)."""
+    from pymilvus import DataType
+
+    c = client(db)
+    try:
+        schema = c.create_schema(auto_id=False, enable_dynamic_field=True)
+        schema.add_field("pk", DataType.INT64, is_primary=True)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=8)
+        index = c.prepare_index_params()
+        index.add_index("vec", index_type="FLAT", metric_type="COSINE")
+        c.create_collection("ic", schema=schema, index_params=index)
+    finally:
+        release(db, c)
+    for ids in (["12", "00012"], ["7", " 7"], ["1", "+1"], ["0", "-0"], ["9223372036854775808"]):
+        vecfmt.write_dump(str(tmp_path / "d"), make_table(len(ids), 8).set_column(0, "id", pa.array(ids)),
+                          overwrite=True)
+        run = vecfmt_cli("import", str(tmp_path / "d"), uri(db, "ic"), "--if-exists", "append")
+        assert_one_clear_error(run, "canonical form within 64 bits")
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(3, 8).set_column(0, "id", pa.array(["-5", "0", "12"])),
+                      overwrite=True)
+    assert vecfmt_cli("import", str(tmp_path / "d"), uri(db, "ic"), "--if-exists", "append").code == 0
+
+
+def test_a_refused_replace_drops_nothing_it_cannot_prove_it_staged(tmp_path, db):
+    vecfmt.write_dump(str(tmp_path / "d"), make_table(3, 8))
+    for name in ("c", "c_vecfmt_old", "c_vecfmt_staged"):
+        transfer.import_dump(str(tmp_path / "d"), uri(db, name))
+    run = vecfmt_cli("import", str(tmp_path / "d"), uri(db, "c"), "--if-exists", "replace")
+    assert_one_clear_error(run, "c_vecfmt_old exists")
+    c = client(db)
+    try:
+        assert sorted(c.list_collections()) == ["c", "c_vecfmt_old", "c_vecfmt_staged"]
+        c.drop_collection("c_vecfmt_old")
+    finally:
+        release(db, c)
+    run = vecfmt_cli("import", str(tmp_path / "d"), uri(db, "c"), "--if-exists", "replace")
+    assert_one_clear_error(run, "c_vecfmt_staged exists, and nothing shows vecfmt staged it")
+    c = client(db)
+    try:
+        assert sorted(c.list_collections()) == ["c", "c_vecfmt_staged"]
+    finally:
+        release(db, c)

@@ -97,10 +97,10 @@ class MilvusImporter:
                 self.id_max_given = True
         self._check_ids(manifest, saved)
         if existing is not None and if_exists == IfExists.REPLACE:
-            self._drop_stale(staged)
-            if t.describe(f"{t.collection}_vecfmt_old") is not None:
+            if t.describe(f"{t.collection}_vecfmt_old") is not None:  # every refusal before anything is dropped
                 raise StoreError(f"{t.label}: a collection {t.collection}_vecfmt_old exists (left by an interrupted "
                                  "swap?); rename or drop it first")
+            self._drop_stale(staged)
             self.name = self.staged = staged
             existing = None
         elif existing is not None:
@@ -120,8 +120,13 @@ class MilvusImporter:
         """A staged collection left by an interrupted replace of this target (its name, ``NAME_vecfmt_staged``,
         is the mark: Milvus Lite keeps no collection descriptions) is dropped before staging again."""
         t = self.target
-        if t.describe(staged) is None:
+        info = t.describe(staged)
+        if info is None:
             return
+        if (info.get("description") or "") != STAGED_DESCRIPTION + t.collection:
+            # Milvus Lite keeps no descriptions: a collection of that name may be a user's, never dropped
+            raise StoreError(f"{t.label}: a collection {staged} exists, and nothing shows vecfmt staged it: resume "
+                             "the interrupted replace (--resume), or rename or drop it yourself")
         log.info("milvus: dropping %s, left by an interrupted replace", staged)
         with t.errors("cannot drop the old staged collection"):
             t.client().drop_collection(staged)
@@ -293,11 +298,13 @@ class MilvusImporter:
         if c.pk.type == "VARCHAR":
             self._check_lengths(ids_column, "nothing of this batch was written")
         else:
-            try:
-                ids = [int(x) for x in ids]
-            except ValueError:
+            # Only canonical decimal text within int64: int() would also take "00012", "+12", " 7" or "1_000",
+            # and several ids would become one key.
+            canonical = pc.match_substring_regex(ids_column.cast(pa.string()), r"^-?(0|[1-9][0-9]{0,18})$")
+            if not pc.all(canonical).as_py() or any(not -2**63 <= int(x) < 2**63 for x in ids) or "-0" in ids:
                 raise InvalidDataError(f"{t.label}: the primary key {c.pk.name!r} is INT64; the dump's ids are not "
-                                       "all whole numbers") from None
+                                       "all whole numbers in canonical form within 64 bits") from None
+            ids = [int(x) for x in ids]  # per row: the client takes one dict per row below
         # MilvusClient.insert takes one dict per row, so rows are built here (vectors as NumPy row views,
         # which pymilvus packs itself); nothing coarser is offered by the client.
         columns: dict[str, list[Any]] = {c.pk.name: ids}
