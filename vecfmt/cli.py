@@ -313,7 +313,7 @@ def _prices(pairs: list[str] | None) -> dict[str, float] | None:
             prices[model] = float(usd) if sep and model else float("nan")
         except ValueError:
             prices[model] = float("nan")
-        if prices[model] != prices[model] or prices[model] < 0:
+        if not 0 <= prices[model] < float("inf"):  # NaN and infinity too: a cost of $inf is no estimate
             raise InvalidDataError(f"--price takes MODEL=USD_PER_MILLION_TOKENS, not {pair!r}")
     return prices
 

@@ -72,3 +72,11 @@ def test_reembed_then_import_then_verify_as_a_user_runs_them(openai_server, tmp_
     manifest = vecfmt.open_dump(str(tmp_path / "new")).manifest
     assert manifest.embedding_model is not None and manifest.embedding_model.name == "text-embedding-3-small"
     assert openai_server.api_key not in (tmp_path / "new" / "manifest.json").read_text()
+
+
+def test_plan_refuses_infinite_numbers(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "docs"), make_table(5, 8, document=True))
+    for args in (("--price", "text-embedding-3-small=inf"), ("--price", "text-embedding-3-small=1e309"),
+                 ("--request-seconds", "inf")):
+        run = vecfmt_cli("plan", str(tmp_path / "docs"), "--target-model", "text-embedding-3-small", *args, "--json")
+        assert run.code == 2 and "Infinity" not in run.stdout and len(run.stderr.strip().splitlines()) == 1, run

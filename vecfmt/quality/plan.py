@@ -216,8 +216,8 @@ def plan(
         raise PlanError(f"tokens must be auto, exact or estimate, not {tokens!r}")
     if concurrency < 1:
         raise PlanError(f"concurrency must be at least 1, not {concurrency}")
-    if not request_seconds > 0:
-        raise PlanError(f"request_seconds must be positive, not {request_seconds}")
+    if not 0 < request_seconds < math.inf:
+        raise PlanError(f"request_seconds must be a positive number, not {request_seconds}")
     tier = tier_name(tier)  # an unknown tier is an error even when no estimate needs it
     limits = rate_limit(tier)
     if not target_model.strip():
@@ -322,7 +322,7 @@ def _target_dimension(info: ModelInfo | None, name: str, dimensions: int | None)
 def _price(info: ModelInfo | None, asked: str, prices: dict[str, float] | None) -> tuple[float | None, str | None]:
     for key, value in (prices or {}).items():
         if key == asked or (info is not None and lookup(key) is info):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
                 raise PlanError(f"the price of {key} must be a non-negative number (USD per 1M tokens)")
             return float(value), "given"
     if info is None:
