@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -45,8 +45,17 @@ def userinfo_secrets(userinfo: str | None) -> tuple[str, ...]:
     percent-encoded (as a driver's connection string holds it)."""
     if userinfo is None or ":" not in userinfo:
         return ()
-    password = userinfo.partition(":")[2]
-    forms = {password, unquote(password), quote(password, safe=""), quote(unquote(password), safe="")}
+    return secret_forms(userinfo.partition(":")[2])
+
+
+def secret_forms(secret: str | None) -> tuple[str, ...]:
+    """Every form ``secret`` may take in text, longest first: as written, percent-decoded, and
+    percent-encoded the ways URLs, query strings and drivers encode it."""
+    if not secret:
+        return ()
+    forms = set()
+    for value in (secret, unquote(secret)):
+        forms |= {value, quote(value, safe=""), quote(value), quote_plus(value)}
     return tuple(sorted((f for f in forms if f), key=len, reverse=True))
 
 

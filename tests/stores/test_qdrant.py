@@ -536,3 +536,42 @@ def test_ids_that_would_be_one_point_are_refused(tmp_path):
     write_raw_dump(str(tmp_path / "n"), {"": make_table(1, 4).set_column(0, "id", pa.array([in_namespace])),
                                          "a": make_table(1, 4).set_column(0, "id", pa.array(["x"]))})
     assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "n"), q(tmp_path / "db2")), "are the same Qdrant point")
+
+
+def test_an_api_key_echoed_back_by_a_server_is_removed_in_every_encoding(tmp_path, monkeypatch):
+    """A server (or proxy) that puts the key into its error text, raw or percent-encoded (hostile review)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import quote, quote_plus
+
+    key = "k@y:/?#s3 cr3t"
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):
+            sent = self.headers.get("api-key", "")
+            body = json.dumps({"status": {"error": f"forbidden: {sent} {quote(sent, safe='')} {quote_plus(sent)}"}})
+            self.send_response(403)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        vecfmt.write_dump(str(tmp_path / "d"), make_table(3, 4))
+        for env, option in ((key, ""), (None, "&api_key=" + quote(key, safe=""))):
+            if env:
+                monkeypatch.setenv("QDRANT_API_KEY", env)
+            else:
+                monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+            run = vecfmt_cli("import", str(tmp_path / "d"), f"qdrant://127.0.0.1:{port}?collection=c{option}")
+            assert run.code != 0
+            text = run.stdout + run.stderr
+            for form in (key, quote(key, safe=""), quote(key), quote_plus(key)):
+                assert form not in text, text
+    finally:
+        server.shutdown()

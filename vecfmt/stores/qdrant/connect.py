@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from vecfmt.errors import InvalidDataError, StoreError, one_line
-from vecfmt.storage import scrub
+from vecfmt.storage import scrub, secret_forms
 from vecfmt.stores.base import StoreURI, require_sdk
 
 SCHEME = "qdrant"
@@ -97,7 +98,8 @@ class Target:
 
     @property
     def secrets(self) -> list[str]:
-        return [s for s in (self.api_key, *self.uri.secrets) if s]
+        typed = re.findall(r"(?:^|[?&])api_key=([^&]*)", self.uri.raw)  # the option as written in the URI
+        return [*secret_forms(self.api_key), *(f for t in typed for f in secret_forms(t)), *self.uri.secrets]
 
     def clean(self, text: str) -> str:
         """``text`` on one line, the API key removed wherever it appears."""
