@@ -48,9 +48,9 @@ one JSON object: ``S_export_vs_native`` and ``S_import_vs_native`` for each stor
 
 Measured on 2026-11-30 on this 2-core machine while other engineers' benchmarks and tests loaded it (load
 average 4-14, varying within a run: read the ratios, not the rates), metric euclidean. LanceDB at 100,000 x 768,
-best of 2 interleaved runs; Qdrant, Milvus and Chroma at 20,000 x 768, one run (at the loaded machine's 70-550
-vectors/s for their imports, 100,000 rows would have taken hours). Ratio = native (or vector-io) seconds /
-vecfmt seconds; RSS = the child's peak.
+best of 2 interleaved runs; the others one run each, Milvus at 100,000 and 20,000, Qdrant and Chroma at 20,000
+(at the loaded machine's 70-420 vectors/s for their imports, 100,000 rows took too long for the time there
+was). Ratio = native (or vector-io) seconds / vecfmt seconds; RSS = the child's peak.
 
 =========================  ================================  ================================  =========
                            import (vecfmt vs native)         export (vecfmt vs native)         target
@@ -59,6 +59,8 @@ LanceDB, 100k              **0.75x** 30.8k vs 41.3k vec/s;    **0.42x** 44.8k vs
                            RSS 1,232 vs 1,727 MB              RSS 846 vs 800 MB
 Qdrant local, 20k          **0.72x** 70 vs 97 vec/s;          1.02x 771 vs 752 vec/s;           >= 0.8x
                            RSS 642 vs 1,000 MB                RSS 1,107 vs 949 MB
+Milvus Lite, 100k          **0.38x** 624 vs 1,661 vec/s;      **0.50x** 2,106 vs 4,204 vec/s;   >= 0.8x
+                           RSS 2,371 vs 3,287 MB              RSS 1,397 vs 2,097 MB
 Milvus Lite, 20k           **0.47x** 259 vs 550 vec/s;        **0.71x** 1,728 vs 2,418 vec/s;   >= 0.8x
                            RSS 1,071 vs 1,156 MB              RSS 708 vs 1,110 MB
 Chroma persistent, 20k     1.47x 416 vs 284 vec/s;            1.21x 4,341 vs 3,583 vec/s;       >= 0.8x
