@@ -48,9 +48,10 @@ one JSON object: ``S_export_vs_native`` and ``S_import_vs_native`` for each stor
 
 Measured on 2026-11-30 on this 2-core machine while other engineers' benchmarks and tests loaded it (load
 average 4-14, varying within a run: read the ratios, not the rates), metric euclidean. LanceDB at 100,000 x 768,
-best of 2 interleaved runs; the others one run each, Milvus at 100,000 and 20,000, Qdrant and Chroma at 20,000
-(at the loaded machine's 70-420 vectors/s for their imports, 100,000 rows took too long for the time there
-was). Ratio = native (or vector-io) seconds / vecfmt seconds; RSS = the child's peak.
+best of 2 interleaved runs; the others one run each at 100,000 and at 20,000 (vecfmt's side first each time;
+the load fell during the 100,000-row runs, from about 6 to 2, which favours the side that ran second, and the
+two sizes disagree for Chroma: repeat before trusting any single figure). Ratio = native (or vector-io) seconds
+/ vecfmt seconds; RSS = the child's peak.
 
 =========================  ================================  ================================  =========
                            import (vecfmt vs native)         export (vecfmt vs native)         target
@@ -63,6 +64,8 @@ Milvus Lite, 100k          **0.38x** 624 vs 1,661 vec/s;      **0.50x** 2,106 vs
                            RSS 2,371 vs 3,287 MB              RSS 1,397 vs 2,097 MB
 Milvus Lite, 20k           **0.47x** 259 vs 550 vec/s;        **0.71x** 1,728 vs 2,418 vec/s;   >= 0.8x
                            RSS 1,071 vs 1,156 MB              RSS 708 vs 1,110 MB
+Chroma persistent, 100k    **0.59x** 635 vs 1,071 vec/s;      0.81x 10,956 vs 13,579 vec/s;     >= 0.8x
+                           RSS 1,067 vs 901 MB                RSS 959 vs 1,146 MB
 Chroma persistent, 20k     1.47x 416 vs 284 vec/s;            1.21x 4,341 vs 3,583 vec/s;       >= 0.8x
                            RSS 686 vs 372 MB                  RSS 560 vs 485 MB
 LanceDB vs vector-io 100k  **1.81x** 7.1 s vs 12.9 s          **2.65x** 5.0 s vs 13.2 s         >= 5x
