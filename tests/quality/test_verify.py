@@ -325,3 +325,20 @@ def test_jsonb_number_spellings_are_the_same_values(tmp_path, pg_db):
     transfer.import_dump(str(tmp_path / "d"), pg(pg_db))
     report = verify(str(tmp_path / "d"), pg(pg_db), full=True, queries=2)
     assert report.passed, report.problems
+
+
+def test_text_queries_are_embedded_with_the_sources_model(tmp_path):
+    """--queries-file with texts only: embedded with the model the source records (the local MiniLM)."""
+    from vecfmt.embed import open_embedder
+
+    texts = [f"{topic} note {i}" for i, topic in enumerate(["rivers and lakes", "compilers", "baking bread",
+                                                              "orbital mechanics", "medieval poetry"] * 8)]
+    embedder = open_embedder("all-MiniLM-L6-v2")
+    vectors = np.asarray(embedder.embed(texts), np.float32)
+    table = make_table(len(texts), vectors.shape[1]).set_column(1, "values", vectors_array(vectors))
+    vecfmt.write_dump(str(tmp_path / "d"), table, model=vecfmt.EmbeddingModel("all-MiniLM-L6-v2"))
+    transfer.import_dump(str(tmp_path / "d"), lance(tmp_path))
+    pq.write_table(pa.table({"text": ["baking bread note 2", "compilers note 1"]}), tmp_path / "q.parquet")
+    report = verify(str(tmp_path / "d"), lance(tmp_path), queries_file=str(tmp_path / "q.parquet"), k=3)
+    assert report.passed, report.problems
+    assert report.search is not None and report.search.queries == 2 and report.search.recall_target == 1.0
