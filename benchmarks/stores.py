@@ -58,6 +58,8 @@ two sizes disagree for Chroma: repeat before trusting any single figure). Ratio 
 =========================  ================================  ================================  =========
 LanceDB, 100k              **0.75x** 30.8k vs 41.3k vec/s;    **0.42x** 44.8k vs 108k vec/s;    >= 0.8x
                            RSS 1,232 vs 1,727 MB              RSS 846 vs 800 MB
+Qdrant local, 100k         1.33x 865 vs 649 vec/s;            **0.59x** 2,672 vs 4,504 vec/s;   >= 0.8x
+                           RSS 1,481 vs 4,397 MB              RSS 4,454 vs 4,363 MB
 Qdrant local, 20k          **0.72x** 70 vs 97 vec/s;          1.02x 771 vs 752 vec/s;           >= 0.8x
                            RSS 642 vs 1,000 MB                RSS 1,107 vs 949 MB
 Milvus Lite, 100k          **0.38x** 624 vs 1,661 vec/s;      **0.50x** 2,106 vs 4,204 vec/s;   >= 0.8x
@@ -71,6 +73,9 @@ Chroma persistent, 20k     1.47x 416 vs 284 vec/s;            1.21x 4,341 vs 3,5
 LanceDB vs vector-io 100k  **1.81x** 7.1 s vs 12.9 s          **2.65x** 5.0 s vs 13.2 s         >= 5x
 (whole commands)           RSS 1,180 vs 993 MB                RSS 922 vs 1,277 MB
 =========================  ================================  ================================  =========
+
+Qdrant local mode keeps the whole collection in memory once opened (both exports' 4.4 GB); its native
+``upload_collection`` builds every point before writing (4.4 GB), vecfmt's import writes batch by batch.
 
 Every round trip was complete and bit-exact on both sides (vecfmt's, the native API's, vector-io's export and
 import, checked by id). vector-io's LanceDB export and import hold the float32 values exactly but as
