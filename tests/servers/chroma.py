@@ -10,16 +10,8 @@ Fixtures: ``chroma_server`` (session) and ``chroma_factory`` (per test: private 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers.postgres import unavailable
+from tests.servers.process import ServerProcess, free_ports, private_servers, started
 
 
 def executable() -> Path:
@@ -37,110 +29,38 @@ def executable() -> Path:
     return Path(sys.executable).parent / "chroma"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ChromaServer:
+class ChromaServer(ServerProcess):
     """One ``chroma run`` process; ``kill()`` and ``start()`` again keep its port and data."""
 
+    name = "chroma run"
+    prefix = "vecfmt-chroma-"
+
     def __init__(self) -> None:
+        super().__init__()
         self.bin = executable()
-        self.base = Path(tempfile.mkdtemp(prefix="vecfmt-chroma-"))
-        (self.base / "owner.pid").write_text(str(os.getpid()))
-        self.log = self.base / "server.log"
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.base),
-                    "ANONYMIZED_TELEMETRY": "False", "RUST_LOG": "warn", "NO_COLOR": "1"}  # fmt: skip
-        _reap_stale(self.base.parent)
+        (self.port,) = free_ports(1)
+        self.env.update({"ANONYMIZED_TELEMETRY": "False", "RUST_LOG": "warn", "NO_COLOR": "1"})
 
     def uri(self, collection: str, **options: Any) -> str:
         extra = "".join(f"&{k}={v}" for k, v in options.items())
         return f"chroma://127.0.0.1:{self.port}?collection={collection}{extra}"
 
+    def command(self) -> list[str]:
+        return [str(self.bin), "run", "--path", str(self.base / "data"), "--host", "127.0.0.1", "--port",
+                str(self.port)]
+
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v2/heartbeat"
+
     def start(self, timeout: float = 60) -> None:
         if not self.bin.exists():
             raise RuntimeError(f"no chroma command at {self.bin}: pip install 'vecfmt[chroma]'")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(self.bin), "run", "--path", str(self.base / "data"), "--host",
-                                          "127.0.0.1", "--port", str(self.port)], env=self.env, cwd=self.base,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)  # fmt: skip
-        (self.base / "server.pid").write_text(str(self.proc.pid))
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chroma run exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"chroma run not ready after {timeout:.0f}s:\n{self.tail()}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL, as the OOM killer would end it."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def _reap_stale(parent: Path) -> None:
-    """Stop servers left behind by test sessions that were killed."""
-    for base in parent.glob("vecfmt-chroma-*"):
-        try:
-            owner = int((base / "owner.pid").read_text())
-            os.kill(owner, 0)
-            continue  # its session is still running
-        except ProcessLookupError:
-            pass
-        except (OSError, ValueError):
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            os.killpg(int((base / "server.pid").read_text()), signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _started() -> ChromaServer:
-    server: ChromaServer | None = None
-    error = ""
-    try:
-        server = ChromaServer()
-        server.start()
-    except Exception as exc:
-        error = f"Chroma could not start: {exc}"
-        if server is not None:
-            server.close()
-    if error or server is None:  # outside the except block: no chained traceback
-        unavailable(error)
-    return server
+        super().start(timeout)
 
 
 @pytest.fixture(scope="session")
 def chroma_server() -> Iterator[ChromaServer]:
-    server = _started()
+    server = started(ChromaServer, "Chroma")
     try:
         yield server
     finally:
@@ -150,18 +70,8 @@ def chroma_server() -> Iterator[ChromaServer]:
 @pytest.fixture
 def chroma_factory() -> Iterator[Callable[[], ChromaServer]]:
     """Start private servers (to kill, restart); each is stopped and removed after the test."""
-    servers: list[ChromaServer] = []
-
-    def start() -> ChromaServer:
-        server = _started()
-        servers.append(server)
-        return server
-
-    try:
+    with private_servers(ChromaServer, "Chroma") as start:
         yield start
-    finally:
-        for server in servers:
-            server.close()
 
 
 @pytest.fixture
