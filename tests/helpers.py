@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,7 @@ import pyarrow as pa
 from vecfmt.manifest import Manifest, VectorSpec
 from vecfmt.schema import SPARSE_TYPE, vectors_array
 from vecfmt.storage import resolve
-from vecfmt.writer import PartWriter, commit_manifest
+from vecfmt.writer import DumpWriter, PartWriter, commit_manifest
 
 
 def make_table(
@@ -117,3 +118,30 @@ def rewrite_part(root: str, index: int, table: pa.Table) -> str:
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
     return entry["path"]
+
+
+def assert_tables_identical(got: pa.Table, want: pa.Table) -> None:
+    """Same columns and rows; ids, the float32 bits of every present vector and its validity (what sits
+    under a null vector is no value), and every other column's values identical."""
+    assert got.column_names == want.column_names
+    assert got.num_rows == want.num_rows
+    for name in want.column_names:
+        a, b = got.column(name).combine_chunks(), want.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(b.type):
+            assert a.is_valid().equals(b.is_valid()), name
+            valid = b.is_valid().to_numpy(zero_copy_only=False)
+            dim = b.type.list_size
+            va = a.values.to_numpy(zero_copy_only=False).view(np.uint32).reshape(-1, dim)[valid]
+            vb = b.values.to_numpy(zero_copy_only=False).view(np.uint32).reshape(-1, dim)[valid]
+            np.testing.assert_array_equal(va, vb, err_msg=f"column {name}")
+        else:
+            assert a.to_pylist() == b.to_pylist(), name
+
+
+def write_namespaced(uri: str, tables: dict[str, pa.Table], *, max_chunksize: int | None = None,
+                     **kwargs: Any) -> None:
+    """A dump with one namespace per table (``DumpWriter`` options in ``kwargs``)."""
+    with DumpWriter(uri, **kwargs) as writer:
+        for ns, table in tables.items():
+            for batch in table.to_batches(max_chunksize=max_chunksize):
+                writer.write_batch(batch, ns)

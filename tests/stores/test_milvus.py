@@ -20,7 +20,12 @@ pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
 import vecfmt
-from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli
+from tests.helpers import (
+    assert_one_clear_error,
+    make_table,
+    vecfmt_cli,
+    write_namespaced,
+)
 from vecfmt import transfer
 from vecfmt.errors import StoreError
 from vecfmt.ops.diff import diff_dumps
@@ -90,13 +95,6 @@ def unicode_table(n: int, dim: int) -> pa.Table:
     return table.set_column(1, "values", vectors_array(odd_floats(n, dim, 1)))
 
 
-def write_namespaced(path: str, tables: dict[str, pa.Table], **kwargs) -> None:
-    with vecfmt.DumpWriter(path, **kwargs) as writer:
-        for ns, table in tables.items():
-            for batch in table.to_batches(max_chunksize=1000):
-                writer.write_batch(batch, ns)
-
-
 # --- round trips -------------------------------------------------------------------------------------
 
 
@@ -158,7 +156,7 @@ def test_named_and_sparse_vectors_round_trip(tmp_path, db):
 
 def test_namespaces_are_partitions(tmp_path, db):
     tables = {ns: make_table(400, 8, seed=s, prefix=f"{ns or 'd'}-") for s, ns in enumerate(["", "acme", "glob_ex"])}
-    write_namespaced(str(tmp_path / "a"), tables, metric="dot")
+    write_namespaced(str(tmp_path / "a"), tables, max_chunksize=1000, metric="dot")
     transfer.import_dump(str(tmp_path / "a"), uri(db), batch_size=150)
     c = client(db)
     try:
@@ -373,7 +371,7 @@ def test_kill_9_mid_replace_keeps_the_old_collection_then_resume_swaps(tmp_path,
 
 def test_search_finds_each_vector_in_its_partition(tmp_path, db):
     tables = {"": make_table(300, 16), "other": make_table(300, 16, seed=9, prefix="o-")}
-    write_namespaced(str(tmp_path / "a"), tables, metric="euclidean")
+    write_namespaced(str(tmp_path / "a"), tables, max_chunksize=1000, metric="euclidean")
     transfer.import_dump(str(tmp_path / "a"), uri(db))
     exporter = open_exporter(uri(db))
     try:
@@ -439,10 +437,10 @@ def test_bad_inputs_are_one_clear_line(tmp_path, db):
     vecfmt.write_dump(str(tmp_path / "long"), long)
     assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "long"), uri(db, "longids")),
                            "600 bytes long", "at most 512", "id_max_length")  # fmt: skip
-    write_namespaced(str(tmp_path / "twice"), {"a": make_table(5, 8), "b": make_table(5, 8)})
+    write_namespaced(str(tmp_path / "twice"), {"a": make_table(5, 8), "b": make_table(5, 8)}, max_chunksize=1000)
     assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "twice"), uri(db, "twice")),
                            "more than one namespace")  # fmt: skip
-    write_namespaced(str(tmp_path / "ns"), {"bad/name": make_table(5, 8)})
+    write_namespaced(str(tmp_path / "ns"), {"bad/name": make_table(5, 8)}, max_chunksize=1000)
     with pytest.raises(StoreError, match="'bad/name' cannot be a partition name"):
         transfer.import_dump(str(tmp_path / "ns"), uri(db, "ns"))
     c = client(db)

@@ -18,8 +18,13 @@ import pyarrow as pa
 import pytest
 
 import vecfmt
-from tests.conftest import assert_tables_identical
-from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli
+from tests.helpers import (
+    assert_one_clear_error,
+    assert_tables_identical,
+    make_table,
+    vecfmt_cli,
+    write_namespaced,
+)
 from vecfmt import transfer
 from vecfmt.errors import DumpError, StoreError
 from vecfmt.ops import validate_dump
@@ -61,13 +66,6 @@ def flat_table(n: int, dim: int, *, seed: int = 0, prefix: str = "id-", **kwargs
 def namespaced(n: int, dim: int, **kwargs) -> dict[str, pa.Table]:
     return {ns: flat_table(n, dim, seed=seed, prefix=f"{ns or 'd'}-", **kwargs)
             for seed, ns in enumerate(["", "tenant-a", "tenant_b"])}
-
-
-def write_namespaced(uri: str, tables: dict[str, pa.Table], **kwargs) -> None:
-    with vecfmt.DumpWriter(uri, **kwargs) as writer:
-        for ns, table in tables.items():
-            for batch in table.to_batches():
-                writer.write_batch(batch, ns)
 
 
 # --- round trips -------------------------------------------------------------------------------------

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pytest
 
 import vecfmt
-from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli
+from tests.helpers import (
+    assert_one_clear_error,
+    assert_tables_identical,
+    make_table,
+    vecfmt_cli,
+    write_namespaced,
+)
 from vecfmt import transfer
 from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.stores.base import IfExists, StoreURI, open_exporter, open_importer
@@ -42,31 +48,6 @@ def q(path, collection: str = "docs", **options: str) -> str:
 
 def by_id(table: pa.Table) -> pa.Table:
     return table.sort_by("id")
-
-
-def assert_tables_identical(got: pa.Table, want: pa.Table) -> None:
-    """Same columns; ids, float32 bits of every present vector, validity, sparse vectors, metadata text and
-    documents identical (what sits under a null vector is no value)."""
-    assert got.column_names == want.column_names
-    assert got.num_rows == want.num_rows
-    for name in want.column_names:
-        a, b = got.column(name).combine_chunks(), want.column(name).combine_chunks()
-        if pa.types.is_fixed_size_list(b.type):
-            assert a.is_valid().equals(b.is_valid()), name
-            valid = b.is_valid().to_numpy(zero_copy_only=False)
-            dim = b.type.list_size
-            va = a.values.to_numpy(zero_copy_only=False).view(np.uint32).reshape(-1, dim)[valid]
-            vb = b.values.to_numpy(zero_copy_only=False).view(np.uint32).reshape(-1, dim)[valid]
-            np.testing.assert_array_equal(va, vb, err_msg=name)
-        else:
-            assert a.to_pylist() == b.to_pylist(), name
-
-
-def write_namespaced(uri: str, tables: dict[str, pa.Table], **kwargs) -> None:
-    with vecfmt.DumpWriter(uri, **kwargs) as writer:
-        for ns, table in tables.items():
-            for batch in table.to_batches():
-                writer.write_batch(batch, ns)
 
 
 def rich_table(n: int, dim: int, *, seed: int = 0, nulls: bool = True) -> pa.Table:
