@@ -23,8 +23,9 @@ import importlib
 import json
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib.metadata import entry_points
@@ -36,7 +37,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 import pyarrow as pa
 
-from vecfmt.errors import StoreError
+from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
 from vecfmt.storage import redact, split_userinfo, userinfo_secrets
 
@@ -314,6 +315,27 @@ def is_store_uri(uri: str) -> bool:
     """True when ``uri``'s scheme names a registered store (as opposed to a dump location)."""
     scheme, sep, _ = uri.partition("://")
     return bool(sep) and scheme.lower() in {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def raised_by(*packages: str) -> Callable[[BaseException], bool]:
+    """True for an exception whose class comes from one of these top-level packages."""
+    return lambda exc: type(exc).__module__.split(".")[0] in packages
+
+
+@contextmanager
+def sdk_errors(
+    from_sdk: Callable[[BaseException], bool], fail: Callable[[BaseException], StoreError]
+) -> Iterator[None]:
+    """A store client's errors (``from_sdk``) become the store's one-line StoreError (``fail``), without
+    their chain; vecfmt's own errors and bugs pass through as they are."""
+    try:
+        yield
+    except (StoreError, InvalidDataError):
+        raise
+    except Exception as exc:
+        if from_sdk(exc):
+            raise fail(exc) from None
+        raise
 
 
 def require_sdk(module: str, scheme: str) -> ModuleType:

@@ -7,15 +7,14 @@ import logging
 import os
 import re
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vecfmt.errors import InvalidDataError, StoreError, one_line
+from vecfmt.errors import StoreError, one_line
 from vecfmt.storage import scrub
-from vecfmt.stores.base import StoreURI, require_sdk
+from vecfmt.stores.base import StoreURI, require_sdk, sdk_errors
 from vecfmt.stores.chroma.catalog import check_collection_name
 
 SCHEME = "chroma"
@@ -104,18 +103,10 @@ class Target:
         message = str(exc).strip() or type(exc).__name__
         return StoreError(f"{self.label}: {doing}: {self.clean(message)}")
 
-    @contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
+    def errors(self, doing: str) -> AbstractContextManager[None]:
         """Errors raised inside the client (its own, httpx's, and the ValueErrors of its checks) become
         one-line StoreErrors without the token; vecfmt's own errors and bugs pass through."""
-        try:
-            yield
-        except (StoreError, InvalidDataError):
-            raise
-        except Exception as exc:
-            if _from_sdk(exc):
-                raise self.fail(doing, exc) from None
-            raise
+        return sdk_errors(_from_sdk, lambda exc: self.fail(doing, exc))
 
     # --- the client and collections ----------------------------------------------------------------
 

@@ -8,14 +8,13 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from types import ModuleType
 from typing import Any
 
-from vecfmt.errors import InvalidDataError, StoreError, one_line
+from vecfmt.errors import StoreError, one_line
 from vecfmt.storage import scrub
-from vecfmt.stores.base import StoreURI, require_sdk
+from vecfmt.stores.base import StoreURI, raised_by, require_sdk, sdk_errors
 
 SCHEME = "milvus"
 log = logging.getLogger("vecfmt.milvus")
@@ -117,17 +116,9 @@ class Target:
     def fail(self, doing: str, exc: BaseException) -> StoreError:
         return StoreError(f"{self.label}: {doing}: {self.clean(message_of(exc))}")
 
-    @contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
+    def errors(self, doing: str) -> AbstractContextManager[None]:
         """pymilvus and gRPC errors become one-line StoreErrors without the token (and without their chain)."""
-        try:
-            yield
-        except (StoreError, InvalidDataError):
-            raise
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] in ("pymilvus", "grpc", "milvus_lite"):
-                raise self.fail(doing, exc) from None
-            raise
+        return sdk_errors(raised_by("pymilvus", "grpc", "milvus_lite"), lambda exc: self.fail(doing, exc))
 
     # --- the client ---------------------------------------------------------------------------------
 

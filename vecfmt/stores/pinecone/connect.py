@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from vecfmt.errors import InvalidDataError, StoreError, one_line
+from vecfmt.errors import StoreError, one_line
 from vecfmt.storage import scrub
-from vecfmt.stores.base import StoreURI, require_sdk
+from vecfmt.stores.base import StoreURI, require_sdk, sdk_errors
 
 SCHEME = "pinecone"
 log = logging.getLogger("vecfmt.pinecone")
@@ -66,17 +66,10 @@ class Target:
     def fail(self, doing: str, exc: BaseException) -> StoreError:
         return StoreError(f"pinecone {self.label}: {doing}: {self.clean(message_of(exc))}")
 
-    @contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
+    def errors(self, doing: str) -> AbstractContextManager[None]:
         """SDK errors become one-line StoreErrors without the key (and without their cause chain)."""
-        try:
-            yield
-        except (StoreError, InvalidDataError):
-            raise
-        except Exception as exc:
-            if type(exc).__module__.startswith(("pinecone", "httpx", "grpc")):
-                raise self.fail(doing, exc) from None
-            raise
+        from_sdk = lambda exc: type(exc).__module__.startswith(("pinecone", "httpx", "grpc"))  # noqa: E731
+        return sdk_errors(from_sdk, lambda exc: self.fail(doing, exc))
 
     # --- clients ------------------------------------------------------------------------------------
 

@@ -8,13 +8,12 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from vecfmt.errors import InvalidDataError, StoreError, one_line
+from vecfmt.errors import StoreError, one_line
 from vecfmt.storage import scrub, secret_forms
-from vecfmt.stores.base import StoreURI, require_sdk
+from vecfmt.stores.base import StoreURI, require_sdk, sdk_errors
 
 SCHEME = "qdrant"
 log = logging.getLogger("vecfmt.qdrant")
@@ -108,20 +107,10 @@ class Target:
     def fail(self, doing: str, exc: BaseException) -> StoreError:
         return StoreError(f"{self.label}: {doing}: {self.clean(message_of(exc))}")
 
-    @contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
+    def errors(self, doing: str) -> AbstractContextManager[None]:
         """Client errors become one-line StoreErrors without the key (and without their chain). Local mode
         raises plain ValueError/RuntimeError/KeyError for refused input, so these blocks hold client calls only."""
-        try:
-            yield
-        except (StoreError, InvalidDataError):
-            raise
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] in ("qdrant_client", "grpc", "httpx", "httpcore") or isinstance(
-                exc, (ValueError, RuntimeError, KeyError, AssertionError, OSError)
-            ):
-                raise self.fail(doing, exc) from None
-            raise
+        return sdk_errors(_from_client, lambda exc: self.fail(doing, exc))
 
     # --- the client ----------------------------------------------------------------------------------
 
@@ -218,3 +207,8 @@ def message_of(exc: BaseException) -> str:
     if isinstance(source, BaseException):
         return message_of(source)
     return str(exc) or type(exc).__name__
+
+
+def _from_client(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in ("qdrant_client", "grpc", "httpx", "httpcore") or isinstance(
+        exc, (ValueError, RuntimeError, KeyError, AssertionError, OSError))

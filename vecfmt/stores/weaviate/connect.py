@@ -8,14 +8,14 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import Any, TypeVar
 
-from vecfmt.errors import InvalidDataError, StoreError, one_line
+from vecfmt.errors import StoreError, one_line
 from vecfmt.storage import scrub
-from vecfmt.stores.base import StoreURI, require_sdk
+from vecfmt.stores.base import StoreURI, raised_by, require_sdk, sdk_errors
 
 SCHEME = "weaviate"
 log = logging.getLogger("vecfmt.weaviate")
@@ -107,17 +107,9 @@ class Target:
     def fail(self, doing: str, exc: BaseException) -> StoreError:
         return StoreError(f"{self.label}: {doing}: {self.clean(message_of(exc))}")
 
-    @contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
+    def errors(self, doing: str) -> AbstractContextManager[None]:
         """Client and gRPC errors become one-line StoreErrors without the key (and without their chain)."""
-        try:
-            yield
-        except (StoreError, InvalidDataError):
-            raise
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] in ("weaviate", "grpc", "httpx", "httpcore"):
-                raise self.fail(doing, exc) from None
-            raise
+        return sdk_errors(raised_by("weaviate", "grpc", "httpx", "httpcore"), lambda exc: self.fail(doing, exc))
 
     # --- the client (schema, tenants, counts) and the gRPC stub (data) --------------------------------
 
