@@ -23,11 +23,14 @@ from tests.helpers import (
     assert_one_clear_error,
     assert_tables_identical,
     make_table,
+    rewrite_part,
     vecfmt_cli,
     write_namespaced,
+    write_raw_dump,
 )
 from vecfmt import transfer
 from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.schema import vectors_array
 from vecfmt.stores.base import IfExists, StoreURI, open_exporter, open_importer
 from vecfmt.stores.qdrant.ids import ID_KEY, ID_NAMESPACE, NAMESPACE_KEY, point_id
 
@@ -336,6 +339,60 @@ def test_replace_stopped_between_delete_and_alias_is_finished_by_resume(tmp_path
     assert_tables_identical(by_id(vecfmt.open_dump(str(tmp_path / "b")).table("")), by_id(table))
 
 
+def with_nan(table: pa.Table, row: int) -> pa.Table:
+    """``table`` with one NaN in row ``row``'s vector (what the checked writer refuses; a raw dump holds it)."""
+    values = table.column("values").combine_chunks()
+    matrix = values.values.to_numpy().reshape(len(values), -1).copy()
+    matrix[row, 1] = np.nan
+    return table.set_column(table.schema.get_field_index("values"), "values", vectors_array(matrix))
+
+
+def test_a_refused_import_leaves_no_collection_it_created(tmp_path):
+    """A bad row refuses the import (the core calls abort()): the collection this run created is dropped, whether
+    the row was in the first batch (nothing sent yet) or in a later file (rows already sent); a collection that
+    held points before keeps them (and the rows this run appended)."""
+    db = tmp_path / "db"
+    uri = q(db)
+    vecfmt.write_dump(str(tmp_path / "old"), make_table(5, 4, prefix="old-"), metric="dot")
+    transfer.import_dump(str(tmp_path / "old"), q(db, "kept"))  # another collection of the folder: untouched
+
+    # a NaN vector in the first batch: the core refuses it before anything is sent
+    write_raw_dump(str(tmp_path / "nan"), {"": with_nan(make_table(20, 4), 3)}, metric="dot")
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "nan"), uri), "NaN", "'id-3'")
+    assert collections(db) == ({"kept"}, {})
+
+    # metadata the store refuses (a key where vecfmt keeps ids), in the first batch: refused by the importer
+    table = make_table(20, 4)
+    metadata = table.column("metadata").to_pylist()
+    metadata[7] = json.dumps({ID_KEY: "x"})
+    table = table.set_column(table.schema.get_field_index("metadata"), "metadata", pa.array(metadata))
+    vecfmt.write_dump(str(tmp_path / "meta"), table, metric="dot")
+    one_line_refusal(transfer.import_dump, str(tmp_path / "meta"), uri, match=f"'id-7'.*{ID_KEY}")
+    assert collections(db) == ({"kept"}, {})
+
+    # a NaN in the third file, after 60 rows were upserted into the new collection: it goes, and so does the
+    # progress file (a broken dump cannot be resumed)
+    late = str(tmp_path / "late")
+    table = make_table(90, 4, seed=2)
+    vecfmt.write_dump(late, table, metric="dot", options=vecfmt.ParquetOptions(max_file_rows=30))
+    rewrite_part(late, 2, with_nan(table.slice(60), 4))
+    message = one_line_refusal(transfer.import_dump, late, uri, batch_size=30, match="NaN.*'id-64'")
+    assert "nothing was changed" in message
+    assert collections(db) == ({"kept"}, {})
+    assert not list((tmp_path / "state" / "qdrant").glob("import-*.json"))
+
+    # the same dump appended to a collection that held points: nothing of it is dropped
+    message = one_line_refusal(transfer.import_dump, late, q(db, "kept"), if_exists="append", batch_size=30,
+                               match="NaN.*'id-64'")  # fmt: skip
+    assert "the first 60 rows are in the target" in message
+    held = points(db, "kept")
+    assert len(held) == 65 and {p[ID_KEY] for p in held.values() if ID_KEY in p} >= {"old-0", "id-59"}
+
+    # and the dump that is fine still imports into the name the refused imports left free
+    transfer.import_dump(str(tmp_path / "old"), uri)
+    assert len(points(db, "docs")) == 5
+
+
 # --- a client killed mid-import ----------------------------------------------------------------------
 
 
@@ -511,8 +568,6 @@ def test_ids_that_would_be_one_point_are_refused(tmp_path):
     vecfmt.write_dump(str(tmp_path / "d"), table)
     run = vecfmt_cli("import", str(tmp_path / "d"), q(tmp_path / "db"))
     assert_one_clear_error(run, "are the same Qdrant point", "'x'")
-    from tests.helpers import write_raw_dump
-
     in_namespace = str(uuid.uuid5(ID_NAMESPACE, "1:a:x"))
     write_raw_dump(str(tmp_path / "n"), {"": make_table(1, 4).set_column(0, "id", pa.array([in_namespace])),
                                          "a": make_table(1, 4).set_column(0, "id", pa.array(["x"]))})

@@ -114,8 +114,6 @@ def create(target: Target, name: str, manifest: Manifest, names: dict[str, str],
     with target.errors(f"cannot create the collection {name!r}"):
         target.client().create_collection(name, vectors_config=vectors or None, sparse_vectors_config=sparse_config,
                                           metadata=marks)  # fmt: skip
-    if namespaced and not target.local:  # local mode has no payload indexes
-        index_namespaces(target, name)
 
 
 def mark_namespaced(target: Target, c: Collection) -> None:

@@ -39,7 +39,8 @@ class QdrantImporter:
         self.mapped_points: dict[str, tuple[str, str]] = {}  # UUIDs made from ids -> (namespace, id)
         self.into: str | None = None  # the collection written (a replace's staged one)
         self.staged = False
-        self.staged_dropped = False
+        self.created = False  # this run created self.into: abort() may drop it, nothing else
+        self.dropped = False  # abort() dropped it: none of the dump's rows is in the target
         self.names: dict[str, str] = {}  # dump column -> Qdrant vector name ("" unnamed)
         self.sparse: str | None = None
         self.document: str | None = None
@@ -87,6 +88,9 @@ class QdrantImporter:
             self.names = catalog.dense_names(manifest)
             log.info("qdrant: creating collection %s", self.into)
             catalog.create(t, self.into, manifest, self.names, self.sparse, self.document)
+            self.created = True  # after the request: a create refused (the name taken meanwhile) drops nothing
+            if self.namespaced and not t.local:  # local mode has no payload indexes
+                catalog.index_namespaces(t, self.into)
         else:
             self._check(catalog.read(t, existing), manifest)
         if done is not None:
@@ -238,8 +242,8 @@ class QdrantImporter:
             t.client().upsert(self.into, points=points, wait=True)
 
     def rows_committed(self) -> int | None:
-        if self.staged_dropped:
-            return 0  # a failed replace: its staged collection is gone, the old one as it was
+        if self.dropped:
+            return 0  # what this run created is gone (a replace's staged collection): the target is as it was
         return self.writes.rows_committed()
 
     def finish(self) -> None:
@@ -275,15 +279,22 @@ class QdrantImporter:
                 self._drop(real)
 
     def abort(self) -> None:
+        """A broken dump (or a failed copy): nothing to resume. Drop the collection this run created, which
+        holds only this run's points, and a replace's staged collection (vecfmt's own, also when a resumed run
+        found it); a collection that existed before (append, upsert, a resumed import's) keeps its points,
+        and what this run wrote there stays."""
         for future, _ in self.writes.inflight:  # let running requests end before their collection goes
             future.cancel()
-        for future, _ in self.writes.inflight:
-            if not future.cancelled():
-                future.exception()
+        acknowledged = True
+        for future, rows_done in self.writes.inflight:  # those that ended well count (rows_committed), in order
+            acknowledged = acknowledged and not future.cancelled() and future.exception() is None
+            if acknowledged and rows_done is not None:
+                self.writes.acknowledged = rows_done
         self.writes.abort()
-        if self.staged and self.into is not None:
+        if (self.created or self.staged) and self.into is not None and not self.dropped:
+            log.info("qdrant: dropping the collection %s, which this import created", self.into)
             self._drop(self.into)
-            self.staged_dropped = True
+            self.dropped = True
 
     def close(self) -> None:
         self.writes.close()
