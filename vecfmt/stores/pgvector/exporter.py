@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -61,6 +62,20 @@ from vecfmt.stores.pgvector.search import (
 TEXT_NAMESPACE_TYPES = {"text", "varchar"}
 INDEXABLE_NAMESPACE_TYPES = TEXT_NAMESPACE_TYPES | {"int2", "int4", "int8"}
 
+# A slice (one ctid page range) holds about one part file's worth of exported data (ParquetOptions'
+# max_file_bytes), so that a partitioned export's partitions write full files...
+SLICE_BYTES = 64 << 20
+# ... and a namespace of more than SLICE_ROWS rows splits into at least rows / SLICE_ROWS slices (up to
+# SPREAD_SLICES), so that smaller tables too spread over a machine's workers (default at most 8).
+SLICE_ROWS = 10_000
+SPREAD_SLICES = 16
+# TID range scans (a WHERE on ctid reads only those pages) came with PostgreSQL 14; before, every slice
+# would scan the whole table.
+TID_RANGE_SCAN_VERSION = 140000
+# Relation kinds with one heap whose ctid pages can be split: tables and materialized views (a view, a
+# partitioned table's parent or a foreign table has no pages of its own).
+HEAP_RELKINDS = {"r", "m"}
+
 
 @dataclass
 class _ExportColumn:
@@ -79,6 +94,7 @@ class PgvectorExporter:
         if (t.table is None) == (t.query is None):
             raise StoreError(f"pgvector {t.where} needs exactly one of table=NAME or query=SELECT...")
         self._adbc: Any = None
+        self._counts: dict[str, int | None] | None = None  # rows per namespace, once counted
         self._search_conn: psycopg.Connection | None = None
         self.conn = t.connect(autocommit=False, read_only=True)
         try:
@@ -254,6 +270,10 @@ class PgvectorExporter:
         }  # fmt: skip
 
     def _namespaces(self) -> dict[str, int | None]:
+        self._counts = self._count_namespaces()  # slices() sizes itself from them
+        return self._counts
+
+    def _count_namespaces(self) -> dict[str, int | None]:
         if self.namespace_column is None:
             if self.relid is None:
                 return {"": None}  # a query: counting it would run it twice
@@ -266,10 +286,59 @@ class PgvectorExporter:
         return {ns: int(count) for ns, count in rows} or {"": 0}
 
     def slices(self, namespace: str) -> list[Slice]:
-        return [Slice(namespace)]
+        """Ranges of the table's pages (``{"pages": [first, end]}``, end None for the last: open, so no
+        row can fall outside every slice), each read by a TID range scan: two workers read their own
+        pages through their own connections, never with OFFSET. One slice for a query, a view, a
+        partitioned or foreign table, a server before PostgreSQL 14, or a namespace that fits one."""
+        pages, table_bytes = self._heap_size()
+        if pages is None:
+            return [Slice(namespace)]
+        if self._counts is None:
+            with self.target.errors("cannot count the rows"):
+                self._namespaces()
+        counts = self._counts or {}
+        rows = counts.get(namespace) or 0
+        total = sum(c or 0 for c in counts.values())
+        row_bytes = max(self._row_bytes(), table_bytes / max(1, total))  # metadata and documents count too
+        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        count = min(count, pages)
+        if count <= 1:
+            return [Slice(namespace)]
+        bounds = [pages * i // count for i in range(count)] + [None]
+        return [Slice(namespace, {"pages": [bounds[i], bounds[i + 1]]}) for i in range(count)]
 
-    def select_sql(self, namespace: str) -> sql.Composable:
-        """The SELECT that one namespace's COPY runs (public so that its plan can be checked)."""
+    def _heap_size(self) -> tuple[int | None, int]:
+        """The table's pages (None when it cannot be split by ctid) and its bytes with TOAST."""
+        if self.relid is None or self.conn.info.server_version < TID_RANGE_SCAN_VERSION:
+            return None, 0
+        with self.target.errors("cannot size the table"):
+            relkind, pages, table_bytes = self.conn.execute(
+                "SELECT relkind, pg_relation_size(oid) / current_setting('block_size')::bigint, pg_table_size(oid) "
+                "FROM pg_class WHERE oid = %s", (self.relid,)).fetchone()  # fmt: skip
+        return (int(pages) if relkind in HEAP_RELKINDS else None), int(table_bytes)
+
+    def _row_bytes(self) -> int:
+        """About how many bytes one row takes as Arrow (its vectors and a little more)."""
+        return 64 + sum(4 + c.dimension * 4 for c in self.dense)
+
+    def shared_snapshot(self) -> str | None:
+        """The snapshot this exporter reads in (``pg_export_snapshot``), so that other exporters of the
+        table (a partitioned export's workers, ``use_snapshot``) read exactly the same rows while this one
+        stays open; None when the server cannot export one."""
+        return self.snapshot
+
+    def use_snapshot(self, snapshot: str) -> None:
+        """Read every later batch in another exporter's snapshot (``shared_snapshot``), which must stay
+        open until the reading is done."""
+        if self._adbc is not None:
+            with suppress(Exception):  # a fresh connection sets the snapshot as its first statement
+                self._adbc.close()
+            self._adbc = None
+        self.snapshot = snapshot
+
+    def select_sql(self, namespace: str, pages: list[int | None] | None = None) -> sql.Composable:
+        """The SELECT that one namespace's COPY runs (public so that its plan can be checked), for a slice's
+        ``pages`` ([first, end), end None for the rest of the table) when given."""
         columns: list[sql.Composable] = [sql.SQL("{}::text").format(sql.Identifier(self.id_column))]
         columns += [sql.Identifier(c.attr.name) for c in self.dense]
         if self.sparse_column is not None:
@@ -278,8 +347,17 @@ class PgvectorExporter:
         if self.document_column is not None:
             columns.append(sql.SQL("{}::text").format(sql.Identifier(self.document_column)))
         query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), self.source_sql)
+        conditions: list[sql.Composable] = []
         if self.namespace_column is not None:
-            query = sql.SQL("{} WHERE {}").format(query, self._namespace_filter(namespace))
+            conditions.append(self._namespace_filter(namespace))
+        if pages is not None:
+            first, end = pages
+            # Page numbers as tid literals ('(page,0)'): whole numbers, quoted by Literal all the same.
+            conditions.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)")))
+            if end is not None:
+                conditions.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({int(end)},0)")))
+        if conditions:
+            query = sql.SQL("{} WHERE {}").format(query, sql.SQL(" AND ").join(conditions))
         return query
 
     def _namespace_filter(self, namespace: str) -> sql.Composable:
@@ -332,9 +410,9 @@ class PgvectorExporter:
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
         t = self.target
-        query = self.select_sql(part.namespace).as_string(self.conn)
-        row_bytes = 64 + sum(4 + c.dimension * 4 for c in self.dense)
-        hint = int(min(64 << 20, max(1 << 20, batch_size * row_bytes)))
+        pages = part.key.get("pages") if isinstance(part.key, dict) else None
+        query = self.select_sql(part.namespace, pages).as_string(self.conn)
+        hint = int(min(64 << 20, max(1 << 20, batch_size * self._row_bytes())))
         conn = self._adbc_connection()
         with t.errors("cannot read the rows"):
             cursor = conn.cursor()

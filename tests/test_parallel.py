@@ -1,0 +1,253 @@
+"""Partitioned export (vecfmt.parallel) from pgvector on both PostgreSQL servers: 40,000 rows of 768 dimensions
+split into ctid page ranges, two worker processes, a job killed mid-run and resumed, a worker killed and
+replaced, duplicate ids across partitions, failures that name their partition, re-runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import vecfmt
+from tests.helpers import make_table
+from tests.servers.postgres import PgServer
+from tests.stores.test_pgvector import PASSWORD, assert_same_rows, pg, run_sql
+from vecfmt import transfer
+from vecfmt.errors import DumpError, InvalidDataError
+from vecfmt.ops.diff import diff_dumps
+from vecfmt.ops.validate import validate_dump
+from vecfmt.parallel import JOB_STATE, default_workers, export_partitioned
+from vecfmt.stores.base import open_exporter
+
+ROWS, DIM = 40_000, 768
+PARTITIONS = 4  # 40,000 rows: one slice per 10,000 (SLICE_ROWS)
+
+
+@pytest.fixture(scope="module")
+def source(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A database holding ``items`` (ROWS x DIM, no vector index) and a single-process export of it: (dsn, dump)."""
+    name = f"vecfmt_par_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = pg_server.dsn_for(name)
+    root = tmp_path_factory.mktemp("parallel")
+    table = make_table(ROWS, DIM)
+    vecfmt.write_dump(str(root / "table"), table)
+    transfer.import_dump(str(root / "table"), pg(dsn, index="none"))
+    transfer.export(pg(dsn), str(root / "single"))  # iterates the slices in order, in one process
+    assert_same_rows(vecfmt.open_dump(str(root / "single")).table(""), table)
+    try:
+        yield dsn, str(root / "single")
+    finally:
+        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def assert_exact(dump: str, single: str) -> None:
+    assert validate_dump(dump) == []
+    diff = diff_dumps(single, dump)
+    assert diff.identical, diff.to_dict()["totals"]
+    assert not os.path.exists(os.path.join(dump, JOB_STATE))
+
+
+def job_state(dump: str) -> dict | None:
+    try:
+        return json.loads(Path(dump, JOB_STATE).read_text())
+    except (FileNotFoundError, ValueError):  # not written yet (it is replaced whole, never half)
+        return None
+
+
+def start_job(source_uri: str, dump: str, *, workers: int = 2) -> subprocess.Popen:
+    """The job in its own process group, so that the test can kill it with its workers."""
+    script = f"from vecfmt.parallel import export_partitioned; export_partitioned({source_uri!r}, {dump!r}, " \
+             f"workers={workers}, batch_size=2000)"  # fmt: skip
+    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_partitions_done(proc: subprocess.Popen, dump: str, seconds: float = 180) -> dict:
+    """Poll the job state until at least one partition is done (and the job still runs)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = job_state(dump)
+        if state and state["done"]:
+            return state
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.005)
+    raise AssertionError("no partition finished in time")
+
+
+def workers_of(pid: int) -> list[int]:
+    """The job's worker processes: its children started by multiprocessing's spawn."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+# --- slices -------------------------------------------------------------------------------------------
+
+
+def test_slices_are_ctid_page_ranges_read_by_tid_range_scans(source):
+    dsn, _ = source
+    exporter = open_exporter(pg(dsn))
+    try:
+        exporter.describe()
+        parts = exporter.slices("")
+        assert len(parts) == PARTITIONS
+        pages = [part.key["pages"] for part in parts]
+        assert pages[0][0] == 0 and pages[-1][1] is None  # from the first page, open at the end
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(pages))  # contiguous, no gap
+        with psycopg.connect(dsn) as conn:
+            plan = "\n".join(row[0] for row in conn.execute(
+                sql.SQL("EXPLAIN {}").format(exporter.select_sql("", pages[1]))).fetchall())  # fmt: skip
+        assert "Tid Range Scan" in plan, plan  # only its pages are read (PostgreSQL 14+), never OFFSET
+        ids = [exporter.batches(part, batch_size=5000) for part in parts]
+        seen = [[i for chunk in chunks for i in chunk.batch.column("id").to_pylist()] for chunks in ids]
+    finally:
+        exporter.close()
+    assert sum(len(s) for s in seen) == ROWS and len(set().union(*map(set, seen))) == ROWS
+    assert all(len(s) > ROWS // (2 * PARTITIONS) for s in seen)  # about even
+
+
+def test_a_query_source_is_one_slice(source):
+    dsn, _ = source
+    exporter = open_exporter(pg(dsn, table=None, query="SELECT * FROM items"))
+    try:
+        exporter.describe()
+        assert [part.key for part in exporter.slices("")] == [None]
+    finally:
+        exporter.close()
+
+
+def test_default_workers():
+    assert default_workers(partitions=3, namespaces=3) == 1  # one slice per namespace: nothing to split
+    assert default_workers(partitions=4, namespaces=1) == min(os.cpu_count() or 1, 4)
+    assert default_workers(partitions=100, namespaces=1) == min(os.cpu_count() or 1, 8)
+
+
+# --- partitioned export ------------------------------------------------------------------------------
+
+
+def test_two_workers_write_an_exact_dump(source, tmp_path):
+    dsn, single = source
+    dump = str(tmp_path / "two")
+    manifest = export_partitioned(pg(dsn), dump, workers=2, batch_size=2000)
+    assert manifest.total_rows == ROWS
+    assert_exact(dump, single)
+    prefixes = {Path(f.path).name[:6] for f in manifest.files}
+    assert prefixes == {f"p{i:05d}" for i in range(PARTITIONS)}  # every partition wrote its own files
+
+
+def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path):
+    dsn, single = source
+    dump = str(tmp_path / "killed")
+    proc = start_job(pg(dsn), dump)
+    wait_for_partitions_done(proc, dump)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its workers, mid-run
+    proc.wait()
+    state = job_state(dump)
+    done = {int(i): r["files"] for i, r in state["done"].items()}
+    assert 1 <= len(done) < PARTITIONS, "the job finished before it could be killed"
+    assert not os.path.exists(os.path.join(dump, "manifest.json"))
+
+    with pytest.raises(DumpError, match=r"interrupted partitioned export \(pass resume"):
+        export_partitioned(pg(dsn), dump, workers=2)  # not resuming: refused, nothing touched
+    manifest = export_partitioned(pg(dsn), dump, workers=2, resume=True)
+
+    assert_exact(dump, single)
+    listed = {f.path: f for f in manifest.files}
+    for files in done.values():  # the finished partitions' files, as they were: those did not run again
+        for f in files:
+            assert listed[f["path"]].sha256 == f["sha256"]
+    old_runs = {Path(f["path"]).name.split("-")[1] for files in done.values() for f in files}
+    rerun = {int(Path(p).name[1:6]) for p in listed if Path(p).name.split("-")[1] not in old_runs}
+    assert rerun == set(range(PARTITIONS)) - set(done)  # exactly the missing ones ran, in the new run
+
+
+def test_a_killed_worker_is_replaced_and_its_partitions_run_again(source, tmp_path):
+    dsn, single = source
+    dump = str(tmp_path / "worker")
+    proc = start_job(pg(dsn), dump)
+    state = wait_for_partitions_done(proc, dump)
+    victims = workers_of(proc.pid)
+    assert victims and len(state["done"]) < PARTITIONS
+    os.kill(victims[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert_exact(dump, single)
+
+
+def test_duplicate_ids_across_partitions_are_refused(source, tmp_path):
+    dsn, _ = source
+    run_sql(dsn, "DROP TABLE IF EXISTS dup",
+            "CREATE TABLE dup AS SELECT * FROM items",  # no primary key: nothing stops a duplicate id
+            "INSERT INTO dup SELECT * FROM items WHERE id = (SELECT id FROM items LIMIT 1)")  # fmt: skip
+    dump = str(tmp_path / "dup")
+    exporter = open_exporter(pg(dsn, table="dup"))
+    try:
+        exporter.describe()
+        assert len(exporter.slices("")) > 1  # the copy sits in the last slice, the original in the first
+    finally:
+        exporter.close()
+    with pytest.raises(InvalidDataError, match="duplicate ids in namespace ''"):
+        export_partitioned(pg(dsn, table="dup"), dump, workers=2)
+    assert not any(files for _, _, files in os.walk(dump))  # nothing left
+
+
+def test_a_failed_partition_names_itself_and_the_resume_command(source, tmp_path):
+    """A NULL id in the last slice: bad rows are not retried; the partitions before it stay done, and once the
+    row is mended (same row count) a resume runs only the failed partition."""
+    dsn, single = source
+    run_sql(dsn, "DROP TABLE IF EXISTS holes", "CREATE TABLE holes AS SELECT * FROM items",
+            "UPDATE holes SET id = NULL WHERE id = (SELECT id FROM holes ORDER BY ctid DESC LIMIT 1)")  # fmt: skip
+    dump = str(tmp_path / "holes")
+    with pytest.raises(InvalidDataError) as caught:
+        export_partitioned(pg(dsn, table="holes"), dump, workers=1)
+    message = str(caught.value)
+    assert "\n" not in message and PASSWORD not in message
+    assert message.startswith(f"partition {PARTITIONS} of {PARTITIONS} (namespace '', ")
+    assert "is NULL in some rows" in message
+    assert "--workers 1 --resume` runs the 1 partitions not done" in message
+    assert len(job_state(dump)["done"]) == PARTITIONS - 1
+
+    original = run_sql(dsn, "SELECT i.id FROM items i LEFT JOIN holes h ON h.id = i.id WHERE h.id IS NULL")[0][0]
+    run_sql(dsn, sql.SQL("UPDATE holes SET id = {} WHERE id IS NULL").format(sql.Literal(original)))
+    done_before = job_state(dump)["done"]
+    manifest = export_partitioned(pg(dsn, table="holes"), dump, workers=2, resume=True)
+    kept = {f["path"] for r in done_before.values() for f in r["files"]}
+    assert kept <= {f.path for f in manifest.files}
+    assert len(manifest.files) - len(kept) >= 1
+    assert diff_dumps(single, dump).identical
+
+
+def test_a_rerun_after_completion_is_refused_unless_overwrite(source, tmp_path):
+    dsn, single = source
+    dump = str(tmp_path / "again")
+    export_partitioned(pg(dsn), dump, workers=1)
+    before = sorted(os.listdir(os.path.join(dump, "__default__")))
+    for resume in (False, True):
+        with pytest.raises(DumpError, match="already holds a dump; pass overwrite"):
+            export_partitioned(pg(dsn), dump, workers=2, resume=resume)
+    assert sorted(os.listdir(os.path.join(dump, "__default__"))) == before
+    export_partitioned(pg(dsn), dump, workers=2, overwrite=True)
+    assert_exact(dump, single)
+    assert not set(os.listdir(os.path.join(dump, "__default__"))) & set(before)  # the old files are gone

@@ -1,0 +1,429 @@
+"""Partitioned export: one store read by several worker processes into one dump (spec 7.3).
+
+The job is planned as partitions, one per slice the exporter gives (``Exporter.slices``). Each partition
+runs in a worker process with its own exporter and writes its own part files (a distinct prefix) through
+``PartWriter``; every batch is checked with ``writer.check_batch``. A job state file beside the dump
+records the plan and each finished partition's files (path, rows, bytes, SHA-256), replaced atomically
+as partitions finish, so a killed job re-run with ``resume`` runs only the partitions not done. Once all
+are done, ids are checked unique per namespace across partitions, rows per namespace against what the
+store reported, and the manifest is committed once (``commit_manifest``).
+
+Exporters may offer two optional members, read here with ``getattr``: ``shared_snapshot() -> str | None``
+on the planning exporter (which stays open for the whole job) and ``use_snapshot(snapshot)`` on each
+worker's, so that every partition reads the same snapshot of the store (pgvector: ``pg_export_snapshot``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import multiprocessing
+import os
+import re
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError, first_line
+from vecfmt.manifest import MANIFEST_NAME, EmbeddingModel, FileEntry, Manifest
+from vecfmt.progress import RowProgress
+from vecfmt.storage import Location, redact, resolve
+from vecfmt.stores.base import Exporter, Slice, StoreURI, open_exporter
+from vecfmt.transfer import DEFAULT_BATCH_SIZE, _check_counts, _choose_namespaces, _label, _origin
+from vecfmt.writer import (
+    EXPORT_STATE,
+    ParquetOptions,
+    PartWriter,
+    check_batch,
+    commit_manifest,
+    prepare_location,
+    sync_folders,
+)
+
+# Beside the manifest while a partitioned export runs; removed once the manifest is written.
+JOB_STATE = "vecfmt-export-job.json"
+JOB_STATE_FORMAT = 1
+# What a partition names its files: p<partition>-<run>-<file>.parquet. The run (random, one per job run)
+# keeps a resumed job from ever writing a file under a name an earlier run's worker might still hold.
+_JOB_PART = re.compile(r"^[^/.][^/]*/p\d{5}-[0-9a-f]{6}-\d{5}\.parquet$")
+MAX_DEFAULT_WORKERS = 8
+DEFAULT_RETRIES = 2  # a failed partition runs at most 1 + DEFAULT_RETRIES times
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One partition, as a worker process receives it."""
+
+    source: str
+    dump_uri: str
+    index: int
+    namespace: str
+    key: Any
+    template: Manifest
+    options: ParquetOptions
+    batch_size: int
+    snapshot: str | None
+    prefix: str
+
+
+@dataclass(frozen=True)
+class _Report:
+    index: int
+    rows: int
+    files: list[FileEntry]
+
+
+def export_partitioned(
+    source: str,
+    dump_uri: str,
+    *,
+    workers: int | None = None,
+    namespaces: list[str] | None = None,
+    model: EmbeddingModel | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    overwrite: bool = False,
+    resume: bool = False,
+    options: ParquetOptions | None = None,
+    retries: int = DEFAULT_RETRIES,
+    progress: bool | None = None,
+) -> Manifest:
+    """Export a store to a dump at ``dump_uri`` with ``workers`` processes, one partition (slice) each at a
+    time. ``workers`` defaults to ``default_workers``; 1 runs the partitions in this process. With
+    ``resume``, an interrupted job at ``dump_uri`` continues with the partitions it had not finished (the
+    same source, namespaces and columns required); a complete dump there is refused unless ``overwrite``."""
+    if workers is not None and workers < 1:
+        raise ValueError("workers must be at least 1")
+    location = resolve(dump_uri)
+    exporter = open_exporter(source)  # open for the whole job: it holds the snapshot the workers share
+    try:
+        desc = exporter.describe()
+        chosen = _choose_namespaces(list(desc.namespaces), namespaces)
+        template = desc.manifest_template()
+        template.embedding_model = model or desc.embedding_model
+        job = _Job(location, dump_uri, source, template, _origin(exporter, desc), chosen)
+        if not (resume and job.load()):
+            _prepare(location, overwrite, resume)
+            job.plan([Slice(ns, part.key) for ns in chosen for part in exporter.slices(ns)])
+        if workers is None:
+            workers = default_workers(len(job.partitions), len(chosen))
+        workers = max(1, min(workers, len(job.partitions) - len(job.done) or 1))
+        run = secrets.token_hex(3)
+        snapshot = _shared_snapshot(exporter)
+        tasks = [_Task(source, dump_uri, i, part.namespace, part.key, template, options or ParquetOptions(), batch_size,
+                       snapshot, f"p{i:05d}-{run}")
+                 for i, part in enumerate(job.partitions) if i not in job.done]  # fmt: skip
+        total = desc.total_rows if namespaces is None else None
+        with RowProgress("export", total, progress) as bar:
+            bar.advance(sum(report.rows for report in job.done.values()))
+
+            def finished(report: _Report) -> None:
+                job.record(report)
+                bar.advance(report.rows)
+
+            failure = _run_in_process(tasks, finished, retries) if workers == 1 else \
+                _run_in_pool(tasks, finished, retries, workers)  # fmt: skip
+        if failure is not None:
+            raise job.failed(*failure, workers)
+        return job.commit(desc.namespaces)
+    finally:
+        exporter.close()
+
+
+def default_workers(partitions: int, namespaces: int) -> int:
+    """As many workers as the machine has cores, at most ``MAX_DEFAULT_WORKERS`` (each holds a store
+    connection and a row group in memory); 1 when the store gives one slice per namespace (nothing to
+    split) and never more than there are partitions."""
+    if partitions <= namespaces:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS, partitions))
+
+
+# --- the job state ------------------------------------------------------------------------------------
+
+
+class _Job:
+    """The plan and the partitions done, kept in ``JOB_STATE`` beside the dump."""
+
+    def __init__(self, location: Location, dump_uri: str, source: str, template: Manifest,
+                 origin: dict[str, Any], namespaces: list[str]) -> None:  # fmt: skip
+        self.location, self.dump_uri, self.source = location, dump_uri, source
+        self.template, self.origin, self.namespaces = template, origin, namespaces
+        self.partitions: list[Slice] = []
+        self.done: dict[int, _Report] = {}
+
+    def _definition(self) -> dict[str, Any]:
+        t = self.template
+        return {"vectors": [asdict(v) for v in t.vectors], "sparse_values": t.sparse_values, "document": t.document}
+
+    def load(self) -> bool:
+        """Take up an interrupted job at this location: False when there is none."""
+        if not self.location.exists(JOB_STATE) or self.location.exists(MANIFEST_NAME):
+            return False
+        where = redact(self.dump_uri)
+        try:
+            state = json.loads(self.location.read_bytes(JOB_STATE).to_pybytes())
+            recorded = state["origin"]
+            partitions = [Slice(p["namespace"], p["key"]) for p in state["partitions"]]
+            done = {int(i): _Report(int(i), r["rows"], [FileEntry(**f) for f in r["files"]])
+                    for i, r in state["done"].items()}  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DumpError(f"{where}/{JOB_STATE} is unreadable ({first_line(exc)}); start again with "
+                            "overwrite") from None
+        if state.get("format") != JOB_STATE_FORMAT:
+            raise DumpError(f"{where}: the interrupted job was written by another vecfmt; start again with overwrite")
+        if (recorded["source"], recorded["identity"]) != (self.origin["source"], self.origin["identity"]):
+            raise DumpError(f"{where}: the interrupted export read {_label(recorded)}, this one {_label(self.origin)}; "
+                            "resume with the same source, or start again with overwrite")
+        if recorded["counts"] != self.origin["counts"]:
+            raise DumpError(f"{where}: {_label(self.origin)} changed since the interrupted export (rows per namespace "
+                            f"then {recorded['counts']}, now {self.origin['counts']}); start again with overwrite")
+        if state["definition"] != self._definition():
+            raise DumpError(f"{where}: the source's vectors or columns changed since the interrupted export; start "
+                            "again with overwrite")
+        if state["namespaces"] != self.namespaces:
+            raise DumpError(f"{where}: the interrupted export covered namespaces {state['namespaces']}, this one "
+                            f"{self.namespaces}; resume with the same ones, or start again with overwrite")
+        sizes = self.location.sizes()
+        for report in done.values():
+            for f in report.files:
+                if sizes.get(f.path) != f.bytes:
+                    raise DumpError(f"cannot resume: {f.path} is missing or changed since its partition finished; "
+                                    "start again with overwrite")
+        self.partitions, self.done = partitions, done
+        # Files of partitions that did not finish (a killed run's): never listed, so removed now.
+        _remove_unlisted(self.location, sizes, self._listed())
+        return True
+
+    def plan(self, partitions: list[Slice]) -> None:
+        # As the state file will read them back (tuples become lists), so a resumed run reads the same slices.
+        self.partitions = [Slice(p.namespace, json.loads(json.dumps(p.key))) for p in partitions]
+        self.done = {}
+        self._save()
+
+    def record(self, report: _Report) -> None:
+        sync_folders(self.location, report.files)  # on disk before the state vouches for them
+        self.done[report.index] = report
+        self._save()
+
+    def _save(self) -> None:
+        state = {
+            "format": JOB_STATE_FORMAT,
+            "origin": self.origin,
+            "definition": self._definition(),
+            "namespaces": self.namespaces,
+            "partitions": [{"namespace": p.namespace, "key": p.key} for p in self.partitions],
+            "done": {str(i): {"rows": r.rows, "files": [asdict(f) for f in r.files]} for i, r in self.done.items()},
+        }
+        self.location.write_atomic(JOB_STATE, json.dumps(state).encode())
+
+    def _listed(self) -> set[str]:
+        return {f.path for report in self.done.values() for f in report.files}
+
+    def _files(self) -> list[FileEntry]:
+        return [f for i in sorted(self.done) for f in self.done[i].files]
+
+    def commit(self, reported: dict[str, int | None]) -> Manifest:
+        """All partitions are done: check rows and ids, remove strays, and commit the manifest once."""
+        rows: dict[str, int] = {}
+        for report in self.done.values():
+            namespace = self.partitions[report.index].namespace
+            rows[namespace] = rows.get(namespace, 0) + report.rows
+        try:
+            _check_counts(rows, reported, self.namespaces)
+            _remove_unlisted(self.location, self.location.sizes(), self._listed())
+            # Sizes confirmed, and ids read back from every part: unique per namespace across partitions.
+            manifest = commit_manifest(self.location, self.template, self._files(), check_ids=True)
+        except InvalidDataError:
+            self.discard()  # the store's rows themselves are wrong: no resume can mend them
+            raise
+        self.location.delete(JOB_STATE)
+        return manifest
+
+    def discard(self) -> None:
+        """Remove every file of this job, the state last."""
+        for f in self._files():
+            with contextlib.suppress(OSError):
+                self.location.delete(f.path)
+        _remove_unlisted(self.location, self.location.sizes(), set())
+        self.location.delete(JOB_STATE)
+
+    def failed(self, task: _Task, exc: BaseException, attempts: int, workers: int) -> BaseException:
+        """One line naming the partition and the command that continues the job."""
+        if not isinstance(exc, (VecfmtError, OSError, BrokenProcessPool)):
+            return exc  # a bug: shown as one, with its traceback
+        what = "a worker process died (killed, or out of memory)" if isinstance(exc, BrokenProcessPool) \
+            else first_line(exc)  # fmt: skip
+        left = len(self.partitions) - len(self.done)
+        times = f" {attempts} times" if attempts > 1 else ""
+        command = f"vecfmt export {StoreURI.parse(self.source)} {redact(self.dump_uri)} --workers {workers} --resume"
+        message = (f"partition {task.index + 1} of {len(self.partitions)} (namespace {task.namespace!r}, "
+                   f"{json.dumps(task.key)}) failed{times}: {what}; `{command}` runs the {left} partitions not done")
+        kind = type(exc) if isinstance(exc, VecfmtError) else StoreError if isinstance(exc, BrokenProcessPool) \
+            else DumpError  # fmt: skip
+        return kind(message)
+
+
+def _prepare(location: Location, overwrite: bool, resume: bool) -> None:
+    """A fresh start: refuse what is there unless ``overwrite``. A complete dump goes as ``prepare_location``
+    removes one (its manifest first); an interrupted job's files (named as partitions name theirs) go
+    before its state."""
+    existing = location.listdir()
+    if MANIFEST_NAME in existing or JOB_STATE not in existing:
+        if resume and EXPORT_STATE in existing and not overwrite:
+            raise DumpError(f"{location.uri} holds an interrupted single-process export, not a partitioned one: "
+                            "resume it without workers, or pass overwrite to replace it")
+        prepare_location(location, overwrite)
+        if JOB_STATE in existing:  # a job killed right after its commit: the state is stale
+            location.delete(JOB_STATE)
+        return
+    if not overwrite:
+        raise DumpError(f"{location.uri} already holds an interrupted partitioned export (pass resume to continue "
+                        "it); pass overwrite to replace it")
+    _remove_unlisted(location, location.sizes(), set())  # every file named as partitions name theirs
+    location.delete(JOB_STATE)
+    prepare_location(location, overwrite)
+
+
+def _remove_unlisted(location: Location, sizes: dict[str, int], listed: set[str]) -> None:
+    """Delete the part files partitions wrote that no finished partition lists (a killed run's)."""
+    for path in sorted(sizes):
+        if _JOB_PART.match(path) and path not in listed:
+            location.delete(path)
+
+
+def _shared_snapshot(exporter: Exporter) -> str | None:
+    share = getattr(exporter, "shared_snapshot", None)  # optional (module docstring)
+    return share() if callable(share) else None
+
+
+# --- running partitions ------------------------------------------------------------------------------
+
+# A worker's exporters, opened on its first partition and reused by the next ones (one connection per
+# worker, not per partition); keyed by source and snapshot.
+_exporters: dict[tuple[str, str | None], Exporter] = {}
+
+
+def _exporter(source: str, snapshot: str | None) -> Exporter:
+    exporter = _exporters.get((source, snapshot))
+    if exporter is None:
+        exporter = open_exporter(source)
+        try:
+            if snapshot is not None:
+                exporter.use_snapshot(snapshot)  # type: ignore[attr-defined]  # it gave shared_snapshot()
+        except BaseException:
+            exporter.close()
+            raise
+        _exporters[(source, snapshot)] = exporter
+    return exporter
+
+
+def _close_exporters() -> None:
+    while _exporters:
+        _, exporter = _exporters.popitem()
+        with contextlib.suppress(Exception):  # closing after an error: nothing left to save
+            exporter.close()
+
+
+def run_partition(task: _Task) -> _Report:
+    """Read one slice and write it as part files; on failure remove them (and drop the exporter, whose
+    connection may be broken, so that a retry opens a new one)."""
+    exporter = _exporter(task.source, task.snapshot)
+    schema = task.template.arrow_schema()
+    writer = PartWriter(resolve(task.dump_uri), task.namespace, schema, task.options, prefix=task.prefix)
+    rows = 0
+    try:
+        for chunk in exporter.batches(Slice(task.namespace, task.key), batch_size=task.batch_size):
+            unknown = [name for name in chunk.batch.schema.names if name not in schema.names]
+            if unknown:  # conform() would drop them: refused, as DumpWriter refuses them
+                raise InvalidDataError(f"the store gave columns this dump has no place for: {', '.join(unknown)}")
+            batch = check_batch(chunk.batch, schema, task.template.vectors)
+            writer.write(batch)
+            rows += batch.num_rows
+        files = writer.close()
+    except BaseException:
+        writer.abort()
+        with contextlib.suppress(Exception):
+            _exporters.pop((task.source, task.snapshot)).close()
+        raise
+    return _Report(task.index, rows, files)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A store or storage failure (server gone, timeout, a worker killed) may pass; bad rows and bugs do not."""
+    return isinstance(exc, (StoreError, DumpError, OSError, BrokenProcessPool))
+
+
+_Failure = tuple[_Task, BaseException, int]
+
+
+def _run_in_process(tasks: list[_Task], finished: Callable[[_Report], None], retries: int) -> _Failure | None:
+    try:
+        for task in tasks:
+            for attempt in range(1, retries + 2):
+                try:
+                    finished(run_partition(task))
+                    break
+                except Exception as exc:
+                    if not _retryable(exc) or attempt > retries:
+                        return task, exc, attempt
+        return None
+    finally:
+        _close_exporters()
+
+
+def _run_in_pool(
+    tasks: list[_Task], finished: Callable[[_Report], None], retries: int, workers: int
+) -> _Failure | None:
+    """Run the partitions on ``workers`` processes. A failed partition runs again (at most ``retries``
+    more times); a dead worker breaks the pool, which is replaced, and its partitions run again. After a
+    partition fails for good, the ones already running finish (and are recorded), the rest never start."""
+    attempts = {task.index: 0 for task in tasks}
+    queue = list(tasks)
+    failure: _Failure | None = None
+    # 'spawn': store clients (libpq, gRPC) are not fork-safe, and a fresh interpreter inherits no connection.
+    context = multiprocessing.get_context("spawn")
+    while queue and failure is None:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started) as pool:
+            running: dict[Future[_Report], _Task] = {}
+            while queue or running:
+                while queue:  # a broken pool takes no more: they wait for the next one
+                    task = queue.pop(0)
+                    attempts[task.index] += 1
+                    try:
+                        running[pool.submit(run_partition, task)] = task
+                    except BrokenProcessPool:
+                        queue.insert(0, task)
+                        attempts[task.index] -= 1
+                        break
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    if future.cancelled():
+                        continue
+                    exc = future.exception()
+                    if exc is None:
+                        finished(future.result())
+                    elif failure is None and _retryable(exc) and attempts[task.index] <= retries:
+                        queue.append(task)
+                    elif failure is None:
+                        failure = task, exc, attempts[task.index]
+                        queue.clear()
+                        for other in running:
+                            other.cancel()  # not started yet: never will
+    return failure
+
+
+def _worker_started() -> None:
+    """Die with the job (Linux): an orphaned worker would go on writing files no state lists."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
