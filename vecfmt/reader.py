@@ -104,14 +104,15 @@ class Dump:
         verify: bool = True,
     ) -> Iterator[pa.RecordBatch]:
         """Stream the rows of one namespace (or of all, in manifest order, when None)."""
-        for _, batch in self._stream(self.files(namespace), columns, batch_size, verify):
+        for _, batch in self.stream(self.files(namespace), columns=columns, batch_size=batch_size, verify=verify):
             yield batch
 
     def scan(
         self, *, columns: Sequence[str] | None = None, batch_size: int | None = None, verify: bool = True
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Every row of the dump as ``(namespace, batch)`` pairs, in manifest order."""
-        yield from self._stream(self.manifest.files, columns, batch_size, verify)
+        for entry, batch in self.stream(self.manifest.files, columns=columns, batch_size=batch_size, verify=verify):
+            yield entry.namespace, batch
 
     def schema_of(self, columns: Sequence[str] | None = None) -> pa.Schema:
         """The dump's schema, or the part of it that ``columns`` select."""
@@ -133,12 +134,17 @@ class Dump:
         table = self.load_file(entry, columns=columns, verify=verify, conform=conform)
         yield from table.to_batches(max_chunksize=batch_size)
 
-    def _stream(
-        self, entries: Sequence[FileEntry], columns: Sequence[str] | None, batch_size: int | None, verify: bool
-    ) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Files loaded (read, hashed, decoded) by worker threads, READ_AHEAD at a time, handed out in
-        manifest order: the files decode in parallel like a multi-threaded read_table, while memory stays
-        bounded by a few files (64 MiB each by default)."""
+    def stream(
+        self,
+        entries: Sequence[FileEntry],
+        *,
+        columns: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        verify: bool = True,
+    ) -> Iterator[tuple[FileEntry, pa.RecordBatch]]:
+        """The batches of these files, in their order, with the file each comes from. Files are loaded
+        (read, hashed, decoded) by worker threads, READ_AHEAD at a time: they decode in parallel like a
+        multi-threaded read_table, while memory stays bounded by a few files (64 MiB each by default)."""
         pending: deque[tuple[FileEntry, Future[pa.Table]]] = deque()
         upcoming = iter(entries)
         try:
@@ -149,7 +155,7 @@ class Dump:
                     return
                 entry, loading = pending.popleft()
                 for batch in loading.result().to_batches(max_chunksize=batch_size):
-                    yield entry.namespace, batch
+                    yield entry, batch
         finally:
             for _, loading in pending:
                 loading.cancel()

@@ -6,6 +6,7 @@ This module is the code of ``spec/vecfmt-v1.md`` sections 3-5; tests hold the tw
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote
@@ -226,6 +227,9 @@ def _refuse_constant(name: str) -> Any:
 
 
 _STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+# its scanner, called directly: (value, end index) of the JSON value starting at an index, strict alike
+# (NaN refused), without decode()'s per-call Python; raises StopIteration where no value starts
+scan_json_value = json.scanner.make_scanner(_STRICT_JSON)
 
 
 def parse_metadata_json(text: str | bytes) -> Any:

@@ -205,33 +205,31 @@ def import_dump(
 def _write_from(
     dump: Dump, namespaces: list[str], importer: Importer, done: int, batch_size: int, bar: RowProgress
 ) -> int:
-    """Write the dump's rows after the first ``done`` (in manifest order) into ``importer``."""
+    """Write the dump's rows after the first ``done`` (in manifest order) into ``importer``. The files
+    load a few ahead on the reader's threads while the store writes."""
     position = 0
     moved = 0
     vectors = dump.manifest.vectors
-    for entry in dump.manifest.files:
-        if entry.namespace not in namespaces:
-            continue
-        if position + entry.rows <= done:  # committed by an earlier run: not even read
-            position += entry.rows
-            continue
-        for batch in dump.file_batches(entry, batch_size=batch_size):
-            if position + batch.num_rows <= done:
-                position += batch.num_rows
-                continue
-            if position < done:
-                batch = batch.slice(done - position)
-                position = done
-            try:
-                batch = check_batch(batch, dump.schema, vectors)  # NaN/inf even in a hand-made dump
-            except InvalidDataError as exc:
-                if position == 0:
-                    raise
-                raise _BadRows(str(exc), entry.path, position) from None
+    wanted = [entry for entry in dump.manifest.files if entry.namespace in namespaces]
+    while wanted and position + wanted[0].rows <= done:  # committed by an earlier run: not even read
+        position += wanted.pop(0).rows
+    for entry, batch in dump.stream(wanted, batch_size=batch_size):
+        if position + batch.num_rows <= done:
             position += batch.num_rows
-            importer.write(entry.namespace, batch, rows_done=position)
-            moved += batch.num_rows
-            bar.advance(batch.num_rows)
+            continue
+        if position < done:
+            batch = batch.slice(done - position)
+            position = done
+        try:
+            batch = check_batch(batch, dump.schema, vectors)  # NaN/inf even in a hand-made dump
+        except InvalidDataError as exc:
+            if position == 0:
+                raise
+            raise _BadRows(str(exc), entry.path, position) from None
+        position += batch.num_rows
+        importer.write(entry.namespace, batch, rows_done=position)
+        moved += batch.num_rows
+        bar.advance(batch.num_rows)
     return moved
 
 

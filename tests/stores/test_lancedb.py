@@ -591,9 +591,32 @@ def test_replace_with_metadata_that_is_not_a_json_object_leaves_the_old_table(tm
 
 def test_import_refuses_metadata_that_is_not_json_before_committing(tmp_path):
     bad = _dump_with_metadata(tmp_path, 550, '{"x": ')
-    with pytest.raises(vecfmt.InvalidDataError, match=r"metadata of id 'id-550' is not a JSON object"):
-        transfer.import_dump(bad, lance(tmp_path))
-    assert _count(tmp_path) == 0
+    with pytest.raises(vecfmt.InvalidDataError, match=r"metadata of id 'id-550' is not a JSON object.*nothing was "
+                       r"changed: the target is as it was"):
+        transfer.import_dump(bad, lance(tmp_path), batch_size=100)
+    # the table it created is gone, not left empty
+    assert vecfmt.stores.lancedb._table_names(lancedb.connect(str(tmp_path / "db"))) == []
+
+
+def test_a_refused_import_keeps_the_rows_committed_before_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    bad = _dump_with_metadata(tmp_path, 550, '{"x": ')
+    with pytest.raises(vecfmt.InvalidDataError, match=r"id 'id-550'.*the first 400 rows are in the target"):
+        transfer.import_dump(bad, lance(tmp_path), batch_size=100)
+    assert _count(tmp_path) == 400
+
+
+def test_a_lance_commit_is_all_or_nothing_when_its_piece_is_cancelled(tmp_path):
+    db = lancedb.connect(str(tmp_path / "db"))
+    table = db.create_table("t", schema=pa.schema([("id", pa.string())]))
+    piece = vecfmt.stores.lancedb._StreamedCommit(lambda reader: table.add(reader).version, table.schema)
+    for start in range(0, 300, 100):
+        piece.put(pa.record_batch({"id": [str(i) for i in range(start, start + 100)]}))
+    piece.cancel()
+    assert (table.count_rows(), table.version) == (0, 1)
+    piece = vecfmt.stores.lancedb._StreamedCommit(lambda reader: table.add(reader).version, table.schema)
+    piece.put(pa.record_batch({"id": ["a", "b"]}))
+    assert piece.finish() == 2 and table.count_rows() == 2
 
 
 def test_export_refuses_table_metadata_that_is_not_json(tmp_path):

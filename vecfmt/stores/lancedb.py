@@ -24,8 +24,10 @@ foreign tables that are not vectors are folded into the JSON metadata by the rul
 
 Ids are unique within a namespace: ``upsert`` merges on (namespace, id) when the table has namespaces.
 
-Imports commit in pieces of about ``COMMIT_BYTES`` or ``COMMIT_ROWS`` (each an atomic Lance commit, in
-the dump's order), then compact the table's small fragments in ``finish()`` without pruning any version.
+Imports commit in pieces of ``COMMIT_ROWS`` rows (each an atomic Lance commit, in the dump's order). Each
+piece streams into one ``add`` running on a thread of its own, which Lance encodes and writes while the
+core reads the next batches from the dump, and becomes one Lance fragment of the size Lance itself writes;
+``finish()`` then compacts what small fragments are left (a last piece), without pruning any version.
 A table the import creates (or stages) holds only its commits: each must be the version right after the
 previous one, else another writer is at work and the import stops. After each commit the tag
 ``vecfmt-import`` points at it (the progress record; deleted once the import is done), and ``resume``
@@ -46,9 +48,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -86,8 +90,9 @@ SCHEMA_KEY = b"vecfmt"
 # canonical metric -> LanceDB distance_type
 DISTANCE_TYPES = {"cosine": "cosine", "dot": "dot", "euclidean": "l2", "hamming": "hamming"}
 # An import commits once this much is buffered: few, large fragments and versions, bounded memory.
-COMMIT_BYTES = 64 * 1024 * 1024
-COMMIT_ROWS = 100_000
+# Lance's own rows per data file (its default max_rows_per_file): a piece this size needs no compaction,
+# and a resume repeats at most this much work (seconds of it)
+COMMIT_ROWS = 1024 * 1024
 STAGING_SUFFIX = "-vecfmt-staging"
 # optimize() prunes versions older than this; vecfmt compacts only and never prunes a user's history.
 KEEP_VERSIONS = timedelta(days=100 * 365)
@@ -297,7 +302,8 @@ class LanceDBImporter:
         self.namespaced = False
         self.upsert = False
         self.metric = "cosine"
-        self.pending: list[pa.Table] = []  # written but not yet committed
+        self.piece: _StreamedCommit | None = None  # the commit being written, not yet made
+        self.created = False  # this run created the table itself (not staged, not resumed)
         self.resumable = False  # an import of a dump (a copy cannot resume)
         self.rows_written = 0  # the dump's rows once everything written so far is committed
         self.rows_done = 0  # ... once the last commit is
@@ -351,7 +357,7 @@ class LanceDBImporter:
                                  f"starting; {self.name!r} is unchanged: re-run the import once the other "
                                  "writer is done") from None
             raise StoreError(f"cannot create LanceDB table {self.name!r}: {self._message(exc)}") from None
-        self.staged = exists
+        self.staged, self.created = exists, not exists
         self.tracked, self.version = True, self.table.version
         with self._other_writers("start loading"):
             self.stamp = _stamp(self.table, self.version)
@@ -426,33 +432,38 @@ class LanceDBImporter:
         return pa.schema(fields)
 
     def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
-        names = [self.renames.get(n, n) for n in batch.schema.names]
-        table = pa.Table.from_batches([batch.rename_columns(names)])
+        batch = batch.rename_columns([self.renames.get(n, n) for n in batch.schema.names])
         if self.namespaced:
-            table = table.append_column(NAMESPACE_COLUMN, pa.repeat(pa.scalar(namespace), len(table)))
-        self.pending.append(table.cast(self.table.schema))  # nullability and metadata only: no conversion
+            batch = batch.append_column(NAMESPACE_COLUMN, pa.repeat(pa.scalar(namespace), batch.num_rows))
+        batch = batch.cast(self.table.schema)  # nullability and metadata only: no conversion
+        if self.piece is None:
+            self.piece = _StreamedCommit(self._start_commit, self.table.schema)
+        try:
+            self.piece.put(batch)
+        except Exception as exc:  # Lance stopped writing the piece
+            self.piece = None
+            raise self._write_failed(exc) from None
         self.rows_written = rows_done
-        if (sum(t.num_rows for t in self.pending) >= COMMIT_ROWS
-                or sum(t.nbytes for t in self.pending) >= COMMIT_BYTES):
+        if self.piece.rows >= COMMIT_ROWS:
             self._commit()
 
+    def _start_commit(self, reader: pa.RecordBatchReader) -> int:
+        """One Lance commit of the batches ``reader`` yields (run on the piece's thread)."""
+        if self.upsert:  # ids are unique within a namespace only
+            keys = [NAMESPACE_COLUMN, ID] if self.namespaced else [ID]
+            merge = self.table.merge_insert(keys).when_matched_update_all().when_not_matched_insert_all()
+            return merge.execute(reader).version
+        return self.table.add(reader).version
+
     def _commit(self) -> None:
-        """One Lance commit of everything written since the last one."""
-        if not self.pending:
+        """Make the commit of everything written since the last one."""
+        if self.piece is None:
             return
-        data = pa.concat_tables(self.pending)
+        piece, self.piece = self.piece, None
         try:
-            if self.upsert:  # ids are unique within a namespace only
-                keys = [NAMESPACE_COLUMN, ID] if self.namespaced else [ID]
-                merge = self.table.merge_insert(keys).when_matched_update_all().when_not_matched_insert_all()
-                version = merge.execute(data).version
-            else:
-                version = self.table.add(data).version
+            version = piece.finish()
         except Exception as exc:
-            if self.tracked and self._changed():
-                raise self._conflict() from None
-            raise StoreError(f"cannot write to LanceDB table {self.name!r}: {self._message(exc)}") from None
-        self.pending = []
+            raise self._write_failed(exc) from None
         if self.tracked:
             with self._other_writers("record the progress of"):
                 stamps = _stamps(self.table)
@@ -462,6 +473,11 @@ class LanceDBImporter:
                 self.version, self.stamp = version, stamps.get(version)
                 self._record_progress(version)
         self.rows_done = self.rows_written
+
+    def _write_failed(self, exc: Exception) -> StoreError:
+        if self.tracked and self._changed():
+            return self._conflict()
+        return StoreError(f"cannot write to LanceDB table {self.name!r}: {self._message(exc)}")
 
     @contextlib.contextmanager
     def _other_writers(self, doing: str) -> Iterator[None]:
@@ -589,21 +605,92 @@ class LanceDBImporter:
             table.tags.delete(PROGRESS_TAG)
 
     def abort(self) -> None:
-        """The dump is broken: drop the staged table (the old one was never touched)."""
-        self.pending = []
+        """The dump is broken: drop the staged table (the old one was never touched), or the table this
+        run created while it holds none of the dump's rows; rows of earlier commits stay, and are said."""
+        self._cancel()
         if self.staged:
             self.rows_done = 0  # none of the dump's rows is in the target (rows_committed)
-        # after a conflict the staged table may be another replace's: not ours to drop
-        if self.staged and not self.conflict and self.staging_name in _table_names(self.db):
+        # after a conflict the staged table may be another replace's, or the new table another writer's
+        if self.conflict:
+            return
+        if self.staged and self.staging_name in _table_names(self.db):
             self.db.drop_table(self.staging_name)
+        elif self.created and self.rows_done == 0 and not self._changed():
+            self.db.drop_table(self.name)
+            self.created = False
         self.staged = False
 
+    def _cancel(self) -> None:
+        if self.piece is not None:
+            piece, self.piece = self.piece, None
+            piece.cancel()
+
     def close(self) -> None:
-        pass
+        self._cancel()  # an error stopped the import: the piece in progress is not committed
 
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
         return _search(self.table, PRIMARY_COLUMN, ID, self.metric,
                        NAMESPACE_COLUMN if self.namespaced else None, vector, k, namespace)
+
+
+class _Cancelled(Exception):
+    """Raised into Lance's read of a piece that must not be committed."""
+
+
+_END = object()
+
+
+class _StreamedCommit:
+    """One Lance commit fed a batch at a time: ``start`` (``add`` or ``merge_insert``) runs on a thread of
+    its own over a reader whose batches come from ``put``, so Lance encodes and writes while the caller
+    reads on. A piece is committed by ``finish`` only; ``cancel`` (or an error) makes the reader raise,
+    and Lance then commits nothing."""
+
+    def __init__(self, start: Callable[[pa.RecordBatchReader], int], schema: pa.Schema) -> None:
+        self.rows = 0
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.version: int | None = None
+        self.error: BaseException | None = None
+        reader = pa.RecordBatchReader.from_batches(schema, self._batches())
+        self.thread = threading.Thread(target=self._run, args=(start, reader), name="vecfmt-lance", daemon=True)
+        self.thread.start()
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        while (item := self.queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self, start: Callable[[pa.RecordBatchReader], int], reader: pa.RecordBatchReader) -> None:
+        try:
+            self.version = start(reader)
+        except BaseException as exc:  # handed to the caller by put/finish
+            self.error = exc
+
+    def _hand(self, item: Any) -> None:
+        while self.thread.is_alive():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise self.error or RuntimeError("Lance stopped reading before the end of the data")
+
+    def put(self, batch: pa.RecordBatch) -> None:
+        self._hand(batch)
+        self.rows += batch.num_rows
+
+    def finish(self) -> int:
+        self._hand(_END)
+        self.thread.join()
+        if self.error is not None or self.version is None:
+            raise self.error or RuntimeError("Lance returned no version")
+        return self.version
+
+    def cancel(self) -> None:
+        with contextlib.suppress(Exception):
+            self._hand(_Cancelled())
+        self.thread.join()
 
 
 def open_exporter(uri: StoreURI) -> LanceDBExporter:
