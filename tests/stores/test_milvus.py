@@ -23,6 +23,7 @@ import vecfmt
 from tests.helpers import (
     assert_one_clear_error,
     make_table,
+    rewrite_part,
     vecfmt_cli,
     write_namespaced,
 )
@@ -551,3 +552,55 @@ def test_a_refused_replace_drops_nothing_it_cannot_prove_it_staged(tmp_path, db)
         assert sorted(c.list_collections()) == ["c", "c_vecfmt_staged"]
     finally:
         release(db, c)
+
+
+def _sparse_table(n: int, *, prefix: str = "id-", negative_row: int | None = None) -> pa.Table:
+    """make_table's rows with sparse weights Milvus takes (non-negative), but for one negative weight in
+    ``negative_row``: a row the dump format allows and only the store refuses."""
+    table = make_table(n, 8, sparse=True, prefix=prefix)
+    sparse = [None if r is None else {"indices": r["indices"], "values": [abs(v) for v in r["values"]]}
+              for r in table.column("sparse_values").to_pylist()]  # fmt: skip
+    if negative_row is not None:
+        sparse[negative_row] = {"indices": [1, 2], "values": [-1.0, 2.0]}
+    at = table.schema.get_field_index("sparse_values")
+    return table.set_column(at, "sparse_values", pa.array(sparse, table.schema.field("sparse_values").type))
+
+
+def test_a_refused_first_batch_leaves_no_collection_behind(tmp_path, db):
+    """Milvus refuses a row of the first request after prepare() created the collection: the collection this
+    run created is dropped (a replace's staged one too, the old target kept as it was); a dump broken in its
+    first batch (NaN) leaves nothing either. Once rows are acknowledged, a refusal keeps them for --resume."""
+    good = _sparse_table(300)
+    vecfmt.write_dump(str(tmp_path / "refused"), _sparse_table(300, negative_row=5))
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "refused"), uri(db, "fresh")),
+                           "insert failed", "sparse")  # fmt: skip
+    nan = good.column("values").combine_chunks().values.to_numpy(zero_copy_only=False).copy()
+    nan[8 * 7] = np.nan  # row 7: the core's check refuses it after prepare() created the collection
+    rewrite_part(str(tmp_path / "refused"), 0, good.set_column(1, "values", vectors_array(nan.reshape(300, 8))))
+    assert_one_clear_error(vecfmt_cli("import", str(tmp_path / "refused"), uri(db, "fresh")), "NaN")
+    c = client(db)
+    try:
+        assert c.list_collections() == []
+    finally:
+        release(db, c)
+
+    old = _sparse_table(50, prefix="old-")
+    vecfmt.write_dump(str(tmp_path / "old"), old)
+    transfer.import_dump(str(tmp_path / "old"), uri(db))
+    vecfmt.write_dump(str(tmp_path / "refused2"), _sparse_table(300, negative_row=5))
+    with pytest.raises(StoreError, match="insert failed"):
+        transfer.import_dump(str(tmp_path / "refused2"), uri(db), if_exists="replace")
+    transfer.export(uri(db), str(tmp_path / "after"))
+    assert_identical(vecfmt.open_dump(str(tmp_path / "after")).table(""), old)
+    c = client(db)
+    try:
+        assert c.list_collections() == ["docs"]  # no docs_vecfmt_staged left
+    finally:
+        release(db, c)
+
+    # refused after the first 1,000 rows were acknowledged: those stay, and the error says how to go on
+    late = _sparse_table(3_000, prefix="late-", negative_row=2_500)
+    vecfmt.write_dump(str(tmp_path / "late"), late, options=vecfmt.ParquetOptions(max_file_rows=1_000))
+    run = vecfmt_cli("import", str(tmp_path / "late"), uri(db, "late", batch=500), "--batch-size", "1000")
+    assert_one_clear_error(run, "insert failed", "rows of the dump are committed", "--resume")
+    assert transfer.export(uri(db, "late"), str(tmp_path / "late-out")).total_rows >= 1_000

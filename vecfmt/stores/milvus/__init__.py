@@ -23,9 +23,9 @@ Options (details, type mapping and limits in docs/milvus.md):
 ``metadata``        the JSON field holding metadata (default: vecfmt's, else ``metadata``)
 ``id_max_length``   import: max_length (bytes) of a new VARCHAR primary key (default 512, up to 65535)
 ``index``           import: the index type built on new vector fields (default AUTOINDEX)
-``batch``           import: rows per insert request (default 1000)
+``batch``           import: rows per insert request (default: 16 MiB of vectors, at most 10000)
 ``concurrency``     import: requests in flight (default 1 for Milvus Lite, which runs in this process; 2 else)
-``page``            export: rows per query (default 1000, at most 16384)
+``page``            export: rows per query (default: 64 MiB of vectors within the core's batch; at most 16384)
 ==================  ===================================================================================
 
 Mapping: the primary key <-> ``id`` (VARCHAR, or INT64 as decimal text); FLOAT_VECTOR fields <-> ``values``

@@ -27,6 +27,7 @@ OPTIONS = {
 }  # fmt: skip
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")  # Milvus's rule for collection, partition and field names
 DEFAULT_PORT = 19530
+MAX_QUERY_ROWS = 16_384  # Milvus's cap on a query's limit
 TOKEN_ENV = "MILVUS_TOKEN"
 
 # Milvus Lite runs in this process (a gRPC server on threads, one per .db folder, holding the folder's LOCK).
@@ -99,8 +100,10 @@ class Target:
                 check_name(self.db, "database")
         self.collection = check_name(uri.require("collection"), "collection")
         self.timeout = float(uri.bounded_int("timeout", 120, 1, 86_400))
-        self.batch = uri.bounded_int("batch", 1000, 1, 100_000)
-        self.page = uri.bounded_int("page", 1000, 1, 16_384)  # Milvus caps a query at 16,384 rows
+        # None: the importer sizes requests by the row width (importer.request_rows)
+        self.batch: int | None = uri.bounded_int("batch", 1, 1, 100_000) if uri.option("batch") else None
+        # Milvus caps a query at 16,384 rows; None: the exporter sizes pages by the row width (exporter.page_rows)
+        self.page: int | None = uri.bounded_int("page", 1, 1, MAX_QUERY_ROWS) if uri.option("page") else None
         self.concurrency = uri.bounded_int("concurrency", 1 if self.lite else 2, 1, 16)
         self.label = f"milvus {'lite ' if self.lite else ''}{self.where} collection {self.collection!r}"
         self._client: Any = None

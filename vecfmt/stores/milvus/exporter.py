@@ -26,8 +26,12 @@ from vecfmt.stores.milvus.catalog import (
     namespace_of,
     partition_of,
 )
-from vecfmt.stores.milvus.connect import SCHEME, Target, literal
+from vecfmt.stores.milvus.connect import MAX_QUERY_ROWS, SCHEME, Target, literal
 from vecfmt.stores.milvus.search import nearest
+
+# Vectors per query answer, at most: well under the 100 MiB a Milvus server returns by default
+# (quotaAndLimits maxOutputSize) and under gRPC's message limits; 10,000 rows of 768 dimensions are 29 MiB.
+PAGE_BYTES = 64 << 20
 
 
 class MilvusExporter:
@@ -134,7 +138,9 @@ class MilvusExporter:
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def _page(self, namespace: str, after: Any, limit: int) -> list[dict[str, Any]]:
+    def _page(self, namespace: str, after: Any, limit: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """One page: its rows (dicts) and the FLOAT_VECTOR fields read as whole matrices when pymilvus lets
+        them be (``columnar``); a field without a matrix is in the rows."""
         t, c = self.target, self.collection
         pk = c.pk.name
         where = ""
@@ -144,39 +150,51 @@ class MilvusExporter:
         with t.errors("cannot read rows"):
             # iterator=True and reduce_stop_for_best: Milvus returns the first ``limit`` rows in key order
             # (what query_iterator asks for); without them a limited query's rows come in no defined order.
-            # strict_float32: pymilvus turns each page's FLOAT_VECTOR data into one NumPy array and hands rows
-            # slices of it, rather than a list of Python floats per row.
-            return list(t.client().query(c.name, filter=where, output_fields=["*"], limit=limit,
-                                         partition_names=partitions, iterator="True",
-                                         reduce_stop_for_best="True", strict_float32=True))  # fmt: skip
+            # strict_float32: should rows be materialised, each FLOAT_VECTOR is a slice of one NumPy array
+            # per page rather than a list of Python floats.
+            page = t.client().query(c.name, filter=where, output_fields=["*"], limit=limit,
+                                    partition_names=partitions, iterator="True",
+                                    reduce_stop_for_best="True", strict_float32=True)  # fmt: skip
+            return columnar(page) or (list(page), {})
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
         state = json.loads(resume) if resume else {"after": None, "rows": 0}
         after, rows = state["after"], int(state["rows"])
-        limit = min(batch_size, self.target.page)
+        limit = self.page_rows(batch_size)
         pk = self.collection.pk.name
         pending: Future[Any] | None = self.pool.submit(self._page, part.namespace, after, limit)
         while pending is not None:
-            page = pending.result()
+            page, matrices = pending.result()
             if not page:
                 break
             after = page[-1][pk]
             # The next page needs only the last key: fetch it while this one is converted.
             pending = self.pool.submit(self._page, part.namespace, after, limit) if len(page) == limit else None
-            batch = self._batch(page)
+            batch = self._batch(page, matrices)
             rows += batch.num_rows
             yield Chunk(batch, json.dumps({"after": after, "rows": rows}))
 
-    def _batch(self, page: list[dict[str, Any]]) -> pa.RecordBatch:
-        # pymilvus hands out one dict per row (FLOAT_VECTOR values as slices of the page's NumPy array, other
-        # vector types as bytes): each vector field is stacked once per page into one float32 matrix; ids and
-        # metadata are per-row Python values there, so they are gathered per row (JSON has no columnar encoder).
+    def page_rows(self, batch_size: int) -> int:
+        """Rows a query asks for: ``page`` when given, else as many as the core's batch holds within
+        ``PAGE_BYTES`` of vectors. Each query of Milvus Lite gathers every row of the partition before it
+        picks the page (a cost per query that grows with the collection), so pages are as large as is safe."""
+        if self.target.page is not None:
+            return min(batch_size, self.target.page)
+        width = sum(4 * f.dim for f in self.order) or 4
+        return max(1, min(batch_size, MAX_QUERY_ROWS, PAGE_BYTES // width))
+
+    def _batch(self, page: list[dict[str, Any]], matrices: dict[str, np.ndarray]) -> pa.RecordBatch:
+        # Vector fields come as one float32 matrix per page (``columnar``), or else from the rows (NumPy slices
+        # of the page's array, bytes for FLOAT16/BFLOAT16), stacked once per page; ids and metadata are per-row
+        # Python values in pymilvus's result, so they are gathered per row (JSON has no columnar encoder).
         c = self.collection
         pk = c.pk.name
         ids = [str(r[pk]) for r in page]
         arrays: dict[str, pa.Array] = {ID: pa.array(ids, pa.string())}
         for f in self.order:
-            matrix, mask = dense_matrix([r.get(f.name) for r in page], f.type, f.dim)
+            given = matrices.get(f.name)
+            matrix, mask = (given, None) if given is not None else dense_matrix([r.get(f.name) for r in page],
+                                                                                f.type, f.dim)  # fmt: skip
             if mask is not None and f is self.primary:
                 row = ids[int(np.flatnonzero(mask)[0])]
                 raise InvalidDataError(f"{self.target.label}: row {row!r} has no {f.name!r} vector, which is the "
@@ -219,6 +237,66 @@ class MilvusExporter:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.target.close()
+
+
+def columnar(page: Any) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]] | None:
+    """A query result read by column: pymilvus decodes the scalar fields of every row when the answer arrives,
+    and each other field per row when that row is first read (a slice per vector, ~100 us a row). Here each
+    non-null FLOAT_VECTOR field becomes one matrix straight from the answer's packed float32 bytes, and JSON
+    fields are decoded by pymilvus's own per-cell decoder (the same values a row would hold). None when the
+    result is not the one this was written against (pymilvus's ``HybridExtraList``) or holds another lazily
+    decoded field (sparse, float16, arrays, the dynamic field): then the rows are read as pymilvus gives them."""
+    fields = getattr(page, "_lazy_field_data", None)
+    if not isinstance(page, list) or not isinstance(fields, list):
+        return None
+    try:
+        from pymilvus import DataType
+        from pymilvus.client.field_data_extractors import decode_cell
+    except ImportError:
+        return None
+    rows: list[dict[str, Any]] = list(list.__iter__(page))  # the eagerly decoded fields, rows not materialised
+    if any("_original_idx" in row for row in rows[:1]):
+        return None
+    matrices: dict[str, np.ndarray] = {}
+    decoded: dict[str, list[Any]] = {}
+    for data in fields:
+        if data.type == DataType.FLOAT_VECTOR and not len(data.valid_data):
+            matrix = packed_float32(data.vectors.float_vector, len(rows), int(data.vectors.dim))
+            if matrix is None:
+                return None
+            matrices[data.field_name] = matrix
+        elif data.type == DataType.JSON and not data.is_dynamic:
+            # per row: JSON is decoded one cell at a time, as pymilvus decodes it
+            decoded[data.field_name] = [decode_cell(data, i) for i in range(len(rows))]
+        else:
+            return None
+    for name, values in decoded.items():
+        for row, value in zip(rows, values, strict=True):
+            row[name] = value
+    return rows, matrices
+
+
+def packed_float32(vectors: Any, rows: int, dim: int) -> np.ndarray | None:
+    """A protobuf ``FloatArray`` (pymilvus's FLOAT_VECTOR payload) as a (rows, dim) float32 matrix, exactly.
+    Its serialised form is one packed field: tag 0x0A, the byte length as a varint, then the values as
+    little-endian float32, which NumPy reads as they are (iterating the field instead costs ~0.3 us a value).
+    None when the payload is not that shape."""
+    raw = vectors.SerializeToString()
+    if rows * dim == 0:
+        return np.zeros((rows, dim), dtype=np.float32) if not raw else None
+    if not raw or raw[0] != 0x0A:
+        return None
+    length, shift, at = 0, 0, 1
+    while at < len(raw):  # the varint: 7 bits a byte, low bits first
+        byte = raw[at]
+        length |= (byte & 0x7F) << shift
+        at += 1
+        shift += 7
+        if not byte & 0x80:
+            break
+    if length != rows * dim * 4 or len(raw) != at + length:
+        return None
+    return np.frombuffer(raw, dtype="<f4", offset=at).astype(np.float32, copy=False).reshape(rows, dim)
 
 
 def sparse_array(rows: list[Any]) -> pa.Array:

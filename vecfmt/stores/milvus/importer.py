@@ -3,11 +3,14 @@ checked against it, then ``insert`` (``upsert`` for ``if_exists upsert`` and for
 ``flush`` at the end. Milvus has no transactions: rows acknowledged in dump order are kept in a small local
 state file (``AcknowledgedWrites``), and a resumed run upserts, so rows that were in flight when the last
 run stopped are written again harmlessly (same primary keys). ``replace`` loads a staged collection beside
-the target and swaps it in by renaming at ``finish()``."""
+the target and swaps it in by renaming at ``finish()``. A refused import drops the collection it created as
+long as none of its rows is acknowledged (``_undone_if_refused``), and on a broken dump (``abort``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,10 @@ from vecfmt.stores.milvus.connect import SCHEME, Target, check_name, log, sdk
 from vecfmt.stores.milvus.search import nearest
 
 DEFAULT_ID_MAX_LENGTH = 512  # bytes of UTF-8, Milvus's VARCHAR measure
+# Vectors per insert request when batch= is not given: few requests (each has a fixed cost, and pymilvus packs
+# rows one by one anyway), well under a server's 64 MiB insert limit (proxy maxInsertSize) and gRPC's limits.
+REQUEST_BYTES = 16 << 20
+REQUEST_ROWS_MAX = 10_000
 SPARSE_FIELD = "sparse_values"
 
 
@@ -108,6 +115,7 @@ class MilvusImporter:
             if if_exists == IfExists.FAIL and held:
                 raise StoreError(f"{t.label} already holds {held:,} rows: choose if_exists append, upsert or replace")
         if existing is None:
+            self.writes.acknowledged = 0  # nothing of this run yet: a refusal from here on drops what it created
             self._create(manifest, saved)
             existing = t.describe(self.name)
             assert existing is not None
@@ -190,12 +198,13 @@ class MilvusImporter:
         log.info("milvus: creating collection %s", self.name)
         with t.errors("cannot create the collection"):
             t.client().create_collection(self.name, schema=schema)
+        self.created = True
+        with self._undone_if_refused(), t.errors("cannot index the new collection"):
             # Not through create_collection(index_params=): pymilvus then waits for the index by polling with
             # AllocTimestamp, which Milvus Lite lacks, and retries it for about ten seconds. An empty
             # collection's index is ready at once; Lite builds its indexes as it goes.
             t.client().create_index(self.name, index, sync=not t.lite)
             t.client().load_collection(self.name)
-        self.created = True
 
     def _plan(self, manifest: Manifest, saved: dict[str, Any]) -> tuple[list[Field], bool, str]:
         old = [Field.from_dict(f) for f in saved.get("fields") or []] if saved else []
@@ -289,6 +298,10 @@ class MilvusImporter:
     # --- writing -----------------------------------------------------------------------------------
 
     def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
+        with self._undone_if_refused():
+            self._write(namespace, batch, rows_done)
+
+    def _write(self, namespace: str, batch: pa.RecordBatch, rows_done: int) -> None:
         c = self.collection
         assert c is not None
         t = self.target
@@ -331,11 +344,21 @@ class MilvusImporter:
         for entity, more in zip(entities, extra, strict=True):
             entity.update(more)
         partition = "" if c.partition_key is not None else partition_of(namespace)
-        starts = range(0, n, t.batch)
-        for k, start in enumerate(starts):
-            self.writes.submit(rows_done if k == len(starts) - 1 else None, self._send, entities[start:start + t.batch],
-                               partition)  # fmt: skip
+        size = self.request_rows()
+        starts = range(0, n, size)
+        # The requests before this batch's are waited for, this batch's stay in flight while the core reads and
+        # checks the next one (with one worker on Milvus Lite, nothing would overlap otherwise).
         self.writes.drain(t.concurrency - 1)
+        for k, start in enumerate(starts):
+            self.writes.submit(rows_done if k == len(starts) - 1 else None, self._send, entities[start:start + size],
+                               partition)  # fmt: skip
+
+    def request_rows(self) -> int:
+        """Rows per insert request: ``batch`` when given, else as many as ``REQUEST_BYTES`` of vectors hold."""
+        if self.target.batch is not None:
+            return self.target.batch
+        width = sum(4 * f.dim for f in self.vector_fields.values()) or 4
+        return max(1, min(REQUEST_ROWS_MAX, REQUEST_BYTES // width))
 
     def _metadata(self, batch: pa.RecordBatch, ids: list[Any]) -> list[dict[str, Any]]:
         """Each row's metadata: keys that are scalar fields go to them, the rest to the metadata JSON field
@@ -378,7 +401,8 @@ class MilvusImporter:
 
     def finish(self) -> None:
         t = self.target
-        self.writes.drain(0)
+        with self._undone_if_refused():
+            self.writes.drain(0)
         with t.errors("flush failed"):
             t.client().flush(self.name)
         if self.staged is not None:
@@ -409,11 +433,27 @@ class MilvusImporter:
         """A broken dump: drop what this run created (a replace's staged collection, a new collection), never
         the target as it was."""
         self.writes.abort()
-        if self.created and (self.staged is not None or self.name == self.target.collection):
+        if self.created and not self.dropped:
             t = self.target
             with t.errors("cannot drop what this import created"):
                 t.client().drop_collection(self.name)
             self.dropped = True
+
+    @contextmanager
+    def _undone_if_refused(self) -> Iterator[None]:
+        """A failure before any row is acknowledged (Milvus refusing a row of the first requests, an index it
+        cannot build, an unreachable server) drops the collection this run created, so that a refused import
+        leaves nothing behind; the core calls ``abort`` only for a broken dump. Rows acknowledged, or a
+        collection this run did not create, are kept for ``--resume``. The original error is raised either way."""
+        try:
+            yield
+        except Exception:
+            if self.created and not self.dropped and self.writes.acknowledged == 0:
+                try:
+                    self.abort()
+                except Exception as exc:  # the store may be gone: the original error is the one to tell
+                    log.warning("milvus: cannot drop %s after the failure: %s", self.name, exc)
+            raise
 
     def close(self) -> None:
         self.writes.close()
