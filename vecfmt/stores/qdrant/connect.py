@@ -26,6 +26,8 @@ OPTIONS = {
 SERVER_ONLY = ("grpc", "grpc_port", "https", "api_key")
 INVALID_NAME_CHARS = '<>:"/\\|?*\0\u001f'  # what Qdrant refuses in collection and vector names
 LOCAL_PREFIXES = ("/", "./", "../", "~")
+SERVER_PAGE = 1000  # export: points per scroll page on a server
+LOCAL_PAGE = 10_000  # and in local mode (measured: docs/qdrant.md, Performance)
 
 # Local mode allows one client per folder and process (an exclusive lock): every exporter and importer of
 # one folder in this process shares it (a copy between two collections of one folder needs that).
@@ -61,9 +63,11 @@ class Target:
         self.local = flag(uri, "local") or location.startswith(LOCAL_PREFIXES) or location in (".", "..")
         self.collection = check_name(uri.require("collection"), "collection")
         self.timeout = uri.bounded_int("timeout", 60, 1, 3600)
-        self.page = uri.bounded_int("page", 1000, 1, 100_000)
         self.batch = uri.bounded_int("batch", 256, 1, 10_000)
         self.api_key = ""
+        # Local mode sorts and walks every point id on each scroll request, so an export's cost grows with the
+        # number of pages: fewer, larger ones there (the core's batch, 10,000 by default, still caps a page).
+        self.page = uri.bounded_int("page", LOCAL_PAGE if self.local else SERVER_PAGE, 1, 100_000)
         if self.local:
             given = [k for k in SERVER_ONLY if k in uri.options]
             if given:

@@ -19,7 +19,7 @@ from vecfmt.stores.base import Chunk, Description, Slice, StoreURI
 from vecfmt.stores.qdrant import catalog
 from vecfmt.stores.qdrant.catalog import DEFAULT_VECTOR, FROM_QDRANT, UNNAMED, namespace_filter
 from vecfmt.stores.qdrant.connect import SCHEME, Target
-from vecfmt.stores.qdrant.ids import NAMESPACE_KEY, record_id
+from vecfmt.stores.qdrant.ids import ID_KEY, NAMESPACE_KEY, record_id
 from vecfmt.stores.qdrant.search import nearest
 
 MAX_NAMESPACES = 100_000
@@ -182,30 +182,37 @@ class QdrantExporter:
             yield Chunk(batch, json.dumps({"offset": offset, "rows": rows, "done": offset is None}))
 
     def _batch(self, records: list[Any]) -> pa.RecordBatch:
-        # The client hands out one Record per point with its vectors as Python lists: ids, payloads and
-        # vectors are gathered once per page and each vector column becomes one NumPy matrix.
-        ids: list[str] = []
-        metadata: list[str | None] = []
-        documents: list[str | None] = []
+        # The client hands out one pydantic Record per point, its vectors as Python lists: a per-point loop is
+        # forced, so each field is gathered by one comprehension per page and each vector column becomes one
+        # NumPy matrix. Only points holding vecfmt's own payload keys (a mapped id, a namespace, the document)
+        # are handled one by one.
+        point_ids = [r.id for r in records]
+        payloads: list[dict[str, Any] | None] = [r.payload for r in records]
         vectors: list[Any] = [r.vector for r in records]
-        encode = _ENCODER.encode
-        for r in records:
-            payload = dict(r.payload) if r.payload else {}
+        ids = [str(p) for p in point_ids]  # an integer or UUID point id as text
+        documents: list[str | None] = [None] * len(records)
+        reserved = {ID_KEY, self.document} - {None}
+        if self.namespaced:
+            reserved.add(NAMESPACE_KEY)
+        for row in [i for i, p in enumerate(payloads) if p and not reserved.isdisjoint(p)]:
+            payload = dict(payloads[row])  # type: ignore[arg-type]
             if self.namespaced:
                 payload.pop(NAMESPACE_KEY, None)
-            record = record_id(r.id, payload)
-            ids.append(record)
+            ids[row] = record_id(point_ids[row], payload)
             if self.document is not None:
                 document = payload.pop(self.document, None)
                 if document is not None and not isinstance(document, str):
-                    raise InvalidDataError(f"{self.target.label}: point {record!r}: the document key "
+                    raise InvalidDataError(f"{self.target.label}: point {ids[row]!r}: the document key "
                                            f"{self.document!r} holds a {type(document).__name__}, not text")
-                documents.append(document)
-            try:
-                metadata.append(encode(payload) if payload else None)
-            except ValueError:
-                raise InvalidDataError(f"{self.target.label}: point {record!r}: the payload holds NaN or "
-                                       "Infinity") from None
+                documents[row] = document
+            payloads[row] = payload
+        encode = _ENCODER.encode
+        try:
+            metadata = [encode(p) if p else None for p in payloads]
+        except ValueError:
+            row = next(i for i, p in enumerate(payloads) if p and not _encodes(p))
+            raise InvalidDataError(f"{self.target.label}: point {ids[row]!r}: the payload holds NaN or "
+                                   "Infinity") from None
         arrays: dict[str, pa.Array] = {ID: pa.array(ids, pa.string())}
         named = any(isinstance(v, dict) for v in vectors)  # a collection with only its unnamed vector: lists
         for name in self.order:
@@ -251,6 +258,14 @@ class QdrantExporter:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.target.close()
+
+
+def _encodes(payload: dict[str, Any]) -> bool:
+    try:
+        _ENCODER.encode(payload)
+    except ValueError:
+        return False
+    return True
 
 
 def _sparse_column(rows: list[Any]) -> pa.Array:

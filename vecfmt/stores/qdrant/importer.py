@@ -202,37 +202,42 @@ class QdrantImporter:
                 rows = [r if ok else None for r, ok in zip(rows, valid, strict=True)]
             dense[name] = rows
         sparse = _sparse_rows(part.column(SPARSE_VALUES), models) if self.sparse is not None else None
-        structs = []
-        for i in range(part.num_rows):  # one PointStruct per point: no columnar form takes null vectors
-            vector: dict[str, Any] = {name: rows[i] for name, rows in dense.items() if rows[i] is not None}
-            if sparse is not None and sparse[i] is not None:
-                vector[self.sparse] = sparse[i]  # type: ignore[index]
-            if list(vector) == [UNNAMED]:
-                vector = vector[UNNAMED]
-            # model_construct: the values are checked already (format checks, then here); validating each
-            # float again in pydantic would cost more than the conversion
-            structs.append(models.PointStruct.model_construct(id=points[i][0], vector=vector, payload=payloads[i]))
-        return structs
+        vectors: list[Any]
+        if list(dense) == [UNNAMED] and sparse is None and None not in dense[UNNAMED]:
+            vectors = dense[UNNAMED]  # a plain dump: each point's vector is its list, as the client takes it
+        else:  # one dict per point: no columnar form takes null vectors
+            vectors = []
+            for i in range(part.num_rows):
+                vector: dict[str, Any] = {name: rows[i] for name, rows in dense.items() if rows[i] is not None}
+                if sparse is not None and sparse[i] is not None:
+                    vector[self.sparse] = sparse[i]  # type: ignore[index]
+                vectors.append(vector[UNNAMED] if list(vector) == [UNNAMED] else vector)
+        # model_construct: the values are checked already (format checks, then here); validating each float
+        # again in pydantic would cost more than the conversion. One PointStruct per point: the client's form.
+        construct = models.PointStruct.model_construct
+        return [construct(id=point, vector=vector, payload=payload)
+                for (point, _), vector, payload in zip(points, vectors, payloads, strict=True)]  # fmt: skip
 
     def _payloads(self, batch: pa.RecordBatch, ids: list[str], namespace: str) -> list[dict[str, Any]]:
         """Each row's metadata as a dict (json.loads per row: the client wants per-point payloads), with the
         document and namespace under their keys; vecfmt's own keys in metadata are refused."""
         reserved = catalog.reserved_keys(self.document)
-        documents = batch.column(DOCUMENT).to_pylist() if self.document and DOCUMENT in batch.schema.names else None
-        out: list[dict[str, Any]] = []
-        for i, text in enumerate(batch.column(METADATA).to_pylist()):
-            value = parse_metadata_json(text) if text else {}
-            if not isinstance(value, dict):
-                raise InvalidDataError(f"qdrant: point {ids[i]!r}: metadata is not a JSON object")
-            clash = reserved.intersection(value)
-            if clash:
-                raise InvalidDataError(f"qdrant: point {ids[i]!r}: metadata key {sorted(clash)[0]!r} is where vecfmt "
-                                       "keeps the id, namespace or document (document= names another document key)")
-            if documents is not None and documents[i] is not None:
-                value[self.document] = documents[i]
-            if namespace:
+        out = [parse_metadata_json(text) if text else {} for text in batch.column(METADATA).to_pylist()]
+        bad = next((i for i, value in enumerate(out) if not isinstance(value, dict) or not reserved.isdisjoint(value)),
+                   None)  # fmt: skip
+        if bad is not None:
+            if not isinstance(out[bad], dict):
+                raise InvalidDataError(f"qdrant: point {ids[bad]!r}: metadata is not a JSON object")
+            clash = sorted(reserved.intersection(out[bad]))[0]
+            raise InvalidDataError(f"qdrant: point {ids[bad]!r}: metadata key {clash!r} is where vecfmt keeps the "
+                                   "id, namespace or document (document= names another document key)")
+        if self.document and DOCUMENT in batch.schema.names:
+            for value, document in zip(out, batch.column(DOCUMENT).to_pylist(), strict=True):
+                if document is not None:
+                    value[self.document] = document
+        if namespace:
+            for value in out:
                 value[NAMESPACE_KEY] = namespace
-            out.append(value)
         return out
 
     def _upsert(self, points: list[Any], first: str, last: str, namespace: str) -> None:
