@@ -20,6 +20,8 @@ from vecfmt.errors import InvalidDataError, VecfmtError
 from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
+from vecfmt.ops.report import DEFAULT_SAMPLE as REPORT_SAMPLE
+from vecfmt.ops.report import write_report
 from vecfmt.quality.plan import plan
 from vecfmt.quality.reembed import DEFAULT_BATCH_SIZE as REEMBED_BATCH
 from vecfmt.quality.reembed import reembed
@@ -179,6 +181,25 @@ def inspect_cmd(
             out.print(table)
         for row in ns["sample_rows"]:
             out.print("  " + json.dumps(row, ensure_ascii=False, default=str))
+
+
+@app.command("report")
+def report_cmd(
+    dump: Annotated[str, typer.Argument(help="Dump location.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The HTML file to write.")],
+    verify_json: Annotated[str | None, typer.Option(
+        "--verify-json", help="The output of `vecfmt verify --json` for this dump's migration.")] = None,
+    sample: Annotated[int, typer.Option(min=1, help="Rows in the 2-D map; metadata rows per namespace.")] = (
+        REPORT_SAMPLE),
+    quiet: QuietOpt = False,
+) -> None:
+    """One self-contained HTML page for deciding whether a backup or a migration is sound: counts, files
+    and checksums, metadata fill rates, vector norms, duplicate and near-zero vectors, a 2-D map of a
+    sample, and verify's figures. Exit 2 when it could not be made."""
+    with _could_not_run_exits_2():
+        summary = write_report(dump, output, verify_json=verify_json, sample=sample, progress=_progress(quiet, False))
+    if not quiet:
+        out.print(f"wrote {summary.path} ({summary.rows:,} rows, {summary.bytes / 1e6:,.1f} MB)", markup=False)
 
 
 @app.command("validate")
