@@ -393,6 +393,28 @@ def test_a_refused_import_leaves_no_collection_it_created(tmp_path):
     assert len(points(db, "docs")) == 5
 
 
+def test_a_point_qdrant_refuses_before_any_is_acknowledged_leaves_no_collection(tmp_path, monkeypatch):
+    """Qdrant refusing the first request is a StoreError (the core calls no abort for those): the collection
+    this run created still goes, and with it the progress file; one already there is kept."""
+    from qdrant_client import QdrantClient
+
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(20, 4), metric="dot")
+    transfer.import_dump(str(tmp_path / "a"), q(tmp_path / "db", "kept"))
+
+    def refuse(self, *args, **kwargs):
+        raise ValueError("Wrong input: the point is refused")
+
+    monkeypatch.setattr(QdrantClient, "upsert", refuse)
+    one_line_refusal(transfer.import_dump, str(tmp_path / "a"), q(tmp_path / "db"), match="upsert failed.*refused")
+    assert collections(tmp_path / "db") == ({"kept"}, {})
+    assert not list((tmp_path / "state" / "qdrant").glob("import-*.json"))
+    # into a collection that was there: kept, and so is the progress file (0 rows) for --resume
+    one_line_refusal(transfer.import_dump, str(tmp_path / "a"), q(tmp_path / "db", "kept"), if_exists="upsert",
+                     match="upsert failed.*refused")  # fmt: skip
+    assert collections(tmp_path / "db") == ({"kept"}, {})
+    assert len(points(tmp_path / "db", "kept")) == 20
+
+
 # --- a client killed mid-import ----------------------------------------------------------------------
 
 

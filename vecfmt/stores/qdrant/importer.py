@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -153,6 +155,10 @@ class QdrantImporter:
     # --- writing -------------------------------------------------------------------------------------
 
     def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
+        with self._undone_if_refused():
+            self._write(namespace, batch, rows_done)
+
+    def _write(self, namespace: str, batch: pa.RecordBatch, rows_done: int) -> None:
         t = self.target
         ids = batch.column(ID).to_pylist()
         payloads = self._payloads(batch, ids, namespace)  # every row checked before any of the batch is sent
@@ -252,7 +258,8 @@ class QdrantImporter:
         return self.writes.rows_committed()
 
     def finish(self) -> None:
-        self.writes.drain(0)
+        with self._undone_if_refused():
+            self.writes.drain(0)
         if self.staged:
             self._swap()
         self.writes.finish()
@@ -300,6 +307,22 @@ class QdrantImporter:
             log.info("qdrant: dropping the collection %s, which this import created", self.into)
             self._drop(self.into)
             self.dropped = True
+
+    @contextmanager
+    def _undone_if_refused(self) -> Iterator[None]:
+        """A failure before any row is acknowledged (Qdrant refusing a point of the first requests, a server
+        gone) drops the collection this run created, so that a refused import leaves nothing behind (the core
+        calls ``abort`` only for a broken dump); once rows are acknowledged they are kept for ``--resume``.
+        The original error is raised either way."""
+        try:
+            yield
+        except Exception:
+            if (self.created or self.staged) and not self.dropped and self.writes.acknowledged == 0:
+                try:
+                    self.abort()
+                except Exception as exc:  # the store may be gone: the original error is the one to tell
+                    log.warning("qdrant: cannot drop %s after the failure: %s", self.into, exc)
+            raise
 
     def close(self) -> None:
         self.writes.close()
