@@ -299,7 +299,8 @@ class QdrantImporter:
             future.cancel()
         acknowledged = True
         for future, rows_done in self.writes.inflight:  # those that ended well count (rows_committed), in order
-            acknowledged = acknowledged and not future.cancelled() and future.exception() is None
+            ended_well = not future.cancelled() and future.exception() is None  # waits for a running one
+            acknowledged = acknowledged and ended_well
             if acknowledged and rows_done is not None:
                 self.writes.acknowledged = rows_done
         self.writes.abort()
