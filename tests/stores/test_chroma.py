@@ -18,10 +18,11 @@ import pyarrow as pa
 import pytest
 
 import vecfmt
-from tests.helpers import Run, assert_one_clear_error, make_table, vecfmt_cli
+from tests.helpers import Run, assert_one_clear_error, make_table, rewrite_part, vecfmt_cli, write_raw_dump
 from vecfmt import transfer
 from vecfmt.errors import VecfmtError
 from vecfmt.ops.diff import diff_dumps
+from vecfmt.schema import vectors_array
 from vecfmt.stores.base import open_exporter, open_importer
 from vecfmt.stores.chroma.catalog import JSON_KEY
 
@@ -347,6 +348,85 @@ def test_replace_that_fails_mid_way_leaves_the_old_collection(tmp_path, chroma_s
         assert [c.name for c in target.list() if c.name.startswith(chroma_collection)] == [chroma_collection]
     finally:
         target.close()
+
+
+def collection_names(tmp_path: Path) -> set[str]:
+    target, _ = raw_collection(folder(tmp_path, "any"))
+    try:
+        return {c.name for c in target.list()}
+    finally:
+        target.close()
+
+
+def with_nan(table: pa.Table, row: int) -> pa.Table:
+    """``table`` with one NaN in row ``row``'s vector (what the checked writer refuses; a raw dump holds it)."""
+    values = table.column("values").combine_chunks()
+    matrix = values.values.to_numpy().reshape(len(values), -1).copy()
+    matrix[row, 1] = np.nan
+    return table.set_column(table.schema.get_field_index("values"), "values", vectors_array(matrix))
+
+
+def with_column(table: pa.Table, name: str, row: int, value: object) -> pa.Table:
+    column = table.column(name).to_pylist()
+    column[row] = value
+    return table.set_column(table.schema.get_field_index(name), name, pa.array(column, pa.string()))
+
+
+def test_a_refused_import_leaves_no_collection_it_created(tmp_path):
+    """A refused import leaves no collection this run created: a bad row in the first batch (refused by the core,
+    or by the store) or in a later file (records already added: that collection goes too, and the error says
+    nothing was changed), a collection of another namespace found not to fit. What the target held before stays,
+    and so do the rows appended to it (the error counts them)."""
+    vecfmt.write_dump(str(tmp_path / "old"), make_table(5, 4, prefix="old-"), metric="euclidean")
+    transfer.import_dump(str(tmp_path / "old"), folder(tmp_path, "kept"))  # another collection: untouched
+    uri = folder(tmp_path)
+    for name, table, needles in [
+        ("nan", with_nan(make_table(20, 4), 3), ("NaN", "'id-3'")),  # the core's check_batch
+        ("json", with_column(make_table(20, 4), "metadata", 6, '{"x": NaN}'), ("'id-6'", "NaN")),  # also
+        ("empty-id", with_column(make_table(20, 4), "id", 9, ""), ("empty string",)),  # the importer's own
+    ]:  # fmt: skip
+        write_raw_dump(str(tmp_path / name), {"": table}, metric="euclidean")
+        assert_one_clear_error(vecfmt_cli("import", str(tmp_path / name), uri), *needles)
+        assert collection_names(tmp_path) == {"kept"}, name
+
+    # a NaN in the third file, after 60 records were added to the new collection: it goes, and so does the
+    # progress file (a broken dump cannot be resumed)
+    late = str(tmp_path / "late")
+    table = make_table(90, 4, seed=2)
+    vecfmt.write_dump(late, table, metric="euclidean", options=vecfmt.ParquetOptions(max_file_rows=30))
+    rewrite_part(late, 2, with_nan(table.slice(60), 4))
+    state = tmp_path / "state"
+    run = subprocess.run([sys.executable, "-m", "vecfmt.cli", "import", late, folder(tmp_path, batch=10),
+                          "--batch-size", "30"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "VECFMT_STATE_DIR": str(state)})  # fmt: skip
+    assert_one_clear_error(Run(run.returncode, run.stdout, run.stderr), "NaN", "'id-64'", "nothing was changed")
+    assert collection_names(tmp_path) == {"kept"}
+    assert not list(state.glob("chroma/import-*.json"))
+
+    # a namespace's collection that does not fit (another dimension), found after the default namespace's was
+    # checked: refused before anything is created
+    vecfmt.write_dump(str(tmp_path / "wide"), make_table(5, 8, prefix="w-"), metric="euclidean")
+    transfer.import_dump(str(tmp_path / "wide"), folder(tmp_path, "docs.acme"))
+    tables = {"": make_table(10, 4), "acme": make_table(10, 4, seed=1)}
+    with vecfmt.DumpWriter(str(tmp_path / "ns"), metric="euclidean") as writer:
+        for ns, part in tables.items():
+            writer.write_batch(part.to_batches()[0], ns)
+    refused(lambda: transfer.import_dump(str(tmp_path / "ns"), uri, if_exists="append"), "8-dimensional",
+            "nothing was written")  # fmt: skip
+    assert collection_names(tmp_path) == {"kept", "docs.acme"}
+
+    # into a collection that held records: appended rows stay and are counted; a replace leaves it as it was
+    kept = folder(tmp_path, "kept", batch=10)
+    message = refused(lambda: transfer.import_dump(late, kept, if_exists="replace", batch_size=30), "'id-64'")
+    assert "nothing was changed: the old table is as it was" in message
+    assert exported(kept, tmp_path, "replaced").num_rows == 5
+    message = refused(lambda: transfer.import_dump(late, kept, if_exists="append", batch_size=30), "'id-64'")
+    assert "the first 60 rows are in the target" in message
+    assert exported(kept, tmp_path, "appended").num_rows == 65
+    assert collection_names(tmp_path) == {"kept", "docs.acme"}
+
+    # and the dump that is fine still imports into the name the refused imports left free
+    assert transfer.import_dump(str(tmp_path / "old"), uri).rows == 5
 
 
 # --- a client killed mid-import ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Export: each namespace's collection read with ``get(include=[embeddings, metadatas, documents], limit,
-offset)``, one page fetched while the previous one is converted. Chroma hands vectors back as a float64
-matrix: it becomes float32 in one NumPy cast (exact: see ``_matrix``). The resume token is the offset."""
+offset)``, one page fetched and converted while the previous one is written. Chroma hands vectors back as a
+float64 matrix: it becomes float32 in one NumPy cast (exact: see ``_matrix``). The resume token is the offset."""
 
 from __future__ import annotations
 
@@ -110,9 +110,14 @@ class ChromaExporter:
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def _page(self, collection: Any, offset: int, limit: int) -> dict[str, Any]:
+    def _page(self, collection: Any, offset: int, limit: int) -> tuple[int, pa.RecordBatch]:
+        """The records at ``offset`` as a canonical batch, and how many Chroma gave. Runs on the page thread:
+        the client holds the GIL while it builds a page, and so does the conversion, so both go there and the
+        caller's Parquet writing (which releases it) overlaps them."""
         with self.target.errors(f"cannot read records of {collection.name!r}"):
-            return dict(collection.get(include=["embeddings", "metadatas", "documents"], limit=limit, offset=offset))
+            page = collection.get(include=["embeddings", "metadatas", "documents"], limit=limit, offset=offset)
+        n = len(page["ids"])
+        return n, self._batch(collection.name, page) if n else pa.record_batch([])
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
         if not self.dimension:
@@ -124,16 +129,15 @@ class ChromaExporter:
             raise StoreError(f"chroma: resume token {resume!r} is not an offset") from None
         limit = min(batch_size, self.target.page)
         # Offsets follow Chroma's insertion order (its internal sequence ids): stable while nothing is deleted.
-        pending: Future[dict[str, Any]] | None = self.pool.submit(self._page, collection, offset, limit)
+        pending: Future[tuple[int, pa.RecordBatch]] | None = self.pool.submit(self._page, collection, offset, limit)
         while pending is not None:
-            page = pending.result()
-            n = len(page["ids"])
+            n, batch = pending.result()
             if n == 0:
                 break
             offset += n
-            # A short page is the last; otherwise fetch the next while this one is converted.
+            # A short page is the last; otherwise fetch the next while this one is written.
             pending = self.pool.submit(self._page, collection, offset, limit) if n == limit else None
-            yield Chunk(self._batch(collection.name, page), str(offset))
+            yield Chunk(batch, str(offset))
 
     def _batch(self, name: str, page: dict[str, Any]) -> pa.RecordBatch:
         ids = page["ids"]

@@ -45,7 +45,10 @@ class ChromaImporter:
         self.names: dict[str, str] = {}  # namespace -> the collection its rows end in
         self.handles: dict[str, Any] = {}  # namespace -> the collection written now (staged on replace)
         self.staged: dict[str, str] = {}  # namespace -> staged collection name (replace)
-        self.created: list[str] = []
+        self.created: dict[str, str] = {}  # collection name -> id, of each collection this run created
+        self.wrote_existing = False  # a batch went into a collection that was there before this run
+        self.nothing_left = False  # abort() dropped every collection this run wrote into
+        self.finished = False
         self.mode = ADD
         self.batch = t.batch
         self.document = False
@@ -82,23 +85,29 @@ class ChromaImporter:
             raise StoreError(f"{t.label}: the interrupted import of this dump was a replace (its rows are staged "
                              "beside the collection): resume it with --if-exists replace")
         resuming = done is not None
-        for ns, name in self.names.items():
-            if replace:
+        existing: dict[str, Any] = {}
+        for ns, name in ({} if replace else self.names).items():  # every check before anything is created
+            found = t.get(name)
+            if found is None:
+                continue
+            self._check(found, space, dim)
+            if if_exists == IfExists.FAIL and not resuming and self._count(found):
+                raise StoreError(f"{t.label}: collection {name!r} already holds records: choose if_exists append "
+                                 "(refuses ids it holds), upsert (replaces them) or replace")
+            existing[ns] = found
+        try:
+            for ns, name in self.names.items():
+                if not replace:
+                    self.handles[ns] = existing[ns] if ns in existing else self._create(name, ns, manifest, space)
+                    continue
                 staged_name = self.staged[ns]
                 if not resuming and t.get(staged_name) is not None:
                     self._drop(staged_name)  # left by an earlier failed replace of this very dump: vecfmt's own
-                existing = t.get(staged_name)
-                self.handles[ns] = self._create(staged_name, ns, manifest, space) if existing is None else existing
-                continue
-            existing = t.get(name)
-            if existing is None:
-                self.handles[ns] = self._create(name, ns, manifest, space)
-                continue
-            self._check(existing, space, dim)
-            if if_exists == IfExists.FAIL and not resuming and self._count(existing):
-                raise StoreError(f"{t.label}: collection {name!r} already holds records: choose if_exists append "
-                                 "(refuses ids it holds), upsert (replaces them) or replace")
-            self.handles[ns] = existing
+                found = t.get(staged_name)
+                self.handles[ns] = self._create(staged_name, ns, manifest, space) if found is None else found
+        except BaseException:
+            self._drop_empty_created()  # a collection made before a later one failed: not left behind
+            raise
         self.mode = {IfExists.APPEND: APPEND, IfExists.UPSERT: UPSERT}.get(if_exists, ADD)
         if resuming:
             assert done is not None
@@ -123,7 +132,7 @@ class ChromaImporter:
         with t.errors(f"cannot create the collection {name!r}"):
             collection = t.client().create_collection(name, configuration=config, metadata=metadata,
                                                       embedding_function=None)  # fmt: skip
-        self.created.append(name)
+        self.created[name] = str(collection.id)
         return collection
 
     def _check(self, collection: Any, space: str, dim: int) -> None:
@@ -150,6 +159,8 @@ class ChromaImporter:
 
     def write(self, namespace: str, batch: pa.RecordBatch, *, rows_done: int) -> None:
         collection = self.handles[namespace]
+        if namespace not in self.staged and collection.name not in self.created:
+            self.wrote_existing = True  # abort() then keeps what this run wrote (the target changed anyway)
         ids = batch.column(ID).to_pylist()
         if "" in ids:
             raise InvalidDataError(f"{self.target.label}: a record id is the empty string, which Chroma does not take")
@@ -185,6 +196,8 @@ class ChromaImporter:
             collection.add(ids=ids, embeddings=vectors, metadatas=_or_none(metadatas), documents=documents)
 
     def rows_committed(self) -> int | None:
+        if self.nothing_left:
+            return 0  # abort() dropped every collection this run wrote into: the target is as it was
         return self.writes.rows_committed()
 
     def finish(self) -> None:
@@ -192,6 +205,7 @@ class ChromaImporter:
         for ns, staged in self.staged.items():
             self._swap(staged, self.names[ns])
         self.staged = {}
+        self.finished = True
 
     def _swap(self, staged: str, name: str) -> None:
         """The staged collection takes the name; the old one is renamed aside first, and dropped last."""
@@ -207,16 +221,55 @@ class ChromaImporter:
             self._drop(retired)
 
     def abort(self) -> None:
-        """A broken dump: drop what this replace staged (the target stays as it was); keep the rest."""
+        """A broken dump: nothing to resume. Once the writes have stopped, drop what a replace staged and the
+        collections this run created (they hold only this run's records), so the target is as it was; but
+        when records also went into a collection that was there before (append, upsert), the target has
+        changed anyway and a new collection keeps its records too (the error counts them), unless empty."""
+        self._settle_writes()
         self.writes.abort()
-        for staged in self.staged.values():
-            if self.target.get(staged) is not None:
-                self._drop(staged)
-        self.staged = {}
+        try:
+            for staged in self.staged.values():  # vecfmt's own, also when a resumed run found them
+                if self.target.get(staged) is not None:
+                    self._drop(staged)
+            self.staged = {}
+            self._drop_created(only_empty=self.wrote_existing)
+            self.nothing_left = not self.wrote_existing
+        except StoreError as exc:  # the error that ended the import is the one line shown
+            log.info("chroma: could not drop what this import created: %s", exc)
+
+    def _settle_writes(self) -> None:
+        """Let the requests in flight end (rows of batches that passed every check; their collection may go
+        next) and acknowledge, in dump order, those that ended well, so that the error counts what is in."""
+        acknowledged = True
+        for future, rows_done in self.writes.inflight:
+            acknowledged = acknowledged and future.exception() is None
+            if acknowledged and rows_done is not None:
+                self.writes.acknowledged = rows_done
+
+    def _drop_created(self, *, only_empty: bool) -> None:
+        """Drop the collections this run created (the very ones: same name and id), or only the empty ones."""
+        t = self.target
+        for name, made in list(self.created.items()):
+            found = t.get(name)
+            if found is not None and str(found.id) == made and not (only_empty and self._count(found)):
+                log.info("chroma: dropping the collection %s, which this import created", name)
+                self._drop(name)
+            del self.created[name]
+
+    def _drop_empty_created(self) -> None:
+        """After a failure: drop the collections this run created that are still empty."""
+        try:
+            self._drop_created(only_empty=True)
+        except StoreError as exc:  # e.g. the server is gone: the error that ended the import is the one line shown
+            log.info("chroma: could not drop the empty collections this import created: %s", exc)
 
     def close(self) -> None:
-        self.writes.close()
-        self.target.close()
+        try:
+            self.writes.close()  # waits for the requests still running
+            if not self.finished and not self.writes.acknowledged:  # failed before its first commit
+                self._drop_empty_created()  # an empty collection is no progress to resume from
+        finally:
+            self.target.close()
 
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
         collection = self.handles.get(namespace)
