@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 import vecfmt
-from tests.helpers import make_table
+from tests.helpers import make_table, write_namespaced
 from tests.servers.postgres import PgServer
 from tests.stores.test_pgvector import PASSWORD, assert_same_rows, pg, run_sql
 from vecfmt import transfer
@@ -155,6 +155,22 @@ def test_two_workers_write_an_exact_dump(source, tmp_path):
     assert_exact(dump, single)
     prefixes = {Path(f.path).name[:6] for f in manifest.files}
     assert prefixes == {f"p{i:05d}" for i in range(PARTITIONS)}  # every partition wrote its own files
+
+
+def test_namespaces_split_on_their_own_and_a_chosen_few_export_alone(source, tmp_path):
+    """Two namespaces of 20,000 rows in one table (a namespace column): two slices each, four partitions."""
+    dsn, _ = source
+    tables = {"a": make_table(20_000, 32, prefix="a-"), "b": make_table(20_000, 32, seed=1, prefix="b-")}
+    write_namespaced(str(tmp_path / "src"), tables)
+    uri = pg(dsn, table="spaces")
+    transfer.import_dump(str(tmp_path / "src"), pg(dsn, table="spaces", index="none"))
+    transfer.export(uri, str(tmp_path / "single"))
+    manifest = export_partitioned(uri, str(tmp_path / "two"), workers=2)
+    assert len({Path(f.path).name[:6] for f in manifest.files}) == 4
+    assert_exact(str(tmp_path / "two"), str(tmp_path / "single"))
+    only = export_partitioned(uri, str(tmp_path / "only_b"), workers=2, namespaces=["b"])
+    assert [n.name for n in only.namespaces] == ["b"] and only.total_rows == 20_000
+    assert_same_rows(vecfmt.open_dump(str(tmp_path / "only_b")).table("b"), tables["b"])
 
 
 def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path):

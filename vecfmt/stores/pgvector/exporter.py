@@ -95,6 +95,7 @@ class PgvectorExporter:
             raise StoreError(f"pgvector {t.where} needs exactly one of table=NAME or query=SELECT...")
         self._adbc: Any = None
         self._counts: dict[str, int | None] | None = None  # rows per namespace, once counted
+        self._spans: dict[str, tuple[int, int]] = {}  # namespace -> its first and last page, once counted
         self._search_conn: psycopg.Connection | None = None
         self.conn = t.connect(autocommit=False, read_only=True)
         try:
@@ -279,17 +280,24 @@ class PgvectorExporter:
                 return {"": None}  # a query: counting it would run it twice
             row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.source_sql)).fetchone()
             return {"": int(row[0])}
+        # On a table slices() can split, the same scan finds each namespace's first and last page, so that
+        # its slices split the pages its rows are on (a table loaded namespace by namespace keeps them apart).
+        spans = self._heap_size()[0] is not None
+        pages = sql.SQL(", (min(ctid)::text::point)[0]::bigint, (max(ctid)::text::point)[0]::bigint")
         rows = self.conn.execute(
-            sql.SQL("SELECT coalesce({}::text, '') AS ns, count(*) FROM {} GROUP BY 1 ORDER BY 1").format(
-                sql.Identifier(self.namespace_column), self.source_sql)
+            sql.SQL("SELECT coalesce({}::text, '') AS ns, count(*){} FROM {} GROUP BY 1 ORDER BY 1").format(
+                sql.Identifier(self.namespace_column), pages if spans else sql.SQL(""), self.source_sql)
         ).fetchall()  # fmt: skip
-        return {ns: int(count) for ns, count in rows} or {"": 0}
+        if spans:
+            self._spans = {row[0]: (int(row[2]), int(row[3])) for row in rows}
+        return {row[0]: int(row[1]) for row in rows} or {"": 0}
 
     def slices(self, namespace: str) -> list[Slice]:
         """Ranges of the table's pages (``{"pages": [first, end]}``, end None for the last: open, so no
         row can fall outside every slice), each read by a TID range scan: two workers read their own
-        pages through their own connections, never with OFFSET. One slice for a query, a view, a
-        partitioned or foreign table, a server before PostgreSQL 14, or a namespace that fits one."""
+        pages through their own connections, never with OFFSET. A namespace's slices split the pages its
+        rows are on. One slice for a query, a view, a partitioned or foreign table, a server before
+        PostgreSQL 14, or a namespace that fits one."""
         pages, table_bytes = self._heap_size()
         if pages is None:
             return [Slice(namespace)]
@@ -301,10 +309,13 @@ class PgvectorExporter:
         total = sum(c or 0 for c in counts.values())
         row_bytes = max(self._row_bytes(), table_bytes / max(1, total))  # metadata and documents count too
         count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
-        count = min(count, pages)
+        first, last = self._spans.get(namespace, (0, pages - 1))
+        span = last + 1 - first
+        count = min(count, span)
         if count <= 1:
             return [Slice(namespace)]
-        bounds = [pages * i // count for i in range(count)] + [None]
+        # Open at both ends (from page 0, to the end), so that no row is outside every slice.
+        bounds = [0] + [first + span * i // count for i in range(1, count)] + [None]
         return [Slice(namespace, {"pages": [bounds[i], bounds[i + 1]]}) for i in range(count)]
 
     def _heap_size(self) -> tuple[int | None, int]:
