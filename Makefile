@@ -40,6 +40,7 @@ PGSERVER_PG_CONFIG = $$($(BIN)/python -W ignore -c 'import pgserver._commands as
 test: $(VENV)/.test-deps
 	bash scripts/build-pgvector.sh "$(PGSERVER_PG_CONFIG)" $(PGVECTOR_PG18)
 	bash scripts/setup-weaviate.sh
+	bash scripts/setup-chromium.sh >/dev/null  # Debian's chromium (apt), for the report's browser test
 	$(BIN)/ruff check vecfmt tests benchmarks samples
 	$(BIN)/python -m pytest -q
 
