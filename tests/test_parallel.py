@@ -209,6 +209,28 @@ def test_a_killed_worker_is_replaced_and_its_partitions_run_again(source, tmp_pa
     os.kill(victims[0], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
+    assert "its worker process died); running it again" in stderr, stderr
+    assert_exact(dump, single)
+
+
+def test_a_partition_whose_connection_is_cut_runs_again(source, tmp_path):
+    """A worker's COPY backend terminated mid-read: that partition fails with a store error and runs again on
+    a new connection, in the job's snapshot (the planning connection still holds it)."""
+    dsn, single = source
+    dump = str(tmp_path / "cut")
+    proc = start_job(pg(dsn), dump)
+    terminated = False
+    deadline = time.monotonic() + 180
+    while not terminated and time.monotonic() < deadline and proc.poll() is None:
+        rows = run_sql(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid() AND query ILIKE 'COPY%' LIMIT 1")  # fmt: skip
+        terminated = bool(rows and rows[0][0])
+        time.sleep(0.01)
+    _, stderr = proc.communicate(timeout=300)
+    assert terminated, "the job finished before a backend could be terminated"
+    assert proc.returncode == 0, stderr
+    assert "running it again (1 of 2 retries)" in stderr, stderr
+    assert PASSWORD not in stderr
     assert_exact(dump, single)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -52,6 +53,7 @@ JOB_STATE_FORMAT = 1
 # What a partition names its files: p<partition>-<run>-<file>.parquet. The run (random, one per job run)
 # keeps a resumed job from ever writing a file under a name an earlier run's worker might still hold.
 _JOB_PART = re.compile(r"^[^/.][^/]*/p\d{5}-[0-9a-f]{6}-\d{5}\.parquet$")
+log = logging.getLogger("vecfmt.parallel")
 MAX_DEFAULT_WORKERS = 8
 DEFAULT_RETRIES = 2  # a failed partition runs at most 1 + DEFAULT_RETRIES times
 
@@ -354,6 +356,12 @@ def run_partition(task: _Task) -> _Report:
     return _Report(task.index, rows, files)
 
 
+def _retrying(task: _Task, exc: BaseException, attempt: int, retries: int) -> None:
+    why = "its worker process died" if isinstance(exc, BrokenProcessPool) else first_line(exc)
+    log.warning("partition %d (namespace %r, %s) failed (%s); running it again (%d of %d retries)",
+                task.index + 1, task.namespace, json.dumps(task.key), why, attempt, retries)
+
+
 def _retryable(exc: BaseException) -> bool:
     """A store or storage failure (server gone, timeout, a worker killed) may pass; bad rows and bugs do not."""
     return isinstance(exc, (StoreError, DumpError, OSError, BrokenProcessPool))
@@ -372,6 +380,7 @@ def _run_in_process(tasks: list[_Task], finished: Callable[[_Report], None], ret
                 except Exception as exc:
                     if not _retryable(exc) or attempt > retries:
                         return task, exc, attempt
+                    _retrying(task, exc, attempt, retries)
         return None
     finally:
         _close_exporters()
@@ -412,6 +421,7 @@ def _run_in_pool(
                     if exc is None:
                         finished(future.result())
                     elif failure is None and _retryable(exc) and attempts[task.index] <= retries:
+                        _retrying(task, exc, attempts[task.index], retries)
                         queue.append(task)
                     elif failure is None:
                         failure = task, exc, attempts[task.index]
