@@ -25,7 +25,7 @@ import pytest
 
 from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli, write_namespaced
 from tests.servers.postgres import unavailable
-from vecfmt.ops.report import ReportError, build_report, gather, load_verify_json, pca_2d
+from vecfmt.ops.report import ReportError, bit_digests, build_report, gather, load_verify_json, pca_2d
 from vecfmt.reader import Dump
 from vecfmt.schema import vectors_array
 from vecfmt.writer import ParquetOptions
@@ -92,6 +92,27 @@ def test_figures_of_a_known_dump(known_dump):
     assert other.metadata["keys"]["half"] == {"types": ["integer", "null"], "fill_rate": 0.5}
     assert default.metadata_null_rows == sum(1 for i in range(300) if i % 7 == 3)
     assert len(stats.map_vectors) == 420 and sorted(set(stats.map_namespaces.tolist())) == [0, 1]
+
+
+@pytest.mark.parametrize("dim", [6, 7, 64])  # read as 64-bit words, and as 32-bit ones for an odd width
+def test_bit_digests_tell_every_bit_apart(dim):
+    rng = np.random.default_rng(dim)
+    row = rng.standard_normal(dim).astype(np.float32)
+    flipped = np.repeat(row[None], dim * 32, axis=0)
+    bits = flipped.view(np.uint32)
+    bits[np.arange(dim * 32), np.arange(dim * 32) // 32] ^= (np.uint32(1) << (np.arange(dim * 32) % 32)).astype(
+        np.uint32)  # every single bit of the row flipped, one row each
+    digests = bit_digests(np.vstack([row, row, flipped]))
+    assert digests[0] == digests[1] and len(np.unique(digests[1:])) == dim * 32 + 1
+    zeros = np.zeros((2, dim), np.float32)
+    zeros[1, 0] = -0.0
+    assert bit_digests(zeros)[0] != bit_digests(zeros)[1]
+    # the signs of any two components flipped: a bare product modulo 2**64 maps every top-bit flip to 2**63
+    pairs = [(i, j) for i in range(dim) for j in range(i + 1, dim)]
+    signs = np.repeat(row[None], len(pairs), axis=0)
+    for n, (i, j) in enumerate(pairs):  # a few hundred test rows
+        signs[n, [i, j]] *= -1
+    assert len(np.unique(bit_digests(signs))) == len(pairs)
 
 
 def test_samples_are_uniform_and_bounded(known_dump):
