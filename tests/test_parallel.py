@@ -173,6 +173,31 @@ def test_namespaces_split_on_their_own_and_a_chosen_few_export_alone(source, tmp
     assert_same_rows(vecfmt.open_dump(str(tmp_path / "only_b")).table("b"), tables["b"])
 
 
+def test_workers_write_one_dump_on_object_storage(source, s3_uri):
+    """Every worker reaches the S3 test server (credentials from the environment, as each node's would be)."""
+    dsn, single = source
+    manifest = export_partitioned(pg(dsn), s3_uri, workers=2)
+    assert len(manifest.files) == PARTITIONS
+    assert validate_dump(s3_uri) == []
+    assert diff_dumps(single, s3_uri).identical
+
+
+def test_a_store_with_one_slice_per_namespace_runs_in_process(tmp_path):
+    """LanceDB gives one slice per namespace: one partition each, one worker (this process), no snapshot to share."""
+    tables = {"a": make_table(300, 8, prefix="a-"), "b": make_table(200, 8, seed=1, prefix="b-")}
+    write_namespaced(str(tmp_path / "src"), tables)
+    uri = f"lancedb://{tmp_path / 'db'}?table=items"
+    transfer.import_dump(str(tmp_path / "src"), uri)
+    exporter = open_exporter(uri)
+    try:
+        assert default_workers(sum(len(exporter.slices(ns)) for ns in tables), len(tables)) == 1
+    finally:
+        exporter.close()
+    export_partitioned(uri, str(tmp_path / "out"))
+    assert validate_dump(str(tmp_path / "out")) == []
+    assert diff_dumps(str(tmp_path / "src"), str(tmp_path / "out")).identical
+
+
 def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path):
     dsn, single = source
     dump = str(tmp_path / "killed")
