@@ -289,7 +289,7 @@ def test_a_failed_partition_names_itself_and_the_resume_command(source, tmp_path
     assert "\n" not in message and PASSWORD not in message
     assert message.startswith(f"partition {PARTITIONS} of {PARTITIONS} (namespace '', ")
     assert "is NULL in some rows" in message
-    assert "--workers 1 --resume` runs the 1 partitions not done" in message
+    assert "--workers 1 --resume` runs the 1 partition not done" in message
     assert len(job_state(dump)["done"]) == PARTITIONS - 1
 
     original = run_sql(dsn, "SELECT i.id FROM items i LEFT JOIN holes h ON h.id = i.id WHERE h.id IS NULL")[0][0]

@@ -265,9 +265,12 @@ class _Job:
         times = f" {attempts} times" if attempts > 1 else ""
         command = f"vecfmt export {StoreURI.parse(self.source)} {redact(self.dump_uri)} --workers {workers} --resume"
         message = (f"partition {task.index + 1} of {len(self.partitions)} (namespace {task.namespace!r}, "
-                   f"{json.dumps(task.key)}) failed{times}: {what}; `{command}` runs the {left} partitions not done")
-        kind = type(exc) if isinstance(exc, VecfmtError) else StoreError if isinstance(exc, BrokenProcessPool) \
-            else DumpError  # fmt: skip
+                   f"{json.dumps(task.key)}) failed{times}: {what}; `{command}` runs the {left} "
+                   f"partition{'s' if left != 1 else ''} not done")
+        # The kind of the failure (a worker's death is the store's: its client crashed, or memory ran out).
+        kinds = (InvalidDataError, StoreError, DumpError)
+        kind = next((k for k in kinds if isinstance(exc, k)), StoreError if isinstance(exc, BrokenProcessPool) else
+                    DumpError)  # fmt: skip
         return kind(message)
 
 
