@@ -107,12 +107,25 @@ def test_bit_digests_tell_every_bit_apart(dim):
     zeros = np.zeros((2, dim), np.float32)
     zeros[1, 0] = -0.0
     assert bit_digests(zeros)[0] != bit_digests(zeros)[1]
-    # the signs of any two components flipped: a bare product modulo 2**64 maps every top-bit flip to 2**63
+    # the signs of any two components flipped: a bare product modulo 2**64 maps every top-bit flip to 2**63,
+    # so such rows collide by the hundred
     pairs = [(i, j) for i in range(dim) for j in range(i + 1, dim)]
     signs = np.repeat(row[None], len(pairs), axis=0)
     for n, (i, j) in enumerate(pairs):  # a few hundred test rows
         signs[n, [i, j]] *= -1
     assert len(np.unique(bit_digests(signs))) == len(pairs)
+
+
+def test_bit_digests_of_both_signs_of_a_word_flipped():
+    """At 768 dimensions, both signs of one 64-bit word flipped, for each of the 384 words: a mixing that
+    only folds high bits down by xor-shifts (x ^= x >> 32; x ^= x >> 16) leaves this change in bits 47 and
+    63, and two of these rows collided with it."""
+    row = np.random.default_rng(768).standard_normal(768).astype(np.float32)
+    rows = np.repeat(row[None], 385, axis=0)
+    words = np.arange(384)
+    rows[words + 1, 2 * words] *= -1
+    rows[words + 1, 2 * words + 1] *= -1
+    assert len(np.unique(bit_digests(rows))) == 385
 
 
 def test_samples_are_uniform_and_bounded(known_dump):

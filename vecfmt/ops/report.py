@@ -121,13 +121,16 @@ class VectorStats:
 _WORD_WEIGHTS: dict[int, np.ndarray] = {}
 
 
+_MIX = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3's fmix64 constant
+
+
 def bit_digests(matrix: np.ndarray) -> np.ndarray:
     """A 64-bit digest of each row's bits: the row read as 64-bit words (32-bit ones for an odd width),
-    each word's high bits folded into its low ones (two xor-shifts), multiplied by an odd random weight for
-    its position, and summed modulo 2**64. Every step is invertible per word, so a change to any one word
-    always changes the digest; the folding keeps a change in high bits only (a sign, for instance) from
-    cancelling out between words, as a bare product modulo 2**64 would let it. -0.0 and 0.0 differ, as
-    their bits do. 1.4-8x faster than verify's per-component digest on 4,096 x 768 (side by side, noisy)."""
+    each word mixed as in MurmurHash3's finaliser (xor-shift, multiply, xor-shift) and then multiplied by
+    an odd random weight for its position, the words summed modulo 2**64. Every step is invertible per
+    word, so a change to any one word always changes the digest; the mixing spreads a change in high bits
+    only (signs, say) over the low bits, where a bare product modulo 2**64 keeps it in the top bits and
+    lets such changes in two words cancel. -0.0 and 0.0 differ, as their bits do."""
     rows = np.ascontiguousarray(matrix)
     words = rows.view(np.uint64) if rows.shape[1] % 2 == 0 else rows.view(np.uint32).astype(np.uint64)
     width = words.shape[1]
@@ -135,9 +138,10 @@ def bit_digests(matrix: np.ndarray) -> np.ndarray:
     if weights is None:
         weights = np.random.default_rng(width).integers(0, 2**63, width, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         _WORD_WEIGHTS[width] = weights
-    mixed = words ^ (words >> np.uint64(32))
-    mixed ^= mixed >> np.uint64(16)
+    mixed = words ^ (words >> np.uint64(33))
     with np.errstate(over="ignore"):
+        mixed *= _MIX
+        mixed ^= mixed >> np.uint64(33)
         mixed *= weights
         return mixed.sum(axis=1, dtype=np.uint64)
 
@@ -569,8 +573,8 @@ def _norm_range(norms: np.ndarray) -> tuple[float, float]:
 def _duplicates_section(stats: DumpStats, m: Manifest) -> str:
     parts = ["<h2>Duplicate and near-zero vectors</h2>",
              "<p>Duplicates are found among all rows of a namespace (not a sample): each vector's float32 bits are "
-             "hashed to 64 bits with NumPy (read as 64-bit words, each mixed by two xor-shifts and multiplied by "
-             "an odd random weight for its position, summed modulo 2<sup>64</sup>) and "
+             "hashed to 64 bits with NumPy (read as 64-bit words, each mixed as in MurmurHash3's finaliser and "
+             "multiplied by an odd random weight for its position, summed modulo 2<sup>64</sup>) and "
              "the hashes compared with <code>np.unique</code>. Equal hashes mean bit-identical vectors up to a "
              "collision chance of about n<sup>2</sup>/2<sup>65</sup> (3&times;10<sup>-8</sup> for a million "
              "rows); 0.0 and -0.0 count as different. Rows without a (named) vector are left out. A near-zero "
