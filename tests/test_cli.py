@@ -182,3 +182,21 @@ def test_validate_exit_codes(good, tmp_path):
     (root / "manifest.json").unlink()
     assert vecfmt_cli("validate", str(root)).code == 1  # a folder without a manifest is an incomplete dump
     assert "2 when it could not run" in " ".join(vecfmt_cli("validate", "--help").stdout.split())
+
+
+def test_export_with_workers_matches_a_one_process_export(tmp_path):
+    from tests.helpers import write_namespaced
+
+    dump = str(tmp_path / "a")
+    write_namespaced(dump, {"left": make_table(400, 8), "right": make_table(300, 8, seed=1)})
+    target = f"lancedb://{tmp_path / 'db'}?table=t"
+    assert vecfmt_cli("import", dump, target, "--quiet").code == 0
+    run = vecfmt_cli("export", target, str(tmp_path / "parallel"), "--workers", "2", "--json")
+    assert run.code == 0, run.stderr
+    assert json.loads(run.stdout)["total_rows"] == 700
+    assert vecfmt_cli("export", target, str(tmp_path / "one"), "--quiet").code == 0
+    assert vecfmt_cli("validate", str(tmp_path / "parallel")).code == 0
+    same = vecfmt_cli("diff", str(tmp_path / "one"), str(tmp_path / "parallel"))
+    assert same.code == 0, same.stdout
+    assert_one_clear_error(vecfmt_cli("export", target, str(tmp_path / "parallel"), "--workers", "2"),
+                           "already holds a dump")

@@ -22,6 +22,7 @@ from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
 from vecfmt.ops.report import DEFAULT_SAMPLE as REPORT_SAMPLE
 from vecfmt.ops.report import write_report
+from vecfmt.parallel import export_partitioned
 from vecfmt.quality.plan import plan
 from vecfmt.quality.reembed import DEFAULT_BATCH_SIZE as REEMBED_BATCH
 from vecfmt.quality.reembed import reembed
@@ -84,12 +85,21 @@ def export_cmd(
     model: Annotated[str | None, typer.Option(help="Embedding model name to record.")] = None,
     model_provider: Annotated[str | None, typer.Option(help="Embedding model provider.")] = None,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Export in partitions on this many worker processes (docs/parallel.md); without it, one "
+        "process reads the store in order.")] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a store to a dump."""
-    manifest = export(source, dump, namespaces=namespace, model=_model(model, model_provider),
-                      batch_size=batch_size, overwrite=overwrite, resume=resume, progress=_progress(quiet, as_json))
+    if workers is None:
+        manifest = export(source, dump, namespaces=namespace, model=_model(model, model_provider),
+                          batch_size=batch_size, overwrite=overwrite, resume=resume,
+                          progress=_progress(quiet, as_json))
+    else:
+        manifest = export_partitioned(source, dump, workers=workers, namespaces=namespace,
+                                      model=_model(model, model_provider), batch_size=batch_size,
+                                      overwrite=overwrite, resume=resume, progress=_progress(quiet, as_json))
     if as_json:
         _print_json(manifest.to_dict())
     elif not quiet:
