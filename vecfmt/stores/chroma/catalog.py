@@ -120,7 +120,7 @@ def flat_part(value: Any) -> dict[str, Any]:
                 continue
         elif kind is not str and kind is not float and kind is not bool and not _flat_value(item):
             continue
-        if flat_key(key):
+        if key and key[0] not in "#$" and key != JSON_KEY and not key.startswith("chroma:"):  # flat_key, inline
             flat[key] = item
     return flat
 
