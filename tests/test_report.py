@@ -25,9 +25,9 @@ import pytest
 
 from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli, write_namespaced
 from tests.servers.postgres import unavailable
-from vecfmt.ops.report import ReportError, bit_digests, build_report, gather, load_verify_json, pca_2d
+from vecfmt.ops.report import ReportError, build_report, gather, load_verify_json, pca_2d
 from vecfmt.reader import Dump
-from vecfmt.schema import vectors_array
+from vecfmt.schema import vector_digests, vectors_array
 from vecfmt.writer import ParquetOptions
 
 HOSTILE_NS = '<script>alert("ns")</script>'
@@ -102,18 +102,18 @@ def test_bit_digests_tell_every_bit_apart(dim):
     bits = flipped.view(np.uint32)
     bits[np.arange(dim * 32), np.arange(dim * 32) // 32] ^= (np.uint32(1) << (np.arange(dim * 32) % 32)).astype(
         np.uint32)  # every single bit of the row flipped, one row each
-    digests = bit_digests(np.vstack([row, row, flipped]))
+    digests = vector_digests(np.vstack([row, row, flipped]))
     assert digests[0] == digests[1] and len(np.unique(digests[1:])) == dim * 32 + 1
     zeros = np.zeros((2, dim), np.float32)
     zeros[1, 0] = -0.0
-    assert bit_digests(zeros)[0] != bit_digests(zeros)[1]
+    assert vector_digests(zeros)[0] != vector_digests(zeros)[1]
     # the signs of any two components flipped: a bare product modulo 2**64 maps every top-bit flip to 2**63,
     # so such rows collide by the hundred
     pairs = [(i, j) for i in range(dim) for j in range(i + 1, dim)]
     signs = np.repeat(row[None], len(pairs), axis=0)
     for n, (i, j) in enumerate(pairs):  # a few hundred test rows
         signs[n, [i, j]] *= -1
-    assert len(np.unique(bit_digests(signs))) == len(pairs)
+    assert len(np.unique(vector_digests(signs))) == len(pairs)
 
 
 def test_bit_digests_of_both_signs_of_a_word_flipped():
@@ -125,7 +125,7 @@ def test_bit_digests_of_both_signs_of_a_word_flipped():
     words = np.arange(384)
     rows[words + 1, 2 * words] *= -1
     rows[words + 1, 2 * words + 1] *= -1
-    assert len(np.unique(bit_digests(rows))) == 385
+    assert len(np.unique(vector_digests(rows))) == 385
 
 
 def test_samples_are_uniform_and_bounded(known_dump):

@@ -171,6 +171,33 @@ def vectors_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
+_WORD_WEIGHTS: dict[int, np.ndarray] = {}
+_MIX = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3's fmix64 constant
+
+
+def vector_digests(matrix: np.ndarray) -> np.ndarray:
+    """A 64-bit digest of each row's bits: the row read as 64-bit words (32-bit ones for an odd width),
+    each word mixed as in MurmurHash3's finaliser (xor-shift, multiply, xor-shift) and then multiplied by
+    an odd random weight for its position, the words summed modulo 2**64. Every step is invertible per
+    word, so a change to any one word always changes the digest; the mixing spreads a change in high bits
+    only (signs, say) over the low bits, where a bare product modulo 2**64 keeps it in the top bits and
+    lets such changes in two words cancel. -0.0 and 0.0 differ, as their bits do."""
+    rows = np.ascontiguousarray(matrix)
+    words = rows.view(np.uint64) if rows.shape[1] % 2 == 0 else rows.view(np.uint32).astype(np.uint64)
+    width = words.shape[1]
+    weights = _WORD_WEIGHTS.get(width)
+    if weights is None:
+        weights = np.random.default_rng(width).integers(0, 2**63, width, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        _WORD_WEIGHTS[width] = weights
+    mixed = words >> np.uint64(33)  # then in place where NumPy allows: fewer temporaries of the words' size
+    mixed ^= words
+    with np.errstate(over="ignore"):
+        mixed *= _MIX
+        mixed ^= mixed >> np.uint64(33)
+        mixed *= weights
+        return mixed.sum(axis=1, dtype=np.uint64)
+
+
 def null_component_rows(column: pa.Array) -> np.ndarray:
     """Boolean mask of the non-null vectors with a null component (casts do not catch those)."""
     dimension = column.type.list_size

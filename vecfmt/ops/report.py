@@ -33,7 +33,7 @@ from vecfmt.manifest import Manifest, VectorSpec
 from vecfmt.ops.inspect import METADATA_SAMPLE_ROWS, _KeyStats
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
-from vecfmt.schema import ID, METADATA, vectors_numpy
+from vecfmt.schema import ID, METADATA, vector_digests, vectors_numpy
 
 DEFAULT_SAMPLE = 10_000  # rows in the PCA map, and metadata rows per namespace (at most METADATA_SAMPLE_ROWS)
 NEAR_ZERO_NORM = 1e-6  # a vector whose L2 norm is below this is near zero (cosine of it is meaningless)
@@ -89,7 +89,7 @@ class VectorStats:
         self.zero += int(np.count_nonzero(norms == 0))
         self.near_zero += int(np.count_nonzero(norms < NEAR_ZERO_NORM))
         self._norm_parts.append(norms[finite].astype(np.float32))
-        self._digest_parts.append(bit_digests(vectors_numpy(column)))  # null rows too: masked by ``valid``
+        self._digest_parts.append(vector_digests(vectors_numpy(column)))  # null rows too: masked by ``valid``
         self._valid_parts.append(valid)
 
     def finish(self) -> np.ndarray:
@@ -116,35 +116,6 @@ class VectorStats:
             group = ids[self._example_digests == digest]
             more = [f"... {len(group)} rows in all"] if len(group) > IDS_PER_GROUP_SHOWN else []
             self.duplicate_examples.append([str(i) for i in group[:IDS_PER_GROUP_SHOWN]] + more)
-
-
-_WORD_WEIGHTS: dict[int, np.ndarray] = {}
-
-
-_MIX = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3's fmix64 constant
-
-
-def bit_digests(matrix: np.ndarray) -> np.ndarray:
-    """A 64-bit digest of each row's bits: the row read as 64-bit words (32-bit ones for an odd width),
-    each word mixed as in MurmurHash3's finaliser (xor-shift, multiply, xor-shift) and then multiplied by
-    an odd random weight for its position, the words summed modulo 2**64. Every step is invertible per
-    word, so a change to any one word always changes the digest; the mixing spreads a change in high bits
-    only (signs, say) over the low bits, where a bare product modulo 2**64 keeps it in the top bits and
-    lets such changes in two words cancel. -0.0 and 0.0 differ, as their bits do."""
-    rows = np.ascontiguousarray(matrix)
-    words = rows.view(np.uint64) if rows.shape[1] % 2 == 0 else rows.view(np.uint32).astype(np.uint64)
-    width = words.shape[1]
-    weights = _WORD_WEIGHTS.get(width)
-    if weights is None:
-        weights = np.random.default_rng(width).integers(0, 2**63, width, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        _WORD_WEIGHTS[width] = weights
-    mixed = words >> np.uint64(33)  # then in place where NumPy allows: fewer temporaries of the words' size
-    mixed ^= words
-    with np.errstate(over="ignore"):
-        mixed *= _MIX
-        mixed ^= mixed >> np.uint64(33)
-        mixed *= weights
-        return mixed.sum(axis=1, dtype=np.uint64)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from vecfmt.progress import RowProgress
 from vecfmt.quality.groundtruth import SUPPORTED, TopK, exact_top_k
 from vecfmt.quality.sides import DumpSide, Side, open_side
 from vecfmt.reader import Dump
-from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, is_vector_type, vectors_numpy
+from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, is_vector_type, vector_digests, vectors_numpy
 from vecfmt.storage import resolve
 
 DEFAULT_SAMPLE = 2_000
@@ -358,22 +358,12 @@ def _spell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-_WEIGHTS: dict[int, np.ndarray] = {}
 
 
 def _vector_digest(column: pa.Array) -> np.ndarray:
-    """Sum of each float's bits times an odd 64-bit weight for its position, modulo 2**64: vectorised,
-    and any change to one component changes the sum (an odd weight times a non-zero 32-bit difference
-    is never 0 modulo 2**64); -0.0 and 0.0 differ, as their bits do."""
-    matrix = vectors_numpy(column)
-    dims = matrix.shape[1]
-    weights = _WEIGHTS.get(dims)
-    if weights is None:
-        weights = np.random.default_rng(dims).integers(0, 2**63, dims, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        _WEIGHTS[dims] = weights
-    bits = np.ascontiguousarray(matrix).view(np.uint32).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        digest = (bits * weights).sum(axis=1, dtype=np.uint64)
+    """``vector_digests`` of each row's bits: any change to a component changes it (-0.0 and 0.0 differ,
+    as their bits do), and changes in two components cannot cancel out as in a plain weighted sum."""
+    digest = vector_digests(vectors_numpy(column))
     if column.null_count:  # a null vector (a named vector a row lacks): whatever lies under it does not count
         digest[~column.is_valid().to_numpy(zero_copy_only=False)] = _NULL_VECTOR
     return digest
