@@ -29,8 +29,8 @@ from vecfmt.stores.milvus.catalog import (
 from vecfmt.stores.milvus.connect import MAX_QUERY_ROWS, SCHEME, Target, literal
 from vecfmt.stores.milvus.search import nearest
 
-# Vectors per query answer, at most: well under the 100 MiB a Milvus server returns by default
-# (quotaAndLimits maxOutputSize) and under gRPC's message limits; 10,000 rows of 768 dimensions are 29 MiB.
+# Vectors per query answer, at most, so that an answer stays far below the result sizes a Milvus server
+# returns by default (no server runs here to test against); 10,000 rows of 768 dimensions are 29 MiB.
 PAGE_BYTES = 64 << 20
 
 

@@ -38,8 +38,8 @@ from vecfmt.stores.milvus.connect import SCHEME, Target, check_name, log, sdk
 from vecfmt.stores.milvus.search import nearest
 
 DEFAULT_ID_MAX_LENGTH = 512  # bytes of UTF-8, Milvus's VARCHAR measure
-# Vectors per insert request when batch= is not given: few requests (each has a fixed cost, and pymilvus packs
-# rows one by one anyway), well under a server's 64 MiB insert limit (proxy maxInsertSize) and gRPC's limits.
+# Vectors per insert request when batch= is not given: few requests (each has a fixed cost), each far below
+# the message sizes a Milvus server takes by default (hundreds of MiB; no server runs here to test against).
 REQUEST_BYTES = 16 << 20
 REQUEST_ROWS_MAX = 10_000
 SPARSE_FIELD = "sparse_values"
