@@ -636,6 +636,8 @@ def test_a_replace_overtaken_by_another_fails_clearly_and_the_table_holds_one_du
     vecfmt.write_dump(str(tmp_path / "x"), make_table(1000, 8, prefix="x-"))
     vecfmt.write_dump(str(tmp_path / "y"), make_table(700, 8, prefix="y-"))
     monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    # as on object storage, which has no lock (on a local folder the lock refuses Y outright: tested below)
+    monkeypatch.setattr(vecfmt.stores.lancedb, "_lock_table", lambda location, name: None)
     importer_cls = vecfmt.stores.lancedb.LanceDBImporter
     original_write = importer_cls.write
     state = {"n": 0, "inside": False}
@@ -652,6 +654,58 @@ def test_a_replace_overtaken_by_another_fails_clearly_and_the_table_holds_one_du
         transfer.import_dump(str(tmp_path / "x"), lance(tmp_path), if_exists="replace", batch_size=100)
     assert "\n" not in str(caught.value) and "--resume" not in str(caught.value)
     assert _rows(tmp_path) == sorted(("", f"y-{i}") for i in range(700))
+
+
+def test_an_import_of_a_table_another_import_holds_is_refused_and_changes_nothing(tmp_path):
+    """Two resumes of one interrupted import would both append (Lance rebases appends, it does not refuse
+    them): the table's lock lets one import at a time load it, and is gone with the process that held it."""
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(300, 8))
+    held = vecfmt.stores.lancedb._lock_table(str(tmp_path / "db"), "items")
+    for if_exists in ("fail", "replace"):
+        with pytest.raises(StoreError, match=r"another writer \(a vecfmt import\) is loading LanceDB table 'items'"):
+            transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), if_exists=if_exists)
+    assert vecfmt.stores.lancedb._table_names(lancedb.connect(str(tmp_path / "db"))) == []
+    held.close()
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
+    assert _count(tmp_path) == 300
+
+
+def test_ctrl_c_while_lance_commits_keeps_the_commit_resumable(tmp_path, identical, monkeypatch):
+    """Ctrl-C while Lance makes a commit: the commit lands all the same, so the import waits for it and
+    records it before it stops; --resume then goes on from there."""
+    table = make_table(1000, 8)
+    vecfmt.write_dump(str(tmp_path / "a"), table, options=vecfmt.ParquetOptions(max_file_rows=250))
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 500)
+    original_wait = vecfmt.stores.lancedb._StreamedCommit.wait
+    calls = {"n": 0}
+
+    def interrupted_wait(self):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the signal arrives while the first commit is being made
+            raise KeyboardInterrupt
+        return original_wait(self)
+
+    monkeypatch.setattr(vecfmt.stores.lancedb._StreamedCommit, "wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=100)
+    assert _count(tmp_path) == 500
+    result = transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), resume=True, batch_size=100)
+    assert (result.rows_skipped, result.rows) == (500, 500)
+    transfer.export(lance(tmp_path), str(tmp_path / "b"))
+    identical(vecfmt.open_dump(str(tmp_path / "b")).table(""), table)
+
+
+def test_a_corrupt_file_after_commits_says_what_the_target_holds(tmp_path, monkeypatch):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(1000, 8), options=vecfmt.ParquetOptions(max_file_rows=200))
+    part = tmp_path / "a" / "__default__" / "part-00003.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    with pytest.raises(vecfmt.DumpError, match=r"part-00003.parquet is corrupt.*the first 600 rows of the dump "
+                       r"are in the target, which is incomplete"):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=100)
+    assert _count(tmp_path) == 600
 
 
 @pytest.mark.parametrize("attempt", range(3))

@@ -46,6 +46,7 @@ a new ``replace`` drops a staged table it finds. Details: docs/lancedb.md.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -54,7 +55,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -304,6 +305,7 @@ class LanceDBImporter:
         self.metric = "cosine"
         self.piece: _StreamedCommit | None = None  # the commit being written, not yet made
         self.created = False  # this run created the table itself (not staged, not resumed)
+        self.lock: IO[str] | None = None  # held from prepare() to close(): one import of a table at a time
         self.resumable = False  # an import of a dump (a copy cannot resume)
         self.rows_written = 0  # the dump's rows once everything written so far is committed
         self.rows_done = 0  # ... once the last commit is
@@ -321,6 +323,7 @@ class LanceDBImporter:
         return _identity(self.uri, self.name)
 
     def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
+        self.lock = _lock_table(self.uri.location, self.name)
         self.renames = {v.column: PRIMARY_COLUMN if v.column == VALUES else v.name for v in manifest.vectors}
         self.namespaced = any(ns.name != "" for ns in manifest.namespaces)
         self.metric = manifest.primary.metric if manifest.primary else "cosine"
@@ -459,11 +462,24 @@ class LanceDBImporter:
         """Make the commit of everything written since the last one."""
         if self.piece is None:
             return
-        piece, self.piece = self.piece, None
+        piece = self.piece
+        interrupted = False
         try:
-            version = piece.finish()
+            piece.end()  # interrupted before it is handed the end, the piece is close()'s to cancel
+            self.piece = None
+            while True:  # Lance may be committing: a Ctrl-C waits for it, so that the record below is made
+                try:
+                    version = piece.wait()
+                    break
+                except KeyboardInterrupt:
+                    interrupted = True
         except Exception as exc:
             raise self._write_failed(exc) from None
+        self._record_commit(version)
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def _record_commit(self, version: int) -> None:
         if self.tracked:
             with self._other_writers("record the progress of"):
                 stamps = _stamps(self.table)
@@ -627,10 +643,36 @@ class LanceDBImporter:
 
     def close(self) -> None:
         self._cancel()  # an error stopped the import: the piece in progress is not committed
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
+            self.lock = None
 
     def search(self, vector: np.ndarray, k: int, *, namespace: str = "") -> list[tuple[str, float]]:
         return _search(self.table, PRIMARY_COLUMN, ID, self.metric,
                        NAMESPACE_COLUMN if self.namespaced else None, vector, k, namespace)
+
+
+def _lock_table(location: str, name: str) -> IO[str] | None:
+    """An exclusive lock on importing into table ``name`` of a local database folder, held by the open
+    file: two imports of one table (two resumes of one interrupted import, say) would both append, and
+    Lance rebases appends instead of refusing them. The OS releases a flock when its process ends, so a
+    killed import leaves no stale lock. Object stores have no such lock (docs/lancedb.md)."""
+    parts = urlsplit(location)
+    if parts.scheme not in ("", "file"):
+        return None
+    folder = unquote(parts.path) if parts.scheme == "file" else location
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle = open(os.path.join(folder, f".{name}.vecfmt-lock"), "a")  # noqa: SIM115 (held until close())
+    except OSError as exc:
+        raise StoreError(f"cannot open LanceDB database {folder}: {first_line(exc)}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreError(f"another writer (a vecfmt import) is loading LanceDB table {name!r}; this run changed "
+                         "nothing: re-run it once the other is done") from None
+    return handle
 
 
 class _Cancelled(Exception):
@@ -681,7 +723,15 @@ class _StreamedCommit:
         self.rows += batch.num_rows
 
     def finish(self) -> int:
+        self.end()
+        return self.wait()
+
+    def end(self) -> None:
+        """No more batches: Lance commits what it has read."""
         self._hand(_END)
+
+    def wait(self) -> int:
+        """The version of the commit, once made."""
         self.thread.join()
         if self.error is not None or self.version is None:
             raise self.error or RuntimeError("Lance returned no version")
