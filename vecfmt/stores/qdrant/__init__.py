@@ -24,7 +24,7 @@ Options (details in docs/qdrant.md):
 ``document``        the payload key holding ``document`` (import default ``document``)
 ``concurrency``     import: upsert requests in flight (server, default 2; local mode writes from one thread)
 ``batch``           import: points per upsert request (default 256)
-``page``            export: points per scroll page (default 1000)
+``page``            export: points per scroll page (default 10000 in local mode, 1000 on a server)
 ==================  ===================================================================================
 
 Mapping: point id <-> ``id`` (ids.py: unsigned integers and UUIDs as they are, other ids by UUIDv5 and kept in
