@@ -86,7 +86,7 @@ def test_append_refuses_other_dimensions(tmp_path):
     vecfmt.write_dump(str(tmp_path / "a"), make_table(10, 4))
     vecfmt.write_dump(str(tmp_path / "b"), make_table(10, 5))
     transfer.import_dump(str(tmp_path / "a"), lance(tmp_path))
-    with pytest.raises(StoreError, match="column 'vector' has 4 dimensions, the dump has 5"):
+    with pytest.raises(StoreError, match="column 'vector' has 4 dimensions, the dump has 5 float32 dimensions"):
         transfer.import_dump(str(tmp_path / "b"), lance(tmp_path), if_exists="append")
 
 
@@ -793,3 +793,34 @@ def test_an_index_build_that_fails_says_the_rows_are_in_without_a_resume_that_ca
         transfer.import_dump(str(tmp_path / "d"), lance(tmp_path, extra="&index=ivf_pq"))
     assert "--resume" not in str(caught.value)
     assert lancedb.connect(str(tmp_path / "db")).open_table("items").count_rows() == 300
+
+
+@pytest.mark.parametrize(("columns", "message"), [
+    ({"id": pa.array([1], pa.int64())}, r"column 'id' is int64, the dump's is string"),
+    ({"vector": pa.array([[0.0] * 8], pa.list_(pa.float64(), 8))}, r"column 'vector' is fixed_size_list<item: double>"),
+    ({"extra": pa.array(["x"])}, r"has columns the dump does not \('extra'\)"),
+])
+def test_append_into_a_table_of_another_shape_is_refused_before_writing(tmp_path, columns, message):
+    base = {"id": pa.array(["x"]), "vector": vectors_array(np.zeros((1, 8), np.float32)), "metadata": pa.array([None],
+            pa.string())}  # fmt: skip
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("items", pa.table({**base, **columns}))
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(50, 8))
+    for if_exists in ("append", "upsert"):
+        with pytest.raises(StoreError, match=message):
+            transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), if_exists=if_exists)
+    assert _count(tmp_path) == 1
+
+
+def test_append_reorders_columns_and_refuses_nulls_the_table_does_not_accept(tmp_path):
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(50, 8))
+    db = lancedb.connect(str(tmp_path / "db"))
+    schema = pa.schema([pa.field("metadata", pa.string()), pa.field("vector", pa.list_(pa.float32(), 8)),
+                        pa.field("id", pa.string(), nullable=False)])  # fmt: skip
+    db.create_table("items", schema=schema)
+    transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), if_exists="append")
+    assert _count(tmp_path) == 50
+    strict = schema.set(0, pa.field("metadata", pa.string(), nullable=False))
+    db.create_table("strict", schema=strict)
+    with pytest.raises(StoreError, match="rows of the dump do not fit LanceDB table 'strict'"):
+        transfer.import_dump(str(tmp_path / "a"), lance(tmp_path, "strict"), if_exists="append")

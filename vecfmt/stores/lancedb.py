@@ -438,7 +438,10 @@ class LanceDBImporter:
         batch = batch.rename_columns([self.renames.get(n, n) for n in batch.schema.names])
         if self.namespaced:
             batch = batch.append_column(NAMESPACE_COLUMN, pa.repeat(pa.scalar(namespace), batch.num_rows))
-        batch = batch.cast(self.table.schema)  # nullability and metadata only: no conversion
+        try:  # the table's column order, nullability and metadata; the types are the dump's (prepare checked)
+            batch = batch.select(self.table.schema.names).cast(self.table.schema)
+        except (pa.ArrowInvalid, ValueError) as exc:  # a null where the table's column allows none
+            raise StoreError(f"rows of the dump do not fit LanceDB table {self.name!r}: {first_line(exc)}") from None
         if self.piece is None:
             self.piece = _StreamedCommit(self._start_commit, self.table.schema)
         try:
@@ -779,15 +782,26 @@ def _saved_definitions(schema: pa.Schema) -> dict[str, Any]:
 
 
 def _check_compatible(existing: pa.Schema, wanted: pa.Schema, name: str) -> None:
+    """An append or upsert writes the dump's columns as they are: the table must have exactly those, of
+    the same types (a cast would turn id "007" into 7 in an integer column, and merge "1" with "01")."""
     for field in wanted:
         index = existing.get_field_index(field.name)
         if index < 0:
             raise StoreError(f"LanceDB table {name!r} has no column {field.name!r}")
         have = existing.field(index).type
-        if is_vector_type(field.type) and not same_type(have, field.type):
-            size = have.list_size if pa.types.is_fixed_size_list(have) else have
-            raise StoreError(f"LanceDB table {name!r} column {field.name!r} has {size} dimensions, "
-                             f"the dump has {field.type.list_size}")
+        if is_vector_type(field.type):
+            if not same_type(have, field.type):
+                floats = pa.types.is_fixed_size_list(have) and have.value_type == pa.float32()
+                shape = f"has {have.list_size} dimensions" if floats else f"is {have}"
+                raise StoreError(f"LanceDB table {name!r} column {field.name!r} {shape}, the dump has "
+                                 f"{field.type.list_size} float32 dimensions")
+        elif not have.equals(field.type):
+            raise StoreError(f"LanceDB table {name!r} column {field.name!r} is {have}, the dump's is {field.type}: "
+                             "import into another table, or replace this one")
+    extra = [n for n in existing.names if wanted.get_field_index(n) < 0]
+    if extra:
+        raise StoreError(f"LanceDB table {name!r} has columns the dump does not ({', '.join(map(repr, extra))}): "
+                         "import into another table, or replace this one")
 
 
 def _as_string(ids: pa.Array) -> pa.Array:
