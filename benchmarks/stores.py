@@ -21,7 +21,8 @@ goes first, and the best time of each side kept):
   ``create_collection`` + ``upload_collection(vectors=matrix, payload=..., ids=...)`` (local mode converts
   the points and upserts them in one go); Milvus ``create_collection`` (VARCHAR primary key, FLOAT_VECTOR,
   a JSON field, AUTOINDEX: the schema vecfmt creates) + ``insert`` of row dicts in batches of
-  ``--native-batch`` + ``flush``; Chroma ``create_collection`` + ``add(embeddings=matrix[a:b], ...)`` in
+  ``--native-batch`` + ``flush`` + closing the folder
+  (Milvus Lite finishes its index build as it closes; vecfmt's import closes it too); Chroma ``create_collection`` + ``add(embeddings=matrix[a:b], ...)`` in
   batches of ``--native-batch`` (at most the client's max batch size).
 * export, vecfmt: ``vecfmt.transfer.export(URI, DUMP)`` of the collection vecfmt imported (into a dump on
   disk: Parquet, zstd, SHA-256, manifest).
@@ -228,7 +229,15 @@ def native_import(store: str, place: str, n: int, dim: int, metric: str, batch: 
         for start in range(0, n, batch):
             client.insert(NAME, rows[start : start + batch])
         client.flush(NAME)
+        # Milvus Lite builds the HNSW index of flushed rows on a background thread, and closing the folder
+        # waits for it: closed here, as vecfmt's import closes it (so another process can open the folder),
+        # both clocks stop after the same work
+        client.close()
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(place)
         seconds = time.perf_counter() - started
+        client = MilvusClient(place)
         count = client.query(NAME, output_fields=["count(*)"])[0]["count(*)"]
         client.close()
     elif store == "chroma":
