@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from vecfmt.errors import StoreError
-from vecfmt.stores.base import StoreURI, is_store_uri, store_module
+from vecfmt.stores.base import AcknowledgedWrites, StoreURI, is_store_uri, store_module
 
 
 def test_uri_grammar():
@@ -120,3 +120,26 @@ def test_an_unencoded_at_sign_in_a_pgvector_password_is_refused_without_echo():
     with pytest.raises(StoreError, match="write an '@' inside the user or password as %40") as caught:
         open_exporter("pgvector://app:p@ssw0rd@127.0.0.1:1/db?table=t")
     assert "ssw0rd" not in str(caught.value)
+
+
+def test_acknowledged_writes_count_the_running_request_after_a_failure(tmp_path):
+    """A request running when the import fails still lands its rows: the count waits for it, so the error
+    never says fewer rows than the target holds; a request not yet started is cancelled and not counted."""
+    import threading
+
+    writes = AcknowledgedWrites("test", workers=1, state_dir=str(tmp_path))
+    writes.path = tmp_path / "state.json"
+    started, release = threading.Event(), threading.Event()
+    landed: list[int] = []
+
+    def request(rows: int) -> None:
+        started.set()
+        release.wait(5)
+        landed.append(rows)
+
+    writes.submit(300, request, 300)
+    started.wait(5)
+    writes.submit(600, request, 600)  # queued behind the running one on the single worker
+    threading.Timer(0.2, release.set).start()
+    assert writes.rows_committed() == 300 and landed == [300]
+    writes.close()

@@ -404,12 +404,25 @@ class AcknowledgedWrites:
         if advanced:
             self.save()
 
+    def settle(self) -> None:
+        """Stop after a failure: cancel the requests not yet started, wait for the running ones, and
+        acknowledge in dump order those that ended well, so that the count is final (a running request
+        left behind may land its rows after the count was told)."""
+        for future, _ in self.inflight:
+            future.cancel()
+        in_order = True
+        while self.inflight:
+            future, rows_done = self.inflight.popleft()
+            in_order = in_order and not future.cancelled() and future.exception() is None  # waits if running
+            if in_order and rows_done is not None:
+                self.acknowledged = rows_done
+
     def rows_committed(self) -> int | None:
         """After a failure: the rows acknowledged in dump order (what a resume skips); None for a copy."""
         if self.path is None:
             return None
-        for future, _ in self.inflight:
-            future.cancel()
+        self.settle()
+        self.save()
         return self.acknowledged
 
     def finish(self) -> None:
@@ -418,10 +431,9 @@ class AcknowledgedWrites:
             self.path.unlink()  # complete: nothing left to resume
 
     def abort(self) -> None:
-        """A broken dump: nothing to resume, so forget the progress (records already written stay)."""
-        for future, _ in self.inflight:
-            future.cancel()
-        self.inflight.clear()
+        """A broken dump: nothing to resume, so forget the progress (records already written stay, and
+        ``acknowledged`` counts them)."""
+        self.settle()
         if self.path is not None and self.path.exists():
             self.path.unlink()
 

@@ -225,8 +225,7 @@ class ChromaImporter:
         collections this run created (they hold only this run's records), so the target is as it was; but
         when records also went into a collection that was there before (append, upsert), the target has
         changed anyway and a new collection keeps its records too (the error counts them), unless empty."""
-        self._settle_writes()
-        self.writes.abort()
+        self.writes.abort()  # running requests end (and count, in order) before their collection goes
         try:
             for staged in self.staged.values():  # vecfmt's own, also when a resumed run found them
                 if self.target.get(staged) is not None:
@@ -236,15 +235,6 @@ class ChromaImporter:
             self.nothing_left = not self.wrote_existing
         except StoreError as exc:  # the error that ended the import is the one line shown
             log.info("chroma: could not drop what this import created: %s", exc)
-
-    def _settle_writes(self) -> None:
-        """Let the requests in flight end (rows of batches that passed every check; their collection may go
-        next) and acknowledge, in dump order, those that ended well, so that the error counts what is in."""
-        acknowledged = True
-        for future, rows_done in self.writes.inflight:
-            acknowledged = acknowledged and future.exception() is None
-            if acknowledged and rows_done is not None:
-                self.writes.acknowledged = rows_done
 
     def _drop_created(self, *, only_empty: bool) -> None:
         """Drop the collections this run created (the very ones: same name and id), or only the empty ones."""

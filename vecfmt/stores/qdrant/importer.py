@@ -295,15 +295,7 @@ class QdrantImporter:
         holds only this run's points, and a replace's staged collection (vecfmt's own, also when a resumed run
         found it); a collection that existed before (append, upsert, a resumed import's) keeps its points,
         and what this run wrote there stays."""
-        for future, _ in self.writes.inflight:  # let running requests end before their collection goes
-            future.cancel()
-        acknowledged = True
-        for future, rows_done in self.writes.inflight:  # those that ended well count (rows_committed), in order
-            ended_well = not future.cancelled() and future.exception() is None  # waits for a running one
-            acknowledged = acknowledged and ended_well
-            if acknowledged and rows_done is not None:
-                self.writes.acknowledged = rows_done
-        self.writes.abort()
+        self.writes.abort()  # running requests end (and count, in order) before their collection goes
         if (self.created or self.staged) and self.into is not None and not self.dropped:
             log.info("qdrant: dropping the collection %s, which this import created", self.into)
             self._drop(self.into)
