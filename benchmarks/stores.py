@@ -21,8 +21,8 @@ goes first, and the best time of each side kept):
   ``create_collection`` + ``upload_collection(vectors=matrix, payload=..., ids=...)`` (local mode converts
   the points and upserts them in one go); Milvus ``create_collection`` (VARCHAR primary key, FLOAT_VECTOR,
   a JSON field, AUTOINDEX: the schema vecfmt creates) + ``insert`` of row dicts in batches of
-  ``--native-batch`` + ``flush`` + closing the folder
-  (Milvus Lite finishes its index build as it closes; vecfmt's import closes it too); Chroma ``create_collection`` + ``add(embeddings=matrix[a:b], ...)`` in
+  ``--native-batch`` + ``flush`` + closing the folder (Milvus Lite finishes its index build as it closes;
+  vecfmt's import closes it too); Chroma ``create_collection`` + ``add(embeddings=matrix[a:b], ...)`` in
   batches of ``--native-batch`` (at most the client's max batch size).
 * export, vecfmt: ``vecfmt.transfer.export(URI, DUMP)`` of the collection vecfmt imported (into a dump on
   disk: Parquet, zstd, SHA-256, manifest).
@@ -47,33 +47,11 @@ store >= 0.8x its own bulk API both ways; LanceDB export and import >= 5x vector
 one JSON object: ``S_export_vs_native`` and ``S_import_vs_native`` for each store S measured,
 ``lancedb_export_vs_vectorio``, ``lancedb_import_vs_vectorio``, and the raw figures.
 
-Measured on 2026-11-30 on this 2-core machine while other engineers' benchmarks and tests loaded it (load
-average 4-14, varying within a run: read the ratios, not the rates), metric euclidean. LanceDB at 100,000 x 768,
-best of 2 interleaved runs; the others one run each at 100,000 and at 20,000 (vecfmt's side first each time;
-the load fell during the 100,000-row runs, from about 6 to 2, which favours the side that ran second, and the
-two sizes disagree for Chroma: repeat before trusting any single figure). Ratio = native (or vector-io) seconds
-/ vecfmt seconds; RSS = the child's peak.
-
-=========================  ================================  ================================  =========
-                           import (vecfmt vs native)         export (vecfmt vs native)         target
-=========================  ================================  ================================  =========
-LanceDB, 100k              **0.75x** 30.8k vs 41.3k vec/s;    **0.42x** 44.8k vs 108k vec/s;    >= 0.8x
-                           RSS 1,232 vs 1,727 MB              RSS 846 vs 800 MB
-Qdrant local, 100k         1.33x 865 vs 649 vec/s;            **0.59x** 2,672 vs 4,504 vec/s;   >= 0.8x
-                           RSS 1,481 vs 4,397 MB              RSS 4,454 vs 4,363 MB
-Qdrant local, 20k          **0.72x** 70 vs 97 vec/s;          1.02x 771 vs 752 vec/s;           >= 0.8x
-                           RSS 642 vs 1,000 MB                RSS 1,107 vs 949 MB
-Milvus Lite, 100k          **0.38x** 624 vs 1,661 vec/s;      **0.50x** 2,106 vs 4,204 vec/s;   >= 0.8x
-                           RSS 2,371 vs 3,287 MB              RSS 1,397 vs 2,097 MB
-Milvus Lite, 20k           **0.47x** 259 vs 550 vec/s;        **0.71x** 1,728 vs 2,418 vec/s;   >= 0.8x
-                           RSS 1,071 vs 1,156 MB              RSS 708 vs 1,110 MB
-Chroma persistent, 100k    **0.59x** 635 vs 1,071 vec/s;      0.81x 10,956 vs 13,579 vec/s;     >= 0.8x
-                           RSS 1,067 vs 901 MB                RSS 959 vs 1,146 MB
-Chroma persistent, 20k     1.47x 416 vs 284 vec/s;            1.21x 4,341 vs 3,583 vec/s;       >= 0.8x
-                           RSS 686 vs 372 MB                  RSS 560 vs 485 MB
-LanceDB vs vector-io 100k  **1.81x** 7.1 s vs 12.9 s          **2.65x** 5.0 s vs 13.2 s         >= 5x
-(whole commands)           RSS 1,180 vs 993 MB                RSS 922 vs 1,277 MB
-=========================  ================================  ================================  =========
+The latest figures, and what they mean for issue 11's targets, are in README.md (Benchmarks), measured on
+2026-11-30 on this 2-core machine while other engineers' benchmarks loaded it. The first round's table (before
+issue 11's speed work) is in git history. Each run also prints "native + Parquet files": the native export's
+seconds plus those of writing what it read as a dump holds it (``parquet_floor``), the least any exporter of
+this format does.
 
 Qdrant local mode keeps the whole collection in memory once opened (both exports' 4.4 GB); its native
 ``upload_collection`` builds every point before writing (4.4 GB), vecfmt's import writes batch by batch.
