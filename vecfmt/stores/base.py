@@ -405,15 +405,14 @@ class AcknowledgedWrites:
             self.save()
 
     def settle(self) -> None:
-        """Stop after a failure: cancel the requests not yet started, wait for the running ones, and
-        acknowledge in dump order those that ended well, so that the count is final (a running request
-        left behind may land its rows after the count was told)."""
-        for future, _ in self.inflight:
-            future.cancel()
+        """Stop after a failure: wait for every request in flight (rows that passed every check; cancelling
+        the queued ones would leave a batch sent in several requests half in) and acknowledge in dump order
+        those that ended well, so that the count told is final (a request left running may land its rows
+        after the count was told)."""
         in_order = True
         while self.inflight:
             future, rows_done = self.inflight.popleft()
-            in_order = in_order and not future.cancelled() and future.exception() is None  # waits if running
+            in_order = in_order and future.exception() is None  # waits for it
             if in_order and rows_done is not None:
                 self.acknowledged = rows_done
 
