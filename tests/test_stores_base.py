@@ -143,3 +143,14 @@ def test_acknowledged_writes_count_the_running_request_after_a_failure(tmp_path)
     threading.Timer(0.2, release.set).start()
     assert writes.rows_committed() == 600 and landed == [300, 600]
     writes.close()
+
+
+def test_a_broken_dumps_progress_is_forgotten_and_not_written_again(tmp_path):
+    writes = AcknowledgedWrites("test", workers=1, state_dir=str(tmp_path))
+    writes.path = tmp_path / "state.json"
+    writes.submit(100, lambda: None)
+    writes.drain(0)
+    assert writes.path.exists()
+    writes.abort()
+    assert writes.rows_committed() == 100 and not writes.path.exists()  # counted, not saved for a resume
+    writes.close()

@@ -190,8 +190,8 @@ def import_dump(
             _abort(importer)  # a broken dump: resuming cannot help, so nothing staged is kept for it
             if isinstance(exc, _BadRows):  # say what the target holds now that the store has cleaned up
                 raise InvalidDataError(exc.told(_rows_committed(importer), IfExists(if_exists))) from None
-            committed = _rows_committed(importer)
-            if isinstance(exc, DumpError) and committed:  # a later file is broken; earlier ones went in
+            committed = _rows_committed(importer) if isinstance(exc, DumpError) else None
+            if committed:  # a later file is broken; earlier ones went in
                 raise DumpError(f"{exc} (the first {committed:,} rows of the dump are in the target, which is "
                                 "incomplete)") from None
             raise

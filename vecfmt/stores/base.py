@@ -363,6 +363,7 @@ class AcknowledgedWrites:
         self.path: Path | None = None  # None: a copy (no dump, nothing to resume)
         self.target: list[Any] = []
         self.acknowledged = 0
+        self.forgotten = False  # abort(): a broken dump has nothing to resume, so no state is written again
 
     def track(self, target: Iterable[Any], manifest: Manifest) -> None:
         """Keep the progress of importing ``manifest``'s dump into ``target`` (the importer's identity)."""
@@ -380,7 +381,7 @@ class AcknowledgedWrites:
         return self.acknowledged
 
     def save(self) -> None:
-        if self.path is None:
+        if self.path is None or self.forgotten:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_suffix(f".tmp-{os.getpid()}")
@@ -433,6 +434,7 @@ class AcknowledgedWrites:
         """A broken dump: nothing to resume, so forget the progress (records already written stay, and
         ``acknowledged`` counts them)."""
         self.settle()
+        self.forgotten = True
         if self.path is not None and self.path.exists():
             self.path.unlink()
 
