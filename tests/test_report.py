@@ -26,6 +26,7 @@ import pytest
 from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli, write_namespaced
 from tests.servers.postgres import unavailable
 from vecfmt.ops.report import ReportError, build_report, gather, load_verify_json, pca_2d
+from vecfmt.quality.verify import verify
 from vecfmt.reader import Dump
 from vecfmt.schema import vector_digests, vectors_array
 from vecfmt.writer import ParquetOptions
@@ -194,6 +195,43 @@ def test_verify_json_is_checked(tmp_path):
         load_verify_json({**fake, "search": {**figures, "queries": "many", "metric": "cosine"}})
     with pytest.raises(ReportError, match="'namespaces' are not what verify writes"):
         load_verify_json({**fake, "search": None, "namespaces": {"": {"missing": "<b>"}}})
+    search = {**figures, "metric": "cosine", "queries": 3}
+    assert load_verify_json({**fake, "search": {**search, "overlap_per_query": [1, 0.5, 0]}})
+    with pytest.raises(ReportError, match=r"'search\.overlap_per_query' has 2 figures for 3 queries"):
+        load_verify_json({**fake, "search": {**search, "overlap_per_query": [1, 0.5]}})
+    for bad in ([1, "x", 0], [1, float("nan"), 0], [1, 2, 0], "1,1,1"):
+        with pytest.raises(ReportError, match=r"'search\.recall_target_per_query' is not a list of figures"):
+            load_verify_json({**fake, "search": {**search, "recall_target_per_query": bad}})
+
+
+def _verify_json(**search: Any) -> dict[str, Any]:
+    """What ``vecfmt verify --json`` prints for a clean dump-to-dump check, its search figures replaced."""
+    figures = {"k": 10, "queries": 10, "metric": "cosine", "overlap": 1.0, "identical": 1.0, "recall_source": 1.0,
+               "recall_target": 1.0, "worst_overlap": 1.0, "worst_recall_target": 1.0}
+    return {"source": "src", "target": "dst", "passed": True, "problems": [], "sample": 2000, "namespaces": {},
+            "search": {**figures, **search}, "min_recall": None, "min_overlap": None}
+
+
+def test_the_distribution_of_verifys_figures(known_dump):
+    """Per-query figures drawn as a histogram, with the mean, the worst query, the 10th percentile, the
+    median and the queries at 1.0 beside it; without them (an older verify) the aggregates alone, said so."""
+    overlaps = [1.0, 0.9, 1.0, 0.2, 1.0, 0.5, 1.0, 0.9, 1.0, 1.0]  # mean 0.85; 10th percentile 0.2 + 0.9 * 0.3
+    recalls = [1.0] * 9 + [0.6]
+    page = build_report(str(known_dump), sample=50, verify_json=_verify_json(
+        overlap=0.85, worst_overlap=0.2, recall_target=0.96, worst_recall_target=0.6, overlap_per_query=overlaps,
+        recall_target_per_query=recalls))
+    assert '<figure id="verify-distribution"><img alt="verify search quality: distribution over the queries" ' \
+           'src="data:image/png;base64,' in page
+    cells = [re.findall(r"<td>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)]
+    assert ["0.8500", "0.2000", "0.4700", "1.0000", "6 (60.0%)"] in [c[1:] for c in cells if c and "overlap" in c[0]]
+    assert ["0.9600", "0.6000", "0.9600", "1.0000", "9 (90.0%)"] in [
+        c[1:] for c in cells if c and c[0].startswith("recall@10 of the target")]
+    assert "No distribution was recorded" not in page and "mean and worst query" not in page
+
+    old = build_report(str(known_dump), sample=50, verify_json=_verify_json(overlap=0.85, worst_overlap=0.2))
+    assert "No distribution was recorded" in old and 'id="verify-distribution"' not in old
+    assert 'alt="verify search quality: mean and worst query"' in old
+    assert "<th>median</th>" not in old and "<td>0.8500</td><td>0.2000</td></tr>" in old
 
 
 def _write(path: Path, text: str) -> Path:
@@ -397,15 +435,18 @@ def test_report_in_a_real_browser(chromium, known_dump, tmp_path):
         "images": "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])",
         "scripts": "document.scripts.length",
         "title": "document.title",
+        "histogram": "document.querySelector('#verify-distribution img')?.naturalWidth ?? 0",
     }, screenshot=screenshot)
     assert visit.errors == [], visit.errors
     assert visit.requests and all(u == out.as_uri() or u.startswith("data:") for u in visit.requests), visit.requests
     assert visit.values["scripts"] == 0
     assert visit.values["title"] == f"vecfmt report: {Dump.open(str(known_dump)).uri}"
     images = visit.values["images"]
-    assert [alt for alt, *_ in images] == ["histogram of the norms of values", "histogram of the norms of values_img",
-                                           "PCA map of a sample", "verify search quality: mean and worst query"]
+    assert [alt for alt, *_ in images] == [
+        "histogram of the norms of values", "histogram of the norms of values_img", "PCA map of a sample",
+        "verify search quality: distribution over the queries"]
     assert all(complete and width > 300 and height > 200 for _, complete, width, height in images), images
+    assert visit.values["histogram"] > 300
     text = visit.values["text"]
     manifest = Dump.open(str(known_dump)).manifest
     for needle in (
@@ -413,8 +454,33 @@ def test_report_in_a_real_browser(chromium, known_dump, tmp_path):
         "4 rows repeat an earlier row's vector exactly (2 distinct vectors occur more than once)",
         "3 near-zero vectors (norm below 1e-06), 2 of them all zeros",
         "id-5, id-10, id-150, id-250", "id-40, id-41",
-        "vecfmt verify passed", "overlap@10", "1.0000", "not the per-query values",
+        "vecfmt verify passed", "overlap@10", "1.0000", "10th percentile", "queries at 1.0", "20 (100.0%)",
         *(f.sha256 for f in manifest.files), *(f.path for f in manifest.files),
     ):
         assert needle in text, needle
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+
+
+def test_report_of_an_older_verify_json_in_a_real_browser(chromium, known_dump, tmp_path):
+    """verify's JSON from before the per-query figures: the page still opens without an error, shows the
+    aggregates as bars and says that no distribution was recorded."""
+    copy = tmp_path / "copy"
+    write_namespaced(str(copy), known_tables(), metric="euclidean")
+    verified = verify(str(known_dump), str(copy), queries=20, progress=False).to_dict()
+    for key in ("overlap_per_query", "recall_target_per_query"):
+        del verified["search"][key]
+    (tmp_path / "old.json").write_text(json.dumps(verified))
+    out = tmp_path / "report.html"
+    run = vecfmt_cli("report", str(known_dump), "--verify-json", str(tmp_path / "old.json"), "-o", str(out))
+    assert run.code == 0, run
+    visit = chromium.visit(out.as_uri(), {
+        "text": "document.body.innerText",
+        "images": "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])",
+        "histogram": "document.getElementById('verify-distribution') === null",
+    }, screenshot=tmp_path / "report.png")
+    assert visit.errors == [], visit.errors
+    assert visit.values["histogram"] is True
+    assert visit.values["images"][-1][:2] == ["verify search quality: mean and worst query", True]
+    assert visit.values["images"][-1][2] > 300
+    for needle in ("No distribution was recorded", "overlap@10", "1.0000", "20 queries, k = 10"):
+        assert needle in visit.values["text"], needle

@@ -61,6 +61,40 @@ def test_a_clean_migration_into_lancedb_passes(tmp_path, source):
     assert (ns["rows_source"], ns["rows_target"], ns["compared"]) == (ROWS, ROWS, 2_000)
     assert report["search"]["queries"] == 100 and report["search"]["recall_target"] == 1.0
     assert report["search"]["overlap"] == 1.0 and report["search"]["identical"] == 1.0
+    assert report["search"]["overlap_per_query"] == report["search"]["recall_target_per_query"] == [1.0] * 100
+
+
+def test_each_querys_figures_make_up_the_aggregates(tmp_path):
+    """Queries in two namespaces, the target's vectors moved by noise in the second: the JSON holds each
+    query's overlap and recall of the target, in the order of the queries, equal to a brute-force search
+    of both sides; their mean and minimum are the aggregates, and the aggregates' keys are unchanged."""
+    a, b = make_table(500, DIM, prefix="a-"), make_table(800, DIM, prefix="b-", seed=2)
+    b_vectors = b.column("values").combine_chunks().values.to_numpy().reshape(800, DIM)
+    moved = b_vectors + np.random.default_rng(3).standard_normal(b_vectors.shape).astype(np.float32) * 0.3
+    write_raw_dump(str(tmp_path / "src"), {"a": a, "b": b})
+    write_raw_dump(str(tmp_path / "dst"), {"a": a, "b": _with(b, "values", vectors_array(moved))})
+    queries = np.random.default_rng(4).standard_normal((30, DIM)).astype(np.float32)
+    pq.write_table(pa.table({"values": vectors_array(queries), "namespace": ["a"] * 12 + ["b"] * 18}),
+                   tmp_path / "q.parquet")
+    run = vecfmt_cli("verify", str(tmp_path / "src"), str(tmp_path / "dst"), "--json",
+                     "--queries-file", str(tmp_path / "q.parquet"))
+    assert run.code == 1 and "800 vectors differ" in run.stdout, run  # every row of b compared: all moved
+    search = json.loads(run.stdout)["search"]
+    assert set(search) == {"k", "queries", "metric", "overlap", "identical", "recall_source", "recall_target",
+                           "worst_overlap", "worst_recall_target", "overlap_per_query", "recall_target_per_query"}
+    overlaps, recalls = search["overlap_per_query"], search["recall_target_per_query"]
+    assert len(overlaps) == len(recalls) == search["queries"] == 30
+
+    def top10(vectors: np.ndarray, query: np.ndarray) -> set[int]:  # exact cosine search
+        scores = vectors @ query / np.linalg.norm(vectors, axis=1)
+        return set(np.argsort(-scores)[:10].tolist())
+
+    # both sides are dumps, searched exactly: a query's overlap and its target recall are the same share
+    expected = [1.0] * 12 + [len(top10(b_vectors, q) & top10(moved, q)) / 10 for q in queries[12:]]
+    assert overlaps == pytest.approx(expected) and recalls == pytest.approx(expected)
+    assert min(expected) < 0.8 < max(expected)  # the figures do vary from query to query
+    assert np.mean(overlaps) == pytest.approx(search["overlap"]) and min(overlaps) == search["worst_overlap"]
+    assert np.mean(recalls) == pytest.approx(search["recall_target"]) and min(recalls) == search["worst_recall_target"]
 
 
 def test_a_dropped_row_is_missing(tmp_path, source):

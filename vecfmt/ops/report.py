@@ -253,6 +253,10 @@ def _name_duplicates(dump: Dump, stats: NamespaceStats) -> None:
 _VERIFY_KEYS = ("source", "target", "passed", "problems", "namespaces", "search")
 _SEARCH_FIGURES = ("k", "queries", "overlap", "identical", "recall_source", "recall_target", "worst_overlap",
                    "worst_recall_target")
+# Per-query figures (older verify JSON lacks them): the list's key, its mean's and its worst query's keys,
+# and its name in the plot
+_PER_QUERY = {"overlap_per_query": ("overlap", "worst_overlap", "overlap@{k}"),
+              "recall_target_per_query": ("recall_target", "worst_recall_target", "recall@{k} of the target")}
 _NAMESPACE_COUNTS = ("rows_source", "rows_target", "missing", "extra", "duplicates_target", "compared",
                      "vectors_differ", "metadata_differ", "documents_differ")
 
@@ -295,9 +299,24 @@ def load_verify_json(verify_json: str | Path | dict[str, Any]) -> dict[str, Any]
     elif not all(value is None or _number(value) for value in
                  (data.get("sample"), data.get("min_recall"), data.get("min_overlap"))):
         what = "its 'sample', 'min_recall' or 'min_overlap' is not a number"
+    elif search is not None:
+        what = _per_query_problem(search)
     if what:
         raise ReportError(f"{where} is not the output of `vecfmt verify --json`: {what}")
     return data
+
+
+def _per_query_problem(search: dict[str, Any]) -> str | None:
+    """What is wrong with the per-query lists a verify JSON holds (each is optional), or None."""
+    for key in _PER_QUERY:
+        values = search.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not all(_number(v) and 0 <= v <= 1 for v in values):
+            return f"its 'search.{key}' is not a list of figures between 0 and 1"
+        if len(values) != search["queries"]:
+            return f"its 'search.{key}' has {len(values):,} figures for {search['queries']:,} queries"
+    return None
 
 
 # --- the page -------------------------------------------------------------------------------------
@@ -390,12 +409,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, css: str
     return f'<table class="{_esc(css)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _png(fig: Any, alt: str) -> str:
+def _png(fig: Any, alt: str, *, element_id: str | None = None) -> str:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}"></figure>'
+    named = f' id="{_esc(element_id)}"' if element_id else ""
+    return f'<figure{named}><img alt="{_esc(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
 _CSS = """
@@ -661,22 +681,71 @@ def _verify_section(verified: dict[str, Any], figure: Any) -> str:
         parts.append("<p>Search quality was not measured (verify ran without queries).</p>")
         return "".join(parts)
     k = search["k"]
-    parts.append(_table(["figure", "mean over the queries", "worst query"], [
-        (f"overlap@{k} (share of the source's top {k} the target also returned)", f"{search['overlap']:.4f}",
-         f"{search['worst_overlap']:.4f}"),
-        (f"recall@{k} of the target against the exact answer", f"{search['recall_target']:.4f}",
-         f"{search['worst_recall_target']:.4f}"),
-        (f"recall@{k} of the source against the exact answer", f"{search['recall_source']:.4f}", "-"),
-        (f"queries with identical top-{k} sets", f"{search['identical']:.1%}", "-"),
-    ]))
+    per_query = {key: np.asarray(search[key], np.float64) for key in _PER_QUERY if search.get(key)}
+    labels = {"overlap": f"overlap@{k} (share of the source's top {k} the target also returned)",
+              "recall_target": f"recall@{k} of the target against the exact answer"}
+    figures: list[tuple[str, ...]] = []
+    for key, (mean_key, worst_key, _) in _PER_QUERY.items():
+        values = per_query.get(key)
+        spread: tuple[str, ...] = ("-", "-", "-") if values is None else (
+            f"{np.percentile(values, 10):.4f}", f"{np.median(values):.4f}",
+            f"{int(np.count_nonzero(values == 1.0)):,} ({np.mean(values == 1.0):.1%})")
+        figures.append((labels[mean_key], f"{search[mean_key]:.4f}", f"{search[worst_key]:.4f}", *spread))
+    figures.append((f"recall@{k} of the source against the exact answer", f"{search['recall_source']:.4f}", "-",
+                    "-", "-", "-"))
+    figures.append((f"queries with identical top-{k} sets", f"{search['identical']:.1%}", "-", "-", "-", "-"))
+    headers = ["figure", "mean over the queries", "worst query", "10th percentile", "median", "queries at 1.0"]
+    if not per_query:  # an older verify's JSON: only the aggregates
+        headers, figures = headers[:3], [row[:3] for row in figures]
+    parts.append(_table(headers, figures))
     parts.append(f"<p>{search['queries']:,} queries, k = {k}, metric {_esc(search['metric'])}"
                  + (f"; min recall asked: {verified['min_recall']:g}" if verified.get("min_recall") is not None
                     else "")
                  + (f"; min overlap asked: {verified['min_overlap']:g}" if verified.get("min_overlap") is not None
                     else "")
-                 + ". <strong>The distribution over the queries:</strong> verify's JSON gives the mean and the worst "
-                 "query of each figure, not the per-query values, so the figure below shows the range between the "
-                 "worst query and the mean rather than a histogram.</p>")
+                 + ".</p>")
+    if per_query:
+        parts.append(_distribution(search, per_query, figure))
+    else:
+        parts.append('<p class="note">No distribution was recorded: this verify JSON holds the mean and the worst '
+                     "query of each figure but not each query's (an older vecfmt wrote it), so the figure "
+                     "below shows the range between the worst query and the mean. Run <code>vecfmt verify "
+                     "--json</code> again for the histogram of the queries.</p>")
+        parts.append(_aggregate_bars(search, figure))
+    return "".join(parts)
+
+
+def _distribution(search: dict[str, Any], per_query: dict[str, np.ndarray], figure: Any) -> str:
+    """A histogram per figure of verify's per-query values, the mean and the worst query marked. Each
+    query's figure is a count of ids over k, so the bins are centred on the multiples of 1/k."""
+    k = search["k"]
+    steps = max(1, min(int(k), HISTOGRAM_BINS))  # k comes from a file: never a division by zero
+    edges = (np.arange(steps + 2) - 0.5) / steps
+    fig = figure(8, 3.2)
+    panels = fig.subplots(1, len(per_query), squeeze=False)[0]
+    for axes, (key, values) in zip(panels, per_query.items(), strict=True):
+        mean_key, worst_key, name = _PER_QUERY[key]
+        name = name.format(k=k)
+        axes.hist(values, bins=edges, color="#4c72b0", edgecolor="white")
+        axes.axvline(search[mean_key], color="#222", linewidth=1.5, label=f"mean {search[mean_key]:.3f}")
+        axes.axvline(search[worst_key], color="#c44e52", linestyle="--", linewidth=1.5,
+                     label=f"worst {search[worst_key]:.3f}")
+        axes.set_xlim(edges[0], edges[-1])
+        axes.set_xlabel(f"one query's figure (share of the top {k})")
+        axes.set_ylabel("queries")
+        axes.set_title(f"{name}, {len(values):,} queries", fontsize=10)
+        axes.legend(fontsize=8, loc="upper left")
+        axes.grid(alpha=0.3, axis="y")
+    intro = (f"<p>Each query's figure, as verify measured it: how many queries found all of the top {k}, and how "
+             "far the others fell. A few queries far below the mean may point at one region of the data (or one "
+             "namespace) that the target searches badly; a mean lowered evenly across the queries is more like "
+             "an approximate index's usual loss.</p>")
+    return intro + _png(fig, "verify search quality: distribution over the queries", element_id="verify-distribution")
+
+
+def _aggregate_bars(search: dict[str, Any], figure: Any) -> str:
+    """The mean of each search figure as a bar, the worst query marked: all an older verify JSON holds."""
+    k = search["k"]
     fig = figure(8, 3.2)
     axes = fig.add_subplot()
     names = [f"overlap@{k}", f"recall@{k} target", f"recall@{k} source", "identical top-k"]
@@ -694,8 +763,7 @@ def _verify_section(verified: dict[str, Any], figure: Any) -> str:
     axes.invert_yaxis()
     axes.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     axes.grid(alpha=0.3, axis="x")
-    parts.append(_png(fig, "verify search quality: mean and worst query"))
-    return "".join(parts)
+    return _png(fig, "verify search quality: mean and worst query")
 
 
 def _files_section(m: Manifest) -> str:

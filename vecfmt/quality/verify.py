@@ -79,6 +79,10 @@ class SearchCheck:
     recall_target: float
     worst_overlap: float
     worst_recall_target: float
+    # each query's figure, in the order the queries ran (namespace by namespace): the distribution that
+    # the mean and the worst above summarise, for `vecfmt report`'s histogram
+    overlap_per_query: list[float] = field(default_factory=list)
+    recall_target_per_query: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -530,7 +534,8 @@ def _search_quality(src: Side, dst: Side, queries: list[tuple[str, np.ndarray]],
     return SearchCheck(k=k, queries=len(overlaps), metric=metric, overlap=float(np.mean(overlaps)),
                        identical=float(np.mean(identical)), recall_source=float(r_src.mean()),
                        recall_target=float(r_dst.mean()), worst_overlap=float(np.min(overlaps)),
-                       worst_recall_target=float(r_dst.min()))
+                       worst_recall_target=float(r_dst.min()), overlap_per_query=overlaps,
+                       recall_target_per_query=r_dst.tolist())
 
 
 def _ties(side: Side, namespace: str, queries: np.ndarray, truth: TopK, metric: str,
