@@ -637,7 +637,7 @@ def test_a_replace_overtaken_by_another_fails_clearly_and_the_table_holds_one_du
     vecfmt.write_dump(str(tmp_path / "y"), make_table(700, 8, prefix="y-"))
     monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
     # as on object storage, which has no lock (on a local folder the lock refuses Y outright: tested below)
-    monkeypatch.setattr(vecfmt.stores.lancedb, "_lock_table", lambda location, name: None)
+    monkeypatch.setattr(vecfmt.stores.lancedb.importer, "_lock_table", lambda location, name: None)
     importer_cls = vecfmt.stores.lancedb.LanceDBImporter
     original_write = importer_cls.write
     state = {"n": 0, "inside": False}

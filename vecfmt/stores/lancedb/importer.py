@@ -1,288 +1,56 @@
-"""LanceDB (embedded, Arrow-native): the default store that needs no server.
-
-URI: ``lancedb://PATH?table=NAME`` where PATH is the database folder (relative, absolute, or an
-object-store URI LanceDB understands). Options:
-
-- ``table`` (required): the table name.
-- ``vector``: the primary vector column (default: ``vector`` if present, else the first vector column).
-- ``id``: the id column (default ``id``).
-- ``metric``: cosine | dot | euclidean | hamming, for tables vecfmt did not create (default cosine).
-- ``namespace_column``: the column that holds namespaces (default ``namespace`` when present).
-- ``index`` (import): ``auto`` (default: an IVF_PQ index on ``vector`` once the table holds
-  ``index_min_rows`` rows, 100,000 by default), ``none``, or a LanceDB index type (``ivf_pq``,
-  ``ivf_hnsw_sq``, ...) built whatever the size; ``num_partitions`` and ``num_sub_vectors`` are passed
-  to LanceDB (its own defaults otherwise). A table with an index already is only brought up to date.
-  The exporter's ``search()`` takes the index's knobs for one search (``nprobes``, ``refine_factor``; ``ef``
-  for IVF_HNSW types; ``search_knobs()``), which ``vecfmt tune`` sweeps.
-
-A table vecfmt creates holds ``id``, ``vector`` (the dump's ``values``), one column per further named
-vector (named after it), ``sparse_values``, ``metadata`` (JSON text), ``document`` and, when the dump has
-non-default namespaces, ``namespace``. The dump's vector definitions, model and source are kept in the
-table's schema metadata under ``vecfmt``, so an export gives back the same manifest fields. Columns of
-foreign tables that are not vectors are folded into the JSON metadata by the rules of
-``vecfmt.metadata``; a NULL namespace exports as the default namespace ``""``.
-
-Ids are unique within a namespace: ``upsert`` merges on (namespace, id) when the table has namespaces.
-
-Imports commit in pieces of ``COMMIT_ROWS`` rows (each an atomic Lance commit, in the dump's order). Each
-piece streams into one ``add`` running on a thread of its own, which Lance encodes and writes while the
-core reads the next batches from the dump, and becomes one Lance fragment of the size Lance itself writes;
-``finish()`` then compacts what small fragments are left (a last piece), without pruning any version.
-A table the import creates (or stages) holds only its commits: each must be the version right after the
-previous one, else another writer is at work and the import stops. After each commit the tag
-``vecfmt-import`` points at it (the progress record; deleted once the import is done), and ``resume``
-goes on only when that tag is the table's latest version, so the rows it skips are exactly this dump's.
-
-``replace`` never touches the old table while loading: the rows go into a staged table beside it
-(``<table>-vecfmt-staging``) and ``finish()`` swaps them in. LanceDB OSS cannot rename a table, so the
-swap is an overwrite of the old table with the staged rows: one Lance commit, atomic for readers (they
-see every old row or every new one), at the cost of writing the rows a second time; then the staged
-table is dropped. The old rows stay readable in the table's earlier versions until they are cleaned up
-(``optimize(cleanup_older_than=...)``). A dump that turns out broken (checksum, bad row) drops the
-staged table and leaves the old one as it was; an interruption keeps the staged table for ``resume``, and
-a new ``replace`` drops a staged table it finds. Details: docs/lancedb.md.
-"""
+"""The LanceDB ``Importer``: streamed commits in dump order, resume by a progress tag, replace by a staged
+table, an index after the load."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import queue
-import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from vecfmt import metadata
 from vecfmt.errors import StoreError, first_line
-from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
-from vecfmt.schema import (
-    DOCUMENT,
-    ID,
-    METADATA,
-    SPARSE_VALUES,
-    VALUES,
-    check_metric,
-    is_vector_type,
-    same_type,
-    vector_column,
+from vecfmt.manifest import Manifest
+from vecfmt.schema import ID, VALUES, is_vector_type, same_type
+from vecfmt.storage import secrets_of
+from vecfmt.stores.base import IfExists, StoreURI, require_sdk
+from vecfmt.stores.lancedb.connect import (
+    DISTANCE_TYPES,
+    NAMESPACE_COLUMN,
+    PRIMARY_COLUMN,
+    SCHEMA_KEY,
+    SCHEME,
+    _connect,
+    _identity,
+    _lance_message,
+    _lock_table,
+    _saved_definitions,
+    _table_names,
 )
-from vecfmt.storage import redact, scrub, secrets_of
-from vecfmt.stores.base import Chunk, Description, IfExists, KnobInfo, Slice, StoreURI, require_sdk
+from vecfmt.stores.lancedb.search import _search
 
-SCHEME = "lancedb"
 # Index after import: "auto" builds IVF_PQ from INDEX_MIN_ROWS rows on (LanceDB's docs: below about 100,000
 # rows a flat scan is fast enough and exact); or a named LanceDB index type, or none.
 INDEX_TYPES = {"auto": "", "none": "", "ivf_pq": "IvfPq", "ivf_flat": "IvfFlat", "ivf_sq": "IvfSq",
                "ivf_hnsw_sq": "IvfHnswSq", "ivf_hnsw_pq": "IvfHnswPq", "ivf_hnsw_flat": "IvfHnswFlat"}  # lancedb.index
 INDEX_MIN_ROWS = 100_000
-PRIMARY_COLUMN = "vector"  # LanceDB's default vector column: search() finds it without being told
-NAMESPACE_COLUMN = "namespace"
-SCHEMA_KEY = b"vecfmt"
-# canonical metric -> LanceDB distance_type
-DISTANCE_TYPES = {"cosine": "cosine", "dot": "dot", "euclidean": "l2", "hamming": "hamming"}
-# An import commits once this much is buffered: few, large fragments and versions, bounded memory.
-# Lance's own rows per data file (its default max_rows_per_file): a piece this size needs no compaction,
-# and a resume repeats at most this much work (seconds of it)
-COMMIT_ROWS = 1024 * 1024
 STAGING_SUFFIX = "-vecfmt-staging"
 # optimize() prunes versions older than this; vecfmt compacts only and never prunes a user's history.
 KEEP_VERSIONS = timedelta(days=100 * 365)
 # The progress record of an import: a tag on the version of its last commit (a tag adds no version).
 PROGRESS_TAG = "vecfmt-import"
-# Lance errors end with the Rust source locations of the driver's build: of no use to a user.
-_RUST_LOCATION = re.compile(r",?\s*/\S+\.rs:\d+:\d+")
 
 
-def _connect(uri: StoreURI) -> Any:
-    uri.check_options({"table", "vector", "id", "metric", "namespace_column",  # the options this module reads
-                       "index", "index_min_rows", "num_partitions", "num_sub_vectors"})
-    lancedb = require_sdk("lancedb", SCHEME)
-    if not uri.location:
-        raise StoreError(f"{uri} names no database folder (lancedb://PATH?table=NAME)")
-    try:
-        return lancedb.connect(uri.location)
-    except Exception as exc:
-        # An object-store location may carry credentials: never show them, nor the driver's echo of them.
-        problem = scrub(first_line(exc), secrets_of(uri.location))
-        raise StoreError(f"cannot open LanceDB database {redact(uri.location)}: {problem}") from None
-
-
-def _table_names(db: Any) -> list[str]:
-    return list(db.list_tables().tables)
-
-
-def _identity(uri: StoreURI, table: str) -> tuple[str, str, str]:
-    """The table's identity however its folder is spelled (``./db``, ``/abs/db``, ``db/../db``,
-    ``file:///abs/db``, a trailing ``/``)."""
-    return (SCHEME, _resolved(uri.location), table)
-
-
-def _resolved(location: str) -> str:
-    """A local folder as its real path, in every spelling LanceDB opens as that folder (a plain path or a
-    ``file://`` URI with no host: LanceDB takes ``file://HOST/...`` for another place); any other URI as
-    written, credentials removed."""
-    if "://" not in location:
-        return os.path.realpath(location)
-    parts = urlsplit(location)
-    if parts.scheme.lower() == "file" and not parts.netloc:
-        return os.path.realpath(unquote(parts.path))
-    return redact(location)
-
-
-def _lance_message(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """A driver error as one short line: its first line without the Rust source locations."""
-    return scrub(_RUST_LOCATION.sub("", first_line(exc)), secrets)
-
-
-class LanceDBExporter:
-    supports_resume = True  # tokens name a table version and an offset in it
-
-    def __init__(self, uri: StoreURI) -> None:
-        self.uri = uri
-        self.name = uri.require("table")
-        db = _connect(uri)
-        if self.name not in _table_names(db):
-            raise StoreError(f"LanceDB table {self.name!r} does not exist in {redact(uri.location)}")
-        self.table = db.open_table(self.name)
-        self.table.checkout(self.table.version)  # one consistent version for the whole export
-        self.schema: pa.Schema = self.table.schema
-        self.saved = _saved_definitions(self.schema)
-        self.id_column = uri.option("id", ID) or ID
-        if self.id_column not in self.schema.names:
-            raise StoreError(f"LanceDB table {self.name!r} has no id column {self.id_column!r}")
-        self.vectors = self._vector_columns()  # lance column -> VectorSpec
-        ns_default = NAMESPACE_COLUMN if NAMESPACE_COLUMN in self.schema.names else None
-        self.namespace_column = uri.option("namespace_column", ns_default)
-        # metadata is JSON text; a metadata column of another type is folded like any other column
-        own = self.schema.field(METADATA).type if METADATA in self.schema.names else None
-        self.own_metadata = own is not None and (pa.types.is_string(own) or pa.types.is_large_string(own))
-        known = {self.id_column, *self.vectors, SPARSE_VALUES, DOCUMENT, self.namespace_column}
-        if self.own_metadata:
-            known.add(METADATA)
-        self.folded = [f for f in self.schema if f.name not in known]
-
-    def identity(self) -> tuple[str, str, str]:
-        return _identity(self.uri, self.name)
-
-    def search(self, vector: np.ndarray, k: int, *, namespace: str = "", **settings: int) -> list[tuple[str, float]]:
-        """The ``k`` nearest ids; ``settings`` (``search_knobs()``: ``nprobes``, ``refine_factor``, ``ef``)
-        apply to this search only."""
-        primary = next(iter(self.vectors), None)
-        if primary is None:
-            raise StoreError(f"LanceDB table {self.name!r} has no dense vector to search")
-        checked = _checked_settings(self.search_knobs(), settings, self.name) if settings else {}
-        return _search(self.table, primary, self.id_column, self.vectors[primary].metric, self.namespace_column,
-                       vector, k, namespace, checked)
-
-    def search_knobs(self) -> dict[str, KnobInfo]:
-        """The knobs of the primary vector's index: IVF indexes ``nprobes`` and ``refine_factor``, HNSW ones
-        also ``ef``; none without an index (a flat, exact scan)."""
-        primary = next(iter(self.vectors), None)
-        kinds = [i.index_type.upper() for i in self.table.list_indices() if primary in i.columns]
-        kinds = [kind for kind in kinds if kind.startswith("IVF")]
-        if not kinds:
-            return {}
-        knobs = dict(SEARCH_KNOBS)
-        if not any("HNSW" in kind for kind in kinds):
-            del knobs["ef"]
-        return knobs
-
-    def _vector_columns(self) -> dict[str, VectorSpec]:
-        candidates = [f for f in self.schema if pa.types.is_fixed_size_list(f.type)
-                      and pa.types.is_floating(f.type.value_type)]
-        if not candidates and SPARSE_VALUES not in self.schema.names:
-            raise StoreError(f"LanceDB table {self.name!r} has no vector column")
-        wanted = self.uri.option("vector")
-        names = [f.name for f in candidates]
-        primary = wanted or (PRIMARY_COLUMN if PRIMARY_COLUMN in names else names[0] if names else None)
-        if primary is not None and primary not in names:
-            raise StoreError(f"LanceDB table {self.name!r} has no vector column {primary!r}")
-        saved = {v["lance_column"]: v for v in self.saved.get("vectors", [])}
-        default_metric = check_metric(self.uri.option("metric", "cosine") or "cosine")
-        specs: dict[str, VectorSpec] = {}
-        for f in sorted(candidates, key=lambda f: f.name != primary):
-            is_primary = f.name == primary
-            info = saved.get(f.name, {})
-            name = info.get("name") or ("default" if is_primary else f.name)
-            specs[f.name] = VectorSpec(
-                name=name,
-                column=vector_column(name, is_primary),
-                dimension=f.type.list_size,
-                metric=self.uri.option("metric") or info.get("metric") or default_metric,
-            )
-        return specs
-
-    def describe(self) -> Description:
-        model = self.saved.get("embedding_model")
-        return Description(
-            source=Source(kind=SCHEME, name=self.name),
-            vectors=list(self.vectors.values()),
-            namespaces=self._namespaces(),
-            sparse_values=SPARSE_VALUES in self.schema.names,
-            document=DOCUMENT in self.schema.names,
-            embedding_model=EmbeddingModel(**model) if model else None,
-            extra={"lancedb": {"folded_columns": {f.name: str(f.type) for f in self.folded}}}
-            if self.folded else {},
-        )
-
-    def _namespaces(self) -> dict[str, int | None]:
-        if self.namespace_column is None:
-            return {"": self.table.count_rows()}
-        names = self.table.search().select([self.namespace_column]).limit(None).to_arrow()
-        counts = pc.value_counts(names.column(0).fill_null(""))
-        found = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
-        return dict(sorted(found.items()))  # a stable order: resumed exports rely on it
-
-    def slices(self, namespace: str) -> list[Slice]:
-        return [Slice(namespace)]
-
-    def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
-        """Scan one table version; the resume token is that version and the rows read so far."""
-        position = json.loads(resume) if resume else {"version": self.table.version, "offset": 0}
-        if position["version"] != self.table.version:
-            self.table.checkout(position["version"])
-        query = self.table.search()
-        if self.namespace_column is not None:
-            query = query.where(_in_namespace(self.namespace_column, part.namespace))
-        columns = [f.name for f in self.schema if f.name != self.namespace_column]
-        offset = position["offset"]
-        query = query.select(columns).limit(None)
-        for batch in (query.offset(offset) if offset else query).to_batches(batch_size):
-            offset += batch.num_rows
-            yield Chunk(self._canonical(batch), json.dumps({"version": position["version"], "offset": offset}))
-
-    def _canonical(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        ids = _as_string(batch.column(self.id_column))
-        arrays: dict[str, pa.Array] = {ID: ids}
-        for lance_column, spec in self.vectors.items():
-            arrays[spec.column] = batch.column(lance_column)
-        if SPARSE_VALUES in batch.schema.names:
-            arrays[SPARSE_VALUES] = batch.column(SPARSE_VALUES)
-        arrays[METADATA] = self._metadata(batch, ids)
-        if DOCUMENT in batch.schema.names:
-            arrays[DOCUMENT] = batch.column(DOCUMENT)
-        return pa.RecordBatch.from_pydict(arrays)
-
-    def _metadata(self, batch: pa.RecordBatch, ids: pa.Array) -> pa.Array:
-        own = batch.column(METADATA) if self.own_metadata else None
-        if self.folded:
-            return metadata.fold(ids, own, METADATA, batch.select([f.name for f in self.folded]))
-        if own is None:
-            return pa.nulls(batch.num_rows, pa.string())
-        return metadata.as_objects(own, METADATA, ids)
-
-    def close(self) -> None:
-        pass
+def _commit_rows() -> int:
+    """``COMMIT_ROWS`` as the package holds it now (the setting lives on ``vecfmt.stores.lancedb``)."""
+    return sys.modules[__package__].COMMIT_ROWS
 
 
 class LanceDBImporter:
@@ -450,7 +218,7 @@ class LanceDBImporter:
             self.piece = None
             raise self._write_failed(exc) from None
         self.rows_written = rows_done
-        if self.piece.rows >= COMMIT_ROWS:
+        if self.piece.rows >= _commit_rows():
             self._commit()
 
     def _start_commit(self, reader: pa.RecordBatchReader) -> int:
@@ -655,28 +423,6 @@ class LanceDBImporter:
                        NAMESPACE_COLUMN if self.namespaced else None, vector, k, namespace)
 
 
-def _lock_table(location: str, name: str) -> IO[str] | None:
-    """An exclusive lock on importing into table ``name`` of a local database folder, held by the open
-    file: two imports of one table (two resumes of one interrupted import, say) would both append, and
-    Lance rebases appends instead of refusing them. The OS releases a flock when its process ends, so a
-    killed import leaves no stale lock. Object stores have no such lock (docs/lancedb.md)."""
-    parts = urlsplit(location)
-    if parts.scheme not in ("", "file"):
-        return None
-    folder = unquote(parts.path) if parts.scheme == "file" else location
-    try:
-        os.makedirs(folder, exist_ok=True)
-        handle = open(os.path.join(folder, f".{name}.vecfmt-lock"), "a")  # noqa: SIM115 (held until close())
-    except OSError as exc:
-        raise StoreError(f"cannot open LanceDB database {folder}: {first_line(exc)}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StoreError(f"another writer (a vecfmt import) is loading LanceDB table {name!r}; this run changed "
-                         "nothing: re-run it once the other is done") from None
-    return handle
-
 
 class _Cancelled(Exception):
     """Raised into Lance's read of a piece that must not be committed."""
@@ -746,14 +492,6 @@ class _StreamedCommit:
         self.thread.join()
 
 
-def open_exporter(uri: StoreURI) -> LanceDBExporter:
-    return LanceDBExporter(uri)
-
-
-def open_importer(uri: StoreURI) -> LanceDBImporter:
-    return LanceDBImporter(uri)
-
-
 def _definitions(manifest: Manifest, renames: dict[str, str]) -> dict[str, Any]:
     model = manifest.embedding_model
     return {
@@ -772,13 +510,6 @@ def _stamps(table: Any) -> dict[int, Any]:
 def _stamp(table: Any, version: int) -> Any:
     return _stamps(table).get(version)
 
-
-def _saved_definitions(schema: pa.Schema) -> dict[str, Any]:
-    raw = (schema.metadata or {}).get(SCHEMA_KEY)
-    try:
-        return json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
 
 
 def _check_compatible(existing: pa.Schema, wanted: pa.Schema, name: str) -> None:
@@ -802,57 +533,4 @@ def _check_compatible(existing: pa.Schema, wanted: pa.Schema, name: str) -> None
     if extra:
         raise StoreError(f"LanceDB table {name!r} has columns the dump does not ({', '.join(map(repr, extra))}): "
                          "import into another table, or replace this one")
-
-
-def _as_string(ids: pa.Array) -> pa.Array:
-    return ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
-
-
-# Search-time knobs of an IVF index (and of HNSW within IVF): LanceDB's query builder methods of these names.
-SEARCH_KNOBS = {
-    "nprobes": KnobInfo("nprobes", (1, 2, 4, 8, 16, 32, 64, 128, 256), 20, 1, 65536,
-                        "IVF partitions searched: more finds more true neighbours, each search is slower"),
-    "refine_factor": KnobInfo("refine_factor", (1, 2, 5, 10, 20, 50), 0, 1, 1000,
-                              "candidates re-ranked by exact distance, as a multiple of k (unset: none): more "
-                              "undoes more quantisation error, each search reads more vectors"),
-    "ef": KnobInfo("ef", (10, 20, 40, 80, 160, 320, 640, 1000), 0, 1, 100000,
-                   "HNSW candidates per partition (unset: 1.5 x k): more finds more, each search is slower"),
-}  # fmt: skip
-
-
-def _checked_settings(knobs: dict[str, KnobInfo], settings: dict[str, Any], table: str) -> dict[str, int]:
-    out = {}
-    for name, value in settings.items():
-        info = knobs.get(name)
-        if info is None:
-            have = ", ".join(knobs) or "none: the vector column has no IVF index"
-            raise StoreError(f"LanceDB table {table!r} has no search setting {name!r} (it has: {have})")
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not info.low <= value <= info.high:
-            raise StoreError(f"lancedb: search setting {name} must be a whole number between {info.low} and "
-                             f"{info.high}, not {value!r}")  # fmt: skip
-        out[name] = int(value)
-    return out
-
-
-def _search(table: Any, vector_column: str, id_column: str, metric: str, namespace_column: str | None,
-            vector: np.ndarray, k: int, namespace: str, settings: dict[str, int] | None = None,
-            ) -> list[tuple[str, float]]:  # fmt: skip
-    """The ``k`` nearest ids and their distances, within ``namespace`` when the table has several;
-    ``settings`` name query builder methods (``SEARCH_KNOBS``), checked."""
-    query = (table.search(np.asarray(vector, np.float32), vector_column_name=vector_column)
-             .distance_type(DISTANCE_TYPES.get(metric, "l2")).select([id_column, "_distance"]).limit(k))
-    for name, value in (settings or {}).items():
-        query = getattr(query, name)(value)
-    if namespace_column is not None:
-        query = query.where(_in_namespace(namespace_column, namespace))
-    result = query.to_arrow()
-    return list(zip(result.column(id_column).to_pylist(), result.column("_distance").to_pylist(), strict=True))
-
-
-def _in_namespace(column: str, namespace: str) -> str:
-    """A LanceDB filter for one namespace (a NULL namespace is the default one, as it is counted);
-    the value is a SQL string literal with its quotes doubled."""
-    quoted_column = "`" + column.replace("`", "``") + "`"
-    equals = f"{quoted_column} = '" + namespace.replace("'", "''") + "'"
-    return f"({equals} OR {quoted_column} IS NULL)" if namespace == "" else equals
 
