@@ -155,6 +155,43 @@ def test_an_error_mid_stream_leaves_no_manifest(tmp_path):
     assert [p for p in (tmp_path / "d").rglob("*") if p.is_file()] == []
 
 
+def test_files_encoded_on_two_threads_are_listed_in_order_and_exact(tmp_path, identical):
+    """Row groups of different files are encoded at once (writer.ENCODING_THREADS); the manifest still
+    lists the files in the order their rows came, each checksum right."""
+    uri = str(tmp_path / "d")
+    table = make_table(3000, 16)
+    options = ParquetOptions(row_group_bytes=4096, max_file_bytes=8192)
+    manifest = vecfmt.write_dump(uri, table, options=options)
+    paths = [f.path for f in manifest.files]
+    assert len(paths) > 20 and paths == sorted(paths)
+    dump = vecfmt.open_dump(uri)
+    assert dump.table().column("id").to_pylist() == table.column("id").to_pylist()
+    identical(dump.table(), table.cast(dump.manifest.arrow_schema()))
+    for entry in manifest.files:
+        assert hashlib.sha256((tmp_path / "d" / entry.path).read_bytes()).hexdigest() == entry.sha256
+
+
+def test_an_error_on_the_encoding_thread_is_raised_and_leaves_no_files(tmp_path):
+    uri = str(tmp_path / "d")
+    with pytest.raises(Exception, match=r"(?i)compression|codec"):
+        vecfmt.write_dump(uri, make_table(500, 8), options=ParquetOptions(compression="no-such-codec",
+                                                                          row_group_bytes=4096))
+    assert [p for p in (tmp_path / "d").rglob("*") if p.is_file()] == []
+
+
+def test_a_source_failing_with_files_in_flight_leaves_no_files(tmp_path):
+    uri = str(tmp_path / "d")
+    options = ParquetOptions(row_group_bytes=64 * 1024, max_file_bytes=64 * 1024)
+
+    def batches():
+        yield from make_table(4000, 64).to_batches(max_chunksize=500)
+        raise RuntimeError("source went away")
+
+    with pytest.raises(RuntimeError, match="source went away"), vecfmt.DumpWriter(uri, options=options) as writer:
+        writer.write(batches())
+    assert [p for p in (tmp_path / "d").rglob("*") if p.is_file()] == []
+
+
 def test_parallel_part_writers_commit_one_dump(tmp_path, identical):
     """The shape of a distributed export: independent writers, then one commit of their results."""
     uri = str(tmp_path / "d")

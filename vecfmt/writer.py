@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,11 +89,35 @@ class ParquetOptions:
         return kwargs
 
 
+# Threads that encode, compress, hash and sync row groups for every PartWriter of the process: two, so
+# that two files are encoded at once (Arrow's Parquet writer uses one core per file).
+ENCODING_THREADS = 2
+_parquet_threads = ThreadPoolExecutor(max_workers=ENCODING_THREADS, thread_name_prefix="vecfmt-parquet")
+
+
+@dataclass
+class _OpenFile:
+    """A part file being written: touched only by the job in flight for it (jobs of one file run in turn)."""
+
+    index: int
+    path: str
+    writer: pq.ParquetWriter | None = None
+    sink: HashingSink | None = None
+    rows: int = 0
+
+
 class PartWriter:
     """Writes the rows of one namespace into ``<root>/<namespace dir>/<prefix>-NNNNN.parquet`` files.
 
     Batches must already have the dump's schema (see ``DumpWriter``, which checks them). ``close``
-    returns the finished files' entries for the manifest."""
+    returns the finished files' entries for the manifest.
+
+    Row groups are encoded, compressed, hashed and synced on background threads while the caller reads
+    the next rows from its source; both sides mostly release the GIL (Arrow, zstd, hashlib, the stores'
+    native readers), so an export takes about the longer of reading and writing instead of their sum.
+    Up to ``ENCODING_THREADS`` row groups are in flight, of different files (a file's row groups are
+    written in order). ``files`` is complete after ``close``, ``roll(wait=True)`` or ``wait``; an error
+    on a thread is raised by the next of these calls, or the next that hands over work."""
 
     def __init__(
         self,
@@ -109,7 +134,8 @@ class PartWriter:
         self.schema = schema
         self.options = options or ParquetOptions()
         self.prefix = prefix
-        # Finished files (an export being resumed starts with those of the interrupted run).
+        # Finished files, in the order they were begun (an export being resumed starts with those of the
+        # interrupted run).
         self.files: list[FileEntry] = list(files or [])
         # Close files only between batches, so that every finished file ends where a store's page ends
         # and an export can checkpoint there (file limits become soft by up to one batch).
@@ -117,12 +143,20 @@ class PartWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._sink: HashingSink | None = None
-        self._path = ""
+        # The file row groups go to next, and what has been handed over for it.
+        self._current: _OpenFile | None = None
         self._file_rows = 0
         self._file_arrow_bytes = 0
+        self._files_begun = len(self.files)
+        self._made: list[_OpenFile] = []  # every file begun here, to remove on abort
+        self._in_flight: list[tuple[_OpenFile, Future[None]]] = []
+        self._finished: dict[int, FileEntry] = {}  # by the threads, moved into ``files`` by ``wait``
         self._kwargs = self.options.writer_kwargs(schema)
+
+    @property
+    def files_closed(self) -> int:
+        """Files finished, or handed over to be finished (``files`` may lag until ``wait``)."""
+        return self._files_begun - (1 if self._current is not None else 0)
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Buffer rows into row groups of about ``row_group_bytes``: big batches are sliced (zero-copy),
@@ -145,51 +179,114 @@ class PartWriter:
         if self.align_files_to_batches and self._file_full(self._pending_rows, self._pending_bytes):
             self.roll()
 
-    def roll(self) -> None:
-        """Finish the open file now, pending rows included."""
-        self._flush_row_group()
-        self._close_file()
+    def roll(self, wait: bool = False) -> None:
+        """Finish the open file, pending rows included; with ``wait``, return once it is in ``files``."""
+        if self._pending:
+            self._flush_row_group(close_file=True)
+        elif self._current is not None:
+            self._hand_over(self._current, None, close_file=True)
+            self._end_current()
+        if wait:
+            self.wait()
 
     def close(self) -> list[FileEntry]:
-        self._flush_row_group()
-        self._close_file()
+        self.roll(wait=True)
         return self.files
+
+    def wait(self) -> None:
+        """Return once everything handed over is written, raising the first error of a thread."""
+        while self._in_flight:
+            self._in_flight[0][1].result()  # kept until it succeeds: abort() must still wait for it after a Ctrl-C
+            self._in_flight.pop(0)
+        for index in sorted(self._finished):
+            self.files.append(self._finished.pop(index))
 
     def abandon(self) -> None:
         """Close and remove the open file only; finished files stay for a resumed export."""
-        finished = self.files
-        self.files = []
-        self.abort()
-        self.files = finished
+        self._settle()
+        self._remove(keep={entry.path for entry in self.files})
 
     def abort(self) -> None:
         """Close and remove every file this writer made."""
-        if self._writer is not None:
-            try:
-                self._writer.close()
-                self._sink.close()  # type: ignore[union-attr]
-            except Exception:
-                pass
-            self.files.append(FileEntry(self._path, self.namespace, 0, 0, ""))
-            self._writer = None
-        for entry in self.files:
-            with contextlib.suppress(OSError):
-                self.location.delete(entry.path)
-        self.files = []
+        self._settle()
+        self._remove(keep=set())
 
-    def _flush_row_group(self) -> None:
+    def _remove(self, keep: set[str]) -> None:
+        self._pending, self._pending_bytes, self._pending_rows = [], 0, 0
+        self._end_current()
+        for made in self._made:  # a file whose job failed may still be open
+            with contextlib.suppress(Exception):
+                if made.writer is not None:
+                    made.writer.close()
+            with contextlib.suppress(Exception):
+                if made.sink is not None:
+                    made.sink.close()
+        for path in ({entry.path for entry in self.files} | {made.path for made in self._made}) - keep:
+            with contextlib.suppress(OSError):
+                self.location.delete(path)
+        self._made = []
+        self.files = [entry for entry in self.files if entry.path in keep]
+
+    def _settle(self) -> None:
+        """Let the work in flight end (it cannot be interrupted inside Arrow), ignoring its errors: the
+        caller is already failing or abandoning the files. Finished files are moved into ``files``."""
+        while True:
+            try:
+                self.wait()
+                return
+            except Exception:
+                self._in_flight.pop(0)
+
+    def _end_current(self) -> None:
+        self._current = None
+        self._file_rows = self._file_arrow_bytes = 0
+
+    def _flush_row_group(self, close_file: bool = False) -> None:
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending, schema=self.schema)
         self._pending, self._pending_bytes, self._pending_rows = [], 0, 0
-        if self._writer is None:
-            self._open_file()
-        assert self._writer is not None
-        self._writer.write_table(table, row_group_size=table.num_rows)
+        if self._current is None:
+            folder = namespace_dir(self.namespace)
+            path = f"{folder}/{self.prefix}-{self._files_begun:05d}.parquet"
+            self._current = _OpenFile(self._files_begun, path)
+            self._made.append(self._current)
+            self._files_begun += 1
         self._file_rows += table.num_rows
         self._file_arrow_bytes += table.nbytes
         if not self.align_files_to_batches and self._file_full(lookahead=True):
-            self._close_file()
+            close_file = True
+        self._hand_over(self._current, table, close_file=close_file)
+        if close_file:
+            self._end_current()
+
+    def _hand_over(self, file: _OpenFile, table: pa.Table | None, *, close_file: bool) -> None:
+        """Give a thread the next row group of ``file``: at most ``ENCODING_THREADS`` in flight (memory stays
+        bounded by those and the one being gathered), and never two of one file at once."""
+        while self._in_flight and (
+            len(self._in_flight) >= ENCODING_THREADS or any(f is file for f, _ in self._in_flight)
+        ):
+            self._in_flight[0][1].result()
+            self._in_flight.pop(0)
+        job = _parquet_threads.submit(self._write_on_thread, file, table, close_file)
+        self._in_flight.append((file, job))
+
+    def _write_on_thread(self, file: _OpenFile, table: pa.Table | None, close_file: bool) -> None:
+        if table is not None:
+            if file.writer is None:
+                self.location.makedirs(namespace_dir(self.namespace))
+                out = self.location.fs.open_output_stream(self.location.path(file.path))
+                file.sink = HashingSink(out)
+                file.writer = pq.ParquetWriter(file.sink, self.schema, **self._kwargs)
+            file.writer.write_table(table, row_group_size=table.num_rows)
+            file.rows += table.num_rows
+        if close_file and file.writer is not None and file.sink is not None:
+            file.writer.close()
+            file.sink.close()
+            self.location.sync(file.path)  # on disk before any manifest or checkpoint lists it
+            entry = FileEntry(file.path, self.namespace, file.rows, file.sink.bytes, file.sink.hexdigest())
+            file.writer = file.sink = None
+            self._finished[file.index] = entry
 
     def _file_full(self, more_rows: int = 0, more_bytes: int = 0, *, lookahead: bool = False) -> bool:
         """Rows or bytes reached their limits; with ``lookahead``, bytes count as full when one more row
@@ -201,28 +298,6 @@ class PartWriter:
             bytes_full = size >= self.options.max_file_bytes
         limit_rows = self.options.max_file_rows
         return bytes_full or (limit_rows is not None and self._file_rows + more_rows >= limit_rows)
-
-    def _open_file(self) -> None:
-        folder = namespace_dir(self.namespace)
-        self._path = f"{folder}/{self.prefix}-{len(self.files):05d}.parquet"
-        self.location.makedirs(folder)
-        out = self.location.fs.open_output_stream(self.location.path(self._path))
-        self._sink = HashingSink(out)
-        self._writer = pq.ParquetWriter(self._sink, self.schema, **self._kwargs)
-
-    def _close_file(self) -> None:
-        if self._writer is None or self._sink is None:
-            return
-        self._writer.close()
-        self._sink.close()
-        self.location.sync(self._path)  # on disk before any manifest or checkpoint lists it
-        self.files.append(
-            FileEntry(self._path, self.namespace, self._file_rows, self._sink.bytes, self._sink.hexdigest())
-        )
-        self._writer = None
-        self._sink = None
-        self._file_rows = 0
-        self._file_arrow_bytes = 0
 
 
 @dataclass
@@ -360,13 +435,13 @@ class DumpWriter:
 
     @property
     def files_finished(self) -> int:
-        return sum(len(ns.part.files) for ns in self._namespaces.values())
+        return sum(ns.part.files_closed for ns in self._namespaces.values())
 
     def checkpoint(self, cursor: dict[str, Any]) -> None:
         """Finish every open file, then record the finished files with ``cursor`` (the source's position
         right after the last row written) so that an interrupted export can continue from here."""
         for ns in self._namespaces.values():
-            ns.part.roll()
+            ns.part.roll(wait=True)
         files = [f for ns in self._namespaces.values() for f in ns.part.files]
         sync_folders(self.location, files)
         state = {
@@ -397,14 +472,13 @@ class DumpWriter:
             if relative not in kept and _OWN_PART.match(relative):  # what this writer names its files
                 self.location.delete(relative)  # written after the last checkpoint
         self._schema = self._template.arrow_schema()
+        for namespace in dict.fromkeys(f.namespace for f in files):
+            finished = [f for f in files if f.namespace == namespace]
+            part = PartWriter(self.location, namespace, self._schema, self.options, files=finished,
+                              align_files_to_batches=True)
+            self._namespaces[namespace] = _Namespace(part, rows=sum(f.rows for f in finished))
         for f in files:
-            ns = self._namespaces.get(f.namespace)
-            if ns is None:
-                part = PartWriter(self.location, f.namespace, self._schema, self.options, files=[],
-                                  align_files_to_batches=True)
-                ns = self._namespaces[f.namespace] = _Namespace(part)
-            ns.part.files.append(f)
-            ns.rows += f.rows
+            ns = self._namespaces[f.namespace]
             if self.check_ids:
                 ids = pq.read_table(self.location.path(f.path), columns=[ID], filesystem=self.location.fs)
                 ns.ids.extend(ids.column(ID).chunks)
