@@ -31,6 +31,13 @@ from vecfmt.schema import (
 
 MANIFEST_NAME = "manifest.json"
 
+# Kinds of dump (spec 6.1). A full dump holds every row; a delta holds what changed since its base.
+FULL = "full"
+DELTA = "delta"
+# The minor version that brought deltas. Full dumps stay 1.0: they use nothing 1.1 adds, so they read as
+# before everywhere; a delta is 1.1 (spec 8).
+DELTA_FORMAT_VERSION = "1.1"
+
 
 @dataclass
 class VectorSpec:
@@ -65,7 +72,10 @@ class Source:
 class NamespaceEntry:
     name: str
     path: str
-    rows: int
+    rows: int  # rows in this dump's part files (in a delta: the rows added or changed)
+    # A delta's only (spec 6.1): ids its deletes files remove, and the namespace's rows once it is applied.
+    deleted: int | None = None
+    rows_after: int | None = None
 
 
 @dataclass
@@ -75,6 +85,18 @@ class FileEntry:
     rows: int
     bytes: int
     sha256: str
+
+
+@dataclass
+class BaseRef:
+    """What a delta was made against: the base dump's URI as given (secrets redacted) and the SHA-256 of
+    its manifest.json bytes, which names that dump's exact content (the manifest lists every file's
+    SHA-256), so a chain cannot be assembled from the wrong parts."""
+
+    uri: str
+    manifest_sha256: str
+    created_at: str
+    kind: str = FULL
 
 
 @dataclass
@@ -91,6 +113,13 @@ class Manifest:
     producer: dict[str, str] = field(default_factory=lambda: {"name": "vecfmt", "version": __version__})
     format: str = FORMAT_NAME
     format_version: str = FORMAT_VERSION
+    kind: str = FULL
+    base: BaseRef | None = None  # a delta's
+    deletes: list[FileEntry] = field(default_factory=list)  # a delta's files of deleted ids
+
+    @property
+    def is_delta(self) -> bool:
+        return self.kind == DELTA
 
     @property
     def total_rows(self) -> int:
@@ -114,6 +143,9 @@ class Manifest:
     def files_of(self, namespace: str) -> list[FileEntry]:
         return [f for f in self.files if f.namespace == namespace]
 
+    def deletes_of(self, namespace: str) -> list[FileEntry]:
+        return [f for f in self.deletes if f.namespace == namespace]
+
     def arrow_schema(self) -> pa.Schema:
         return canonical_schema(
             [(v.column, v.dimension) for v in self.vectors],
@@ -133,31 +165,46 @@ class Manifest:
     def identity(self) -> str:
         """A digest naming this dump's content: what an interrupted import checks before resuming."""
         digest = hashlib.sha256(self.created_at.encode())
-        for f in self.files:
+        for f in [*self.files, *self.deletes]:
             digest.update(f"{f.path}\0{f.sha256}\0".encode())
         return digest.hexdigest()
 
     def with_files(self, files: list[FileEntry]) -> Manifest:
-        """This manifest listing ``files`` (sorted by path), with namespace counts derived from them."""
+        """This manifest listing ``files`` (sorted by path), with namespace counts derived from them. A delta
+        keeps the namespaces it lists (those with only deletes, or no change, have no files) and their
+        ``deleted`` and ``rows_after``."""
         files = sorted(files, key=lambda f: f.path)
         rows: dict[str, int] = {}
         for f in files:
             rows[f.namespace] = rows.get(f.namespace, 0) + f.rows
-        namespaces = [NamespaceEntry(ns, namespace_dir(ns), n) for ns, n in sorted(rows.items())]
+        listed = {ns.name: ns for ns in self.namespaces} if self.is_delta else {}
+        namespaces = [
+            replace(listed[ns], rows=rows.get(ns, 0)) if ns in listed
+            else NamespaceEntry(ns, namespace_dir(ns), rows[ns])
+            for ns in sorted(set(rows) | set(listed))
+        ]
         return replace(self, files=files, namespaces=namespaces)
 
     # --- JSON ---------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest's JSON object. A full dump's has no ``kind``, ``base`` or ``deletes`` (it reads as
+        1.0 did); a delta's has all three, and each namespace its ``deleted`` and ``rows_after``."""
         d = asdict(self)
-        ordered = {k: d[k] for k in ("format", "format_version", "created_at", "producer", "source")}
+        ordered = {k: d[k] for k in ("format", "format_version")}
+        if self.is_delta:
+            ordered["kind"] = self.kind
+            ordered["base"] = d["base"]
+        ordered.update({k: d[k] for k in ("created_at", "producer", "source")})
         ordered["embedding_model"] = d["embedding_model"]
         ordered["vectors"] = d["vectors"]
         ordered["sparse_values"] = d["sparse_values"]
         ordered["document"] = d["document"]
         ordered["total_rows"] = self.total_rows
-        ordered["namespaces"] = d["namespaces"]
+        ordered["namespaces"] = [{k: v for k, v in ns.items() if v is not None} for ns in d["namespaces"]]
         ordered["files"] = d["files"]
+        if self.is_delta:
+            ordered["deletes"] = d["deletes"]
         ordered["extra"] = d["extra"]
         return ordered
 
@@ -165,15 +212,25 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+    def from_dict(cls, d: dict[str, Any], *, allow_delta: bool = False) -> Manifest:
+        """Parse and check a manifest. A delta is refused unless ``allow_delta``: it holds only what changed,
+        so every tool that reads a dump as a whole (import, diff, verify, ...) must not take it for one."""
         check_version(d)
         try:
             jsonschema.validate(d, manifest_json_schema())
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
             raise DumpError(f"manifest.json is invalid at {where}: {exc.message}") from None
+        if d.get("kind") == DELTA and not allow_delta:
+            base = d["base"]
+            raise DumpError(
+                f"this is a delta dump (the changes since {base['uri']}, made {base['created_at']}): it is "
+                "not a whole index; restore it after its base (vecfmt restore FULL DELTA... TARGET) or fold the "
+                "chain into one dump (vecfmt compact FULL DELTA... OUT)"
+            )
         model = d.get("embedding_model")
         source = d.get("source")
+        base = d.get("base")
         manifest = cls(
             vectors=[VectorSpec(**v) for v in d["vectors"]],
             namespaces=[NamespaceEntry(**n) for n in d["namespaces"]],
@@ -187,15 +244,19 @@ class Manifest:
             producer=d["producer"],
             format=d["format"],
             format_version=d["format_version"],
+            kind=d.get("kind", FULL),
+            base=BaseRef(**base) if base else None,
+            deletes=[FileEntry(**f) for f in d.get("deletes", [])],
         )
         if manifest.total_rows != d["total_rows"]:
             raise DumpError("manifest.json is inconsistent: total_rows differs from the namespace counts")
         folders = {ns.name: ns.path for ns in manifest.namespaces}
         if len(folders) != len(manifest.namespaces) or len(set(folders.values())) != len(folders):
             raise DumpError("manifest.json is inconsistent: a namespace or its folder is listed twice")
-        if len({f.path for f in manifest.files}) != len(manifest.files):
+        listed = [*manifest.files, *manifest.deletes]
+        if len({f.path for f in listed}) != len(listed):
             raise DumpError("manifest.json is inconsistent: a file is listed twice")
-        for f in manifest.files:
+        for f in listed:
             if f.namespace not in folders or f.path.split("/")[0] != folders[f.namespace]:
                 raise DumpError(f"manifest.json is inconsistent: {f.path} is not in a folder of a listed namespace")
         for ns in manifest.namespaces:
@@ -203,17 +264,21 @@ class Manifest:
                 raise DumpError(
                     f"manifest.json is inconsistent: namespace {ns.name!r} rows differ from its files"
                 )
+            if manifest.is_delta and sum(f.rows for f in manifest.deletes_of(ns.name)) != ns.deleted:
+                raise DumpError(
+                    f"manifest.json is inconsistent: namespace {ns.name!r} deleted ids differ from its deletes files"
+                )
         return manifest
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Manifest:
+    def from_json(cls, text: str | bytes, *, allow_delta: bool = False) -> Manifest:
         try:
             d = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise DumpError(f"manifest.json is not valid JSON: {exc}") from None
         if not isinstance(d, dict):
             raise DumpError("manifest.json is not a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(d, allow_delta=allow_delta)
 
 
 def check_version(d: dict[str, Any]) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from vecfmt.reader import Dump
+from vecfmt.ops.incremental import open_link
 from vecfmt.schema import METADATA, parse_metadata_json
 
 METADATA_SAMPLE_ROWS = 10_000  # metadata keys and fill rates are estimated on this many rows per namespace
@@ -17,11 +18,15 @@ NORMALIZED_TOLERANCE = 1e-3
 
 def inspect_dump(uri: str, *, sample_rows: int = 3, verify: bool = True) -> dict[str, Any]:
     """Counts per namespace, vectors, model, files, metadata keys with JSON types and fill rates,
-    vector norm statistics, and a few sample rows, as one JSON-ready dict."""
-    dump = Dump.open(uri)
+    vector norm statistics, and a few sample rows, as one JSON-ready dict. For a delta also its base
+    and, per namespace, the ids it deletes and the rows once it is applied (its figures are of the rows
+    it adds or changes)."""
+    dump = open_link(uri).dump
     m = dump.manifest
     report: dict[str, Any] = {
         "uri": dump.uri,
+        "kind": m.kind,
+        "base": None if m.base is None else asdict(m.base),
         "format_version": m.format_version,
         "created_at": m.created_at,
         "producer": m.producer,
@@ -34,6 +39,7 @@ def inspect_dump(uri: str, *, sample_rows: int = 3, verify: bool = True) -> dict
         "total_bytes": sum(f.bytes for f in m.files),
         "namespaces": [],
         "files": [f.__dict__ for f in m.files],
+        "deletes": [f.__dict__ for f in m.deletes],
     }
     for ns in m.namespaces:
         norms = {v.column: _NormStats() for v in m.vectors}
@@ -51,6 +57,7 @@ def inspect_dump(uri: str, *, sample_rows: int = 3, verify: bool = True) -> dict
             "rows": ns.rows,
             "files": len(m.files_of(ns.name)),
             "bytes": sum(f.bytes for f in m.files_of(ns.name)),
+            **({"deleted": ns.deleted, "rows_after": ns.rows_after} if m.is_delta else {}),
             "vector_norms": {c: s.result() for c, s in norms.items()},
             "metadata_keys": keys.result(),
             "sample_rows": samples,

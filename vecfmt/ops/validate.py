@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry
+from vecfmt.ops.incremental import load_deletes, open_chain, read_manifest, resolve_chain, size_problems
 from vecfmt.reader import Dump
 from vecfmt.schema import (
     ID,
@@ -22,7 +23,7 @@ from vecfmt.schema import (
     null_component_rows,
     parse_metadata_json,
 )
-from vecfmt.storage import resolve
+from vecfmt.storage import redact, resolve
 
 MAX_ROWS_PER_PROBLEM = 5  # rows named per kind of problem and file; the count says how many in all
 
@@ -43,15 +44,17 @@ class Problem:
 def validate_dump(uri: str) -> list[Problem]:
     """Check the manifest (JSON Schema, version, counts), every file's size, checksum, Parquet schema and
     row count, and every row: null or duplicate ids, NaN/inf, metadata that is not a JSON object,
-    malformed sparse vectors. An empty list means the dump is valid. Raises DumpError when there is
-    nothing to check at ``uri`` (or the URI itself is refused)."""
+    malformed sparse vectors. A delta's deletes files are checked alike (size, checksum, schema, rows),
+    and their ids: unique per namespace, none also written by the delta. An empty list means the dump is
+    valid. Raises DumpError when there is nothing to check at ``uri`` (or the URI itself is refused)."""
+    location = resolve(uri)
     try:
-        dump = Dump.open(uri, check_files=False)
+        dump = Dump(location, read_manifest(location)[1])
     except DumpError as exc:
-        if not resolve(uri).is_dir():
+        if not location.is_dir():
             raise  # nothing there to check is no invalid dump: the check could not run
         return [Problem(MANIFEST_NAME, None, str(exc))]
-    problems = [Problem(entry.path, None, message) for entry, message in dump.size_problems()]
+    problems = [Problem(entry.path, None, message) for entry, message in size_problems(dump)]
     problems.extend(_unlisted_parquet(uri, dump))
     broken = {p.file for p in problems}
     for namespace in dump.namespaces:
@@ -64,13 +67,55 @@ def validate_dump(uri: str) -> list[Problem]:
             if ids is not None:
                 seen_ids.append((entry, ids))
         problems.extend(_duplicate_ids(namespace, seen_ids))
+        problems.extend(_check_deletes(dump, namespace, broken, seen_ids))
     return problems
+
+
+def validate_chain(uris: list[str]) -> list[Problem]:
+    """Check a chain (a full dump, then its deltas in order): every dump as ``validate_dump`` does (each
+    problem's file prefixed by its dump's URI), then the links (each delta's base is the dump before it,
+    by its manifest's SHA-256) and that each delta adds up on the state before it (its deleted ids were
+    there, the rows it says it leaves). Raises DumpError when a dump is not there at all."""
+    problems = []
+    for uri in uris:
+        shown = redact(uri)
+        problems.extend(Problem(f"{shown}/{p.file}" if p.file else shown, p.row, p.message)
+                        for p in validate_dump(uri))
+    if problems:
+        return problems
+    try:
+        resolve_chain(open_chain(uris))
+    except DumpError as exc:
+        problems.append(Problem(None, None, str(exc)))
+    return problems
+
+
+def _check_deletes(dump: Dump, namespace: str, broken: set[str | None],
+                   written: list[tuple[FileEntry, pa.ChunkedArray]]) -> list[Problem]:
+    """A delta's deletes files of one namespace: each checked against the manifest (size, SHA-256, rows,
+    schema); their ids unique, and none also among the rows the delta writes."""
+    problems, seen = [], []
+    for entry in dump.manifest.deletes_of(namespace):
+        if entry.path in broken:
+            continue
+        try:
+            ids = load_deletes(dump, entry).column(ID)
+        except DumpError as exc:
+            problems.append(Problem(entry.path, None, str(exc).removeprefix(f"{entry.path} ")))
+            continue
+        seen.append((entry, ids))
+        also_written = pa.chunked_array([c for _, col in written for c in col.chunks], pa.string())
+        rows = np.flatnonzero(pc.is_in(ids, value_set=also_written).to_numpy(zero_copy_only=False))
+        for row in rows[:MAX_ROWS_PER_PROBLEM]:
+            problems.append(Problem(entry.path, int(row), f"id {ids[int(row)].as_py()!r} is deleted and also written "
+                                                          f"by this delta in namespace {namespace!r}"))
+    return [*problems, *_duplicate_ids(namespace, seen)]
 
 
 def _unlisted_parquet(uri: str, dump: Dump) -> list[Problem]:
     """``.parquet`` files in the dump's folders that the manifest does not list: vecfmt readers ignore
     them (spec 2), but Pinecone's bulk import reads every one, so the dump would not arrive as it is."""
-    listed = {entry.path for entry in dump.manifest.files}
+    listed = {entry.path for entry in [*dump.manifest.files, *dump.manifest.deletes]}
     return [Problem(path, None, "a .parquet file the manifest does not list: vecfmt readers ignore it, Pinecone's "
                                 "bulk import would import it; remove it")
             for path in resolve(uri).listdir()

@@ -1,0 +1,179 @@
+r"""Incremental dumps: ``vecfmt export --since`` against a full export, and restore of full + delta against
+a full import, side by side in one run.
+
+    python benchmarks/incremental.py [--rows 1000000] [--dim 768] [--change 0.01] [--runs 1] [--keep]
+
+Data: a LanceDB table (made natively, like benchmarks/stores.py: ids ``"0"`` .. ``"ROWS-1"``, ROWS x DIM float32
+standard normal vectors, metadata ``{"i": i, "tag": "t<i%10>"}``). A full export F0 is the base. Then the table
+changes by CHANGE of its rows through LanceDB's own API, a third each: rows added, rows updated (half of them
+vector only, half metadata only) and rows deleted. On the changed table, side by side (with ``--runs`` > 1
+interleaved, the best of each kept):
+
+* full export: ``vecfmt.transfer.export(URI, DUMP)``, what a nightly full backup does;
+* delta export: ``vecfmt.ops.incremental.export_delta(URI, DUMP, F0)``: every row of the table is still read
+  and checked (LanceDB has no change marker vecfmt could use), and F0 is read back (its files SHA-256
+  checked) to digest its rows; only the changed rows and the deleted ids are encoded and written.
+
+Then restore: ``restore([F0, DELTA], NEW TABLE)`` against ``import_dump(FULL, NEW TABLE)`` of the full
+export, both into new tables with ``index=none`` (as benchmarks/stores.py does). Both tables are checked
+after the clock (row counts; at up to 200,000 rows also ``compact`` of the chain diffed against the full
+export, which must be identical). Also measured: ``row_digests`` alone on 100,000 rows (microseconds a row).
+
+Bytes are the dumps' files (manifest included). Targets (issue 13): delta time <= 0.1x, delta bytes <= 0.05x
+of the full export's. The last line is one JSON object: ``delta_time_vs_full``, ``delta_bytes_vs_full``,
+``restore_vs_full_import`` (restore seconds over the full import's) and the raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import best_of, finish, table  # noqa: E402
+from vecfmt import transfer  # noqa: E402
+from vecfmt.ops.diff import diff_dumps  # noqa: E402
+from vecfmt.ops.incremental import compact, export_delta, restore, row_digests  # noqa: E402
+from vecfmt.reader import open_dump  # noqa: E402
+from vecfmt.schema import vectors_array  # noqa: E402
+
+NAME = "items"
+CHUNK = 50_000  # rows generated at a time: the data is never held whole
+
+
+def rows(ids: np.ndarray, dim: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({
+        "id": pa.array(ids.astype(str)),
+        "vector": vectors_array(rng.standard_normal((len(ids), dim), dtype=np.float32)),
+        "metadata": pa.array([json.dumps({"i": int(i), "tag": f"t{int(i) % 10}"}) for i in ids]),
+    })
+
+
+def make_table(place: str, n: int, dim: int) -> None:
+    first = rows(np.arange(min(n, CHUNK)), dim, 0)
+
+    def rest():
+        for start in range(CHUNK, n, CHUNK):
+            yield from rows(np.arange(start, min(n, start + CHUNK)), dim, start).to_batches()
+
+    table = lancedb.connect(place).create_table(NAME, data=first)
+    if n > CHUNK:
+        table.add(pa.RecordBatchReader.from_batches(first.schema, rest()))
+
+
+def change(place: str, n: int, dim: int, fraction: float) -> dict[str, int]:
+    """CHANGE of the rows, a third each added, updated (half vector only, half metadata only), deleted."""
+    table = lancedb.connect(place).open_table(NAME)
+    each = max(3, int(n * fraction) // 3)
+    picked = np.random.default_rng(1).choice(n, size=2 * each, replace=False)
+    updated, deleted = picked[:each], picked[each:]
+    vector_only, metadata_only = updated[: each // 2], updated[each // 2:]
+    listed = lambda ids: ", ".join(f"'{i}'" for i in ids)  # noqa: E731
+    table.delete(f"id IN ({listed(deleted)})")
+    new_vectors = rows(vector_only, dim, 7)
+    old = table.search().where(f"id IN ({listed(vector_only)})").select(["id", "metadata"]).limit(None).to_arrow()
+    by_id = dict(zip(old["id"].to_pylist(), old["metadata"].to_pylist(), strict=True))
+    new_vectors = new_vectors.set_column(2, "metadata", pa.array([by_id[i] for i in new_vectors["id"].to_pylist()]))
+    table.delete(f"id IN ({listed(vector_only)})")
+    table.add(new_vectors.cast(table.schema))
+    table.update(where=f"id IN ({listed(metadata_only)})", values={"metadata": '{"i": -1, "tag": "changed"}'})
+    table.add(rows(np.arange(n, n + each), dim, 11).cast(table.schema))
+    return {"added": each, "updated_vector": len(vector_only), "updated_metadata": len(metadata_only),
+            "deleted": each, "rows_after": n}
+
+
+def dump_bytes(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--change", type=float, default=0.01, help="fraction of the rows changed")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    n, dim = args.rows, args.dim
+    work = tempfile.mkdtemp(prefix="vecfmt-incremental-")
+    try:
+        db = f"{work}/db"
+        uri = f"lancedb://{db}?table={NAME}"
+        print(f"incremental benchmark: {n:,} x {dim} float32, {args.change:.1%} changed, in {work}", flush=True)
+        make_table(db, n, dim)
+        base = f"{work}/f0"
+        transfer.export(uri, base, progress=False)
+        changed = change(db, n, dim, args.change)
+        print(f"changed: {changed}", flush=True)
+        full, delta = f"{work}/full", f"{work}/delta"
+        seconds = best_of(
+            args.runs,
+            full=lambda: transfer.export(uri, full, overwrite=True, progress=False),
+            delta=lambda: export_delta(uri, delta, base, overwrite=True, progress=False),
+        )
+        full_bytes, delta_bytes = dump_bytes(full), dump_bytes(delta)
+        delta_manifest = open_dump(full).manifest  # the full export's rows: what the chain must resolve to
+        rows_after = delta_manifest.total_rows
+
+        sample = next(open_dump(full).batches(batch_size=100_000))
+        started = time.perf_counter()
+        row_digests(sample)
+        digest_us = (time.perf_counter() - started) / sample.num_rows * 1e6
+        del sample
+
+        restored = f"lancedb://{work}/r1?table={NAME}&index=none"
+        imported = f"lancedb://{work}/r2?table={NAME}&index=none"
+        started = time.perf_counter()
+        restore([base, delta], restored, progress=False)
+        restore_s = time.perf_counter() - started
+        started = time.perf_counter()
+        transfer.import_dump(full, imported, progress=False)
+        import_s = time.perf_counter() - started
+        counts = [lancedb.connect(f"{work}/{r}").open_table(NAME).count_rows() for r in ("r1", "r2")]
+        if counts != [rows_after, rows_after]:
+            raise SystemExit(f"restore or import lost rows: {counts}, expected {rows_after}")
+        identical = None
+        if n <= 200_000:
+            compact([base, delta], f"{work}/compact", progress=False)
+            identical = diff_dumps(f"{work}/compact", full).identical
+            if not identical:
+                raise SystemExit("compact of the chain differs from the full export")
+
+        print()
+        print(table([
+            ("full export", f"{seconds['full']:.2f}", f"{full_bytes / 1e6:,.1f}", "1.000"),
+            ("delta export", f"{seconds['delta']:.2f}", f"{delta_bytes / 1e6:,.1f}",
+             f"{seconds['delta'] / seconds['full']:.3f}"),
+            ("full import", f"{import_s:.2f}", "", "1.000"),
+            ("restore full + delta", f"{restore_s:.2f}", "", f"{restore_s / import_s:.3f}"),
+        ], ("what", "seconds", "MB", "time vs full")))
+        print(f"row_digests: {digest_us:.2f} us a row ({dim} dims + metadata)")
+        finish({
+            "delta_time_vs_full": round(seconds["delta"] / seconds["full"], 4),
+            "delta_bytes_vs_full": round(delta_bytes / full_bytes, 5),
+            "restore_vs_full_import": round(restore_s / import_s, 3),
+            "rows": n, "dim": dim, "change": args.change, **changed, "rows_after": rows_after,
+            "full_export_s": round(seconds["full"], 2), "delta_export_s": round(seconds["delta"], 2),
+            "full_bytes": full_bytes, "delta_bytes": delta_bytes,
+            "full_import_s": round(import_s, 2), "restore_s": round(restore_s, 2),
+            "row_digest_us": round(digest_us, 2), "compact_identical": identical,
+        })
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
