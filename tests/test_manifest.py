@@ -100,3 +100,61 @@ def test_inconsistent_manifests_are_refused(tmp_path, mutate, message):
     mutate(m)
     with pytest.raises(DumpError, match=message):
         Manifest.from_dict(m)
+
+
+# --- format 1.1: deltas ------------------------------------------------------------------------------------
+
+
+def _delta() -> dict:
+    spec = (SPEC / "vecfmt-v1.md").read_text()
+    return json.loads(spec.split("### 12.1")[1].split("```json\n")[1].split("```")[0])
+
+
+def test_a_full_dump_stays_1_0_without_the_delta_fields(tmp_path):
+    m = _manifest(tmp_path)
+    assert m["format_version"] == "1.0"
+    assert not {"kind", "base", "deletes"} & set(m) and set(m["namespaces"][0]) == {"name", "path", "rows"}
+    assert Manifest.from_dict(m).kind == "full" and Manifest.from_dict(m).to_dict() == m
+
+
+def test_a_delta_round_trips_and_only_whole_dump_readers_refuse_it():
+    d = _delta()
+    jsonschema.validate(d, spec_schema())
+    manifest = Manifest.from_dict(d, allow_delta=True)
+    assert manifest.base.uri == "samples/tiny" and [f.path for f in manifest.deletes] == [
+        "__default__/deletes-00000.parquet"]
+    assert (manifest.namespaces[0].deleted, manifest.namespaces[0].rows_after) == (1, 5)
+    assert manifest.to_dict() == d and Manifest.from_json(manifest.to_json(), allow_delta=True) == manifest
+    assert manifest.with_files(manifest.files).to_dict() == d
+    with pytest.raises(DumpError, match=r"this is a delta dump \(the changes since samples/tiny, made "
+                                        r"2026-11-27T18:44:58.130526Z\).*vecfmt restore FULL DELTA\.\.\. TARGET"):
+        Manifest.from_dict(d)
+
+
+def test_a_1_0_reader_refuses_a_delta():
+    """A reader that knows only 1.0 ignores unknown top-level fields, but not unknown namespace fields."""
+    old = json.loads(json.dumps(spec_schema()))
+    del old["properties"]["namespaces"]["items"]["properties"]["deleted"]
+    del old["properties"]["namespaces"]["items"]["properties"]["rows_after"]
+    with pytest.raises(jsonschema.ValidationError, match="Additional properties are not allowed"):
+        jsonschema.validate(_delta(), old)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("base"), "'base' is a required property"),
+    (lambda d: d.pop("deletes"), "'deletes' is a required property"),
+    (lambda d: d.__setitem__("format_version", "1.0"), "format_version"),
+    (lambda d: d.__setitem__("kind", "patch"), "kind"),
+    (lambda d: d["namespaces"][0].pop("rows_after"), "'rows_after' is a required property"),
+    (lambda d: d["base"].__setitem__("manifest_sha256", "abc"), "base/manifest_sha256"),
+    (lambda d: d["namespaces"][0].__setitem__("deleted", 2), "deleted ids differ from its deletes files"),
+    (lambda d: d["deletes"][0].__setitem__("path", "elsewhere/deletes-00000.parquet"), "not in a folder"),
+    (lambda d: d["deletes"][0].__setitem__("path", "__default__/part-00000.parquet"), "a file is listed twice"),
+    (lambda d: d.__setitem__("kind", "full"), "should not be valid"),
+    (lambda d: (d.pop("kind"), d.pop("base")), "should not be valid"),
+])
+def test_inconsistent_deltas_are_refused(mutate, message):
+    d = _delta()
+    mutate(d)
+    with pytest.raises(DumpError, match=message):
+        Manifest.from_dict(d, allow_delta=True)

@@ -1,13 +1,18 @@
 """The spec, its JSON Schema, the code and the samples say the same thing."""
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 import vecfmt
+from vecfmt.errors import DumpError
+from vecfmt.manifest import DELTA_FORMAT_VERSION, Manifest
 from vecfmt.ops import validate_dump
+from vecfmt.ops.incremental import DELETES_PREFIX, DELETES_SCHEMA
 from vecfmt.schema import DEFAULT_NAMESPACE_DIR, METRICS, namespace_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,9 +21,39 @@ SCHEMA = json.loads((ROOT / "spec" / "manifest.schema.json").read_text())
 
 
 def test_the_worked_example_is_the_tiny_sample_and_valid():
-    [example] = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", SPEC, re.S)]
+    example, _ = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", SPEC, re.S)]
     jsonschema.validate(example, SCHEMA)
     assert example == json.loads((ROOT / "samples" / "tiny" / "manifest.json").read_text())
+
+
+def test_the_delta_example_is_a_delta_of_the_tiny_sample():
+    _, delta = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", SPEC, re.S)]
+    jsonschema.validate(delta, SCHEMA)
+    base = (ROOT / "samples" / "tiny" / "manifest.json").read_bytes()
+    assert delta["base"]["manifest_sha256"] == hashlib.sha256(base).hexdigest()
+    assert delta["base"]["created_at"] == json.loads(base)["created_at"]
+    manifest = Manifest.from_dict(delta, allow_delta=True)
+    assert manifest.is_delta and manifest.format_version == DELTA_FORMAT_VERSION
+    assert manifest.to_dict() == delta
+    with pytest.raises(DumpError, match="this is a delta dump"):
+        Manifest.from_dict(delta)
+
+
+def test_the_manifest_table_lists_every_field_of_the_schema():
+    table = SPEC.split("## 6. The manifest")[1].split("### 6.1")[0]
+    fields = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert sorted(fields) == sorted(SCHEMA["properties"]) and len(fields) == len(set(fields))
+    namespace_fields = list(SCHEMA["properties"]["namespaces"]["items"]["properties"])
+    assert namespace_fields == ["name", "path", "rows", "deleted", "rows_after"]
+    assert "list of `{name, path, rows}`" in table and "`deleted`" in table and "`rows_after`" in table
+
+
+def test_the_deletes_file_schema_is_the_code():
+    section = SPEC.split("### 6.1")[1].split("## 7.")[0]
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| (no|yes) \|", section, re.M)
+    assert [(name, kind, null == "yes") for name, kind, null in rows] == [
+        (f.name, str(f.type), f.nullable) for f in DELETES_SCHEMA]
+    assert f"`{DELETES_PREFIX}-NNNNN.parquet`" in section
 
 
 def test_samples_are_valid_dumps():
