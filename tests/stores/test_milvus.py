@@ -628,3 +628,31 @@ def test_pages_are_read_by_column(tmp_path, db):
         np.testing.assert_array_equal(matrices["default"][order].view(np.uint32), want.view(np.uint32))
     finally:
         exporter.close()
+
+
+def test_abort_keeps_a_collection_it_created_once_another_writer_put_rows_in_it(tmp_path, db):
+    """Hostile review: a broken dump's abort() dropped the collection this run created even when another
+    writer had found it and written there. It is kept when it holds more rows than this run wrote, and
+    dropped when it holds only this run's."""
+    from vecfmt.stores.base import IfExists
+
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(20, 4))
+    manifest = vecfmt.open_dump(str(tmp_path / "a")).manifest
+    for other_writer in (True, False):
+        importer = open_importer(uri(db, "fresh" if other_writer else "other"))
+        try:
+            importer.prepare(manifest, if_exists=IfExists.FAIL)
+            if other_writer:
+                row = {"id": "by-other", "default": [0.5, 0.25, 0.0, 1.0], "metadata": {}}
+                importer.target.client().insert("fresh", [row])
+                importer.target.client().flush("fresh")
+            importer.abort()
+        finally:
+            importer.close()
+    c = client(db)
+    try:
+        assert c.list_collections() == ["fresh"]
+        c.load_collection("fresh")
+        assert [r["id"] for r in c.query("fresh", filter="", output_fields=["id"], limit=10)] == ["by-other"]
+    finally:
+        release(db, c)

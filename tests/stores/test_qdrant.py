@@ -633,3 +633,28 @@ def test_an_api_key_echoed_back_by_a_server_is_removed_in_every_encoding(tmp_pat
                 assert form not in text, text
     finally:
         server.shutdown()
+
+
+def test_abort_keeps_a_collection_it_created_once_another_writer_put_points_in_it(tmp_path):
+    """Hostile review: a broken dump's abort() dropped the collection this run created even when another
+    writer had found it and written there. It is kept when it holds more points than this run wrote, and
+    dropped when it holds only this run's."""
+    from qdrant_client import models
+
+    vecfmt.write_dump(str(tmp_path / "a"), make_table(20, 4), metric="dot")
+    manifest = vecfmt.open_dump(str(tmp_path / "a")).manifest
+    for name in ("fresh", "other"):
+        importer = open_importer(q(tmp_path / "db", name))
+        try:
+            importer.prepare(manifest, if_exists=IfExists.FAIL)
+            if name == "fresh":  # another writer puts a point into the collection this import just created
+                client = importer.target.client()
+                vectors = client.get_collection(name).config.params.vectors
+                vector = [0.5, 0.25, 0.0, 1.0]
+                named = {key: vector for key in vectors} if isinstance(vectors, dict) else vector
+                client.upsert(name, points=[models.PointStruct(id=7, vector=named, payload={"by": "other"})])
+            importer.abort()
+        finally:
+            importer.close()
+    assert collections(tmp_path / "db") == ({"fresh"}, {})
+    assert [p.get("by") for p in points(tmp_path / "db", "fresh").values()] == ["other"]

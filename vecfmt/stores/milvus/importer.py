@@ -431,10 +431,15 @@ class MilvusImporter:
 
     def abort(self) -> None:
         """A broken dump: drop what this run created (a replace's staged collection, a new collection), never
-        the target as it was."""
+        the target as it was, nor a new collection holding more rows than this run wrote (another writer's)."""
         self.writes.abort()
         if self.created and not self.dropped:
             t = self.target
+            held = t.count(self.name)
+            if held > self.writes.acknowledged:  # another writer found the new collection: its rows stay
+                log.warning("milvus: keeping the collection %s this import created: it holds %d rows, more "
+                            "than the %d this import wrote", self.name, held, self.writes.acknowledged)
+                return
             with t.errors("cannot drop what this import created"):
                 t.client().drop_collection(self.name)
             self.dropped = True

@@ -292,11 +292,16 @@ class QdrantImporter:
 
     def abort(self) -> None:
         """A broken dump (or a failed copy): nothing to resume. Drop the collection this run created, which
-        holds only this run's points, and a replace's staged collection (vecfmt's own, also when a resumed run
-        found it); a collection that existed before (append, upsert, a resumed import's) keeps its points,
-        and what this run wrote there stays."""
+        holds only this run's points (kept if it holds more points than this run wrote: another writer's), and
+        a replace's staged collection (vecfmt's own, also when a resumed run found it); a collection that existed
+        before (append, upsert, a resumed import's) keeps its points, and what this run wrote there stays."""
         self.writes.abort()  # running requests end (and count, in order) before their collection goes
         if (self.created or self.staged) and self.into is not None and not self.dropped:
+            held = int(self.target.client().count(self.into, exact=True).count)
+            if held > self.writes.acknowledged:  # another writer found the new collection: its points stay
+                log.warning("qdrant: keeping the collection %s this import created: it holds %d points, more "
+                            "than the %d this import wrote", self.into, held, self.writes.acknowledged)
+                return
             log.info("qdrant: dropping the collection %s, which this import created", self.into)
             self._drop(self.into)
             self.dropped = True
