@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -89,9 +90,10 @@ class ParquetOptions:
         return kwargs
 
 
-# Threads that encode, compress, hash and sync row groups for every PartWriter of the process: two, so
-# that two files are encoded at once (Arrow's Parquet writer uses one core per file).
-ENCODING_THREADS = 2
+# Threads that encode, compress, hash and sync row groups for every PartWriter of the process: one file
+# each at a time (Arrow's Parquet writer uses one core per file), as many as the cores, from 2 (measured
+# here: reading and encoding overlap even on one core) to 4 (each holds a row group in memory).
+ENCODING_THREADS = min(4, max(2, os.cpu_count() or 2))
 _parquet_threads = ThreadPoolExecutor(max_workers=ENCODING_THREADS, thread_name_prefix="vecfmt-parquet")
 
 
