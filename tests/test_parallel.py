@@ -1,12 +1,17 @@
 """Partitioned export (vecfmt.parallel) from pgvector on both PostgreSQL servers: 40,000 rows of 768 dimensions
 split into ctid page ranges, two worker processes, a job killed mid-run and resumed, a worker killed and
-replaced, duplicate ids across partitions, failures that name their partition, re-runs."""
+replaced, duplicate ids across partitions, failures that name their partition, re-runs.
+
+Partitioned import on local workers: a dump of ten files loaded by two worker processes, a job killed mid-run
+and resumed with only the files missing, a replace, a corrupt file, a store that takes one writer. The Ray
+engine: tests/test_ray.py."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,19 +21,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 import pytest
 from psycopg import sql
 
 import vecfmt
-from tests.helpers import make_table, write_namespaced
+from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli, write_namespaced
 from tests.servers.postgres import PgServer
 from tests.stores.test_pgvector import PASSWORD, assert_same_rows, pg, run_sql
 from vecfmt import transfer
-from vecfmt.errors import DumpError, InvalidDataError
+from vecfmt.errors import DumpError, InvalidDataError, StoreError
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.validate import validate_dump
-from vecfmt.parallel import JOB_STATE, default_workers, export_partitioned
+from vecfmt.parallel import JOB_STATE, default_workers, export_partitioned, import_partitioned
 from vecfmt.stores.base import open_exporter
+from vecfmt.stores.pgvector.files import FILES_TABLE
 
 ROWS, DIM = 40_000, 768
 PARTITIONS = 4  # 40,000 rows: one slice per 10,000 (SLICE_ROWS)
@@ -314,3 +321,126 @@ def test_a_rerun_after_completion_is_refused_unless_overwrite(source, tmp_path):
     export_partitioned(pg(dsn), dump, workers=2, overwrite=True)
     assert_exact(dump, single)
     assert not set(os.listdir(os.path.join(dump, "__default__"))) & set(before)  # the old files are gone
+
+
+# --- partitioned import ------------------------------------------------------------------------------
+
+IMPORT_ROWS, IMPORT_DIM, FILE_ROWS = 30_000, 64, 3_000  # ten files
+# PostgreSQL 18 only: the loading is the store's, tested on both servers in tests/stores/test_pgvector.py.
+on_pg18 = pytest.mark.parametrize("pg_server", ["pgserver"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def ten_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, pa.Table]:
+    """A dump of IMPORT_ROWS x IMPORT_DIM in ten files, and its rows."""
+    table = make_table(IMPORT_ROWS, IMPORT_DIM)
+    dump = str(tmp_path_factory.mktemp("import") / "dump")
+    vecfmt.write_dump(dump, table, options=vecfmt.ParquetOptions(max_file_rows=FILE_ROWS))
+    assert len(vecfmt.open_dump(dump).manifest.files) == IMPORT_ROWS // FILE_ROWS
+    return dump, table
+
+
+def files_loaded(dsn: str) -> list[tuple[str, int]]:
+    try:
+        return run_sql(dsn, f"SELECT path, rows FROM {FILES_TABLE} ORDER BY path")
+    except psycopg.errors.UndefinedTable:
+        return []
+
+
+def assert_imported(dsn: str, table: pa.Table, tmp_path: Path) -> None:
+    """Every row once, bit for bit, with its key and index, and no progress left behind."""
+    assert run_sql(dsn, "SELECT count(*), count(DISTINCT id) FROM items") == [(table.num_rows, table.num_rows)]
+    transfer.export(pg(dsn), str(tmp_path / "back"))
+    assert_same_rows(vecfmt.open_dump(str(tmp_path / "back")).table(""), table)
+    assert run_sql(dsn, "SELECT count(*) FROM pg_indexes WHERE tablename = 'items'") == [(2,)]  # pkey, hnsw
+    assert run_sql(dsn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vecfmt_import_%'") == [(0,)]
+
+
+@on_pg18
+def test_two_workers_import_a_dump_exactly(ten_files, pg_db, tmp_path):
+    """Through the command: ``vecfmt import --workers 2``."""
+    dump, table = ten_files
+    run = vecfmt_cli("import", dump, pg(pg_db), "--workers", "2", "--batch-size", "1000", "--json")
+    assert run.code == 0, run.stderr
+    assert (json.loads(run.stdout)["rows"], json.loads(run.stdout)["rows_skipped"]) == (IMPORT_ROWS, 0)
+    assert_imported(pg_db, table, tmp_path)
+
+
+@on_pg18
+def test_a_killed_import_resumes_with_only_the_missing_files(ten_files, pg_db, tmp_path):
+    dump, table = ten_files
+    uri = pg(pg_db)
+    script = f"from vecfmt.parallel import import_partitioned; import_partitioned({dump!r}, {uri!r}, workers=2, " \
+             "batch_size=500)"  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and len(files_loaded(pg_db)) < 2:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its workers, mid-run
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    time.sleep(0.5)  # the killed workers' backends roll back what they were loading
+    loaded = files_loaded(pg_db)
+    committed = sum(rows for _, rows in loaded)
+    assert 2 <= len(loaded) < IMPORT_ROWS // FILE_ROWS, "the import finished before it could be killed"
+    # The files recorded are exactly the rows in the table: each file and its record commit together.
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(committed,)]
+
+    with pytest.raises(StoreError, match=r"already exists .*interrupted import of this dump is in it: resume it"):
+        import_partitioned(dump, uri, workers=2)  # not resuming: refused, nothing written
+    with pytest.raises(StoreError, match=r"loaded its files with workers \(--workers\); resume it with them"):
+        transfer.import_dump(dump, uri, resume=True)  # the single-process resume cannot take it up
+    result = import_partitioned(dump, uri, workers=2, resume=True)
+    assert (result.rows_skipped, result.rows) == (committed, IMPORT_ROWS - committed)  # only the missing files
+    assert_imported(pg_db, table, tmp_path)
+
+
+@on_pg18
+def test_replace_loads_beside_the_old_table_and_swaps_it_in(ten_files, pg_db, tmp_path):
+    dump, table = ten_files
+    old = make_table(100, IMPORT_DIM, prefix="old-")
+    vecfmt.write_dump(str(tmp_path / "old"), old)
+    transfer.import_dump(str(tmp_path / "old"), pg(pg_db))
+    with pytest.raises(StoreError, match="already exists"):
+        import_partitioned(dump, pg(pg_db), workers=2)
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(100,)]
+    import_partitioned(dump, pg(pg_db), workers=2, if_exists="replace")
+    assert_imported(pg_db, table, tmp_path)
+
+
+@on_pg18
+def test_a_corrupt_file_names_itself_and_what_the_target_holds(ten_files, pg_db, tmp_path):
+    dump, _ = ten_files
+    broken = tmp_path / "broken"
+    shutil.copytree(dump, broken)
+    last = vecfmt.open_dump(str(broken)).manifest.files[-1]
+    data = bytearray((broken / last.path).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, another SHA-256
+    (broken / last.path).write_bytes(bytes(data))
+    with pytest.raises(DumpError) as caught:
+        import_partitioned(str(broken), pg(pg_db), workers=1)  # one worker: the files load in order
+    message = str(caught.value)
+    assert message == (f"file {last.path}: {last.path} is corrupt: its SHA-256 differs from the manifest's "
+                       f"({IMPORT_ROWS - FILE_ROWS:,} of the dump's rows are in the target, which is incomplete)")
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(IMPORT_ROWS - FILE_ROWS,)]
+
+
+def test_a_store_whose_importer_takes_one_writer_refuses_workers(ten_files, tmp_path):
+    dump, table = ten_files
+    uri = f"lancedb://{tmp_path / 'db'}?table=items"
+    with pytest.raises(StoreError, match=r"^the lancedb store cannot import with several workers .*; import without "
+                                         r"--workers$"):  # fmt: skip
+        import_partitioned(dump, uri, workers=2)
+    assert_one_clear_error(vecfmt_cli("import", dump, uri, "--workers", "2"), "cannot import with several workers")
+    assert_one_clear_error(vecfmt_cli("import", dump, uri, "--ray-address", "auto"),
+                           "--ray-address is for --engine ray")
+    result = import_partitioned(dump, uri, workers=1)  # one writer: a plain import
+    assert result.rows == IMPORT_ROWS
+    transfer.export(uri, str(tmp_path / "back"))
+    assert_same_rows(vecfmt.open_dump(str(tmp_path / "back")).table(""), table)
+
+
+def test_engine_ray_without_ray_says_which_extra_installs_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: importing it fails
+    with pytest.raises(StoreError, match=r"^engine ray needs the ray package, which is not installed: pip install "
+                                         r"'vecfmt\[ray\]'$"):  # fmt: skip
+        export_partitioned(f"lancedb://{tmp_path / 'db'}?table=items", str(tmp_path / "out"), engine="ray")

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from vecfmt.errors import InvalidDataError, StoreError
-from vecfmt.manifest import EmbeddingModel, Manifest, Source, VectorSpec
+from vecfmt.manifest import EmbeddingModel, FileEntry, Manifest, Source, VectorSpec
 from vecfmt.storage import redact, split_userinfo, userinfo_secrets
 
 ENTRY_POINT_GROUP = "vecfmt.stores"
@@ -205,7 +205,8 @@ class Importer(Protocol):
     (e.g. a replace's staged table), never data the target held before; ``rows_committed() -> int | None``,
     called after a failure: how many of the dump's rows are committed (what ``resume`` skips; loading is
     stopped first so the count is final), None when the store cannot tell or resume. The core then ends the
-    error with that count and the ``--resume`` command."""
+    error with that count and the ``--resume`` command. An importer that loads one dump with several
+    workers also has the members of ``PartitionedImporter``."""
 
     def prepare(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> int:
         """Make the target ready for the dump's rows (create, check dims/metric, clear on replace).
@@ -225,6 +226,39 @@ class Importer(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PartitionedImporter(Importer, Protocol):
+    """Optional: an importer that loads one dump with several workers (``vecfmt.parallel.import_partitioned``).
+    One importer, the coordinator's, prepares the target once and finishes it once; each worker's own
+    importer attaches to the prepared target and loads whole files, in any order and at the same time.
+    Progress is per file and kept by the store, committed with the file's rows, so that a file is in the
+    target once or not at all and a resumed import loads only the files not in it."""
+
+    def prepare_partitioned(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> None:
+        """Coordinator: as ``prepare`` (create or check the target, ``if_exists``, take the import's lock
+        until ``close``), leaving in the store what ``attach`` needs to find (which table, that it is this
+        dump's, that its files load in any order). With ``resume``, take up an interrupted import of this
+        dump that was prepared so; one prepared by ``prepare`` (rows in dump order) is refused, and the
+        other way round."""
+        ...
+
+    def files_loaded(self) -> dict[str, int]:
+        """Coordinator: the dump's files committed into the target by this import (or by the interrupted
+        run it resumes): path -> rows."""
+        ...
+
+    def attach(self, manifest: Manifest) -> None:
+        """Worker: write into the target the coordinator prepared for this dump; create nothing, take no
+        import lock. A target not prepared for this dump is a ``StoreError``."""
+        ...
+
+    def load_file(self, entry: FileEntry, batches: Iterable[pa.RecordBatch], first_row: int) -> bool:
+        """Worker: load one file's (checked) batches and record the file as loaded, atomically. A file
+        already recorded is not loaded again (False, ``batches`` not read): a retry of a worker that died
+        while it committed. ``first_row`` is the dump's row number of the file's first row, for messages."""
+        ...
 
 
 @runtime_checkable

@@ -59,16 +59,19 @@ Import writes each batch with one binary COPY, committed together with a progres
 ``vecfmt_import_progress`` (same schema as the table), so an import killed at any point resumes with
 ``resume=True`` exactly where it stopped. Upserts go through a temporary staging table and
 ``INSERT ... ON CONFLICT``. ``replace`` loads a staged table beside the old one and swaps it in with one
-transaction at the end (``replace.py``). The primary key of a table vecfmt creates, and its vector index, are built
-after the load; then the table is analysed. Such a table's comment keeps what its columns cannot say
-(vector names, metrics, the embedding model) for a later export.
+transaction at the end (``replace.py``). With several workers (``vecfmt import --workers N``), each worker
+loads whole files on its own connection, each file in one transaction with its row in ``vecfmt_import_files``,
+and a resume loads only the files not recorded (``files.py``). The primary key of a table vecfmt creates, and
+its vector index, are built after the load; then the table is analysed. Such a table's comment keeps what its
+columns cannot say (vector names, metrics, the embedding model) for a later export.
 
 pgvector has no namespaces: a dump's namespaces go into the ``namespace_column`` (part of the primary
 key), and an export with a namespace column gives one namespace per distinct value (NULL is ``""``).
 
 The package: ``connect`` (the URI, secrets, one-line errors), ``catalog`` (pgvector's types and limits,
 what the database holds), ``exporter``, ``plan`` (how a dump maps onto a table), ``importer``, ``loader``
-(the loading threads), ``replace`` (a replace's staged table and its swap),
+(the loading threads), ``files`` (the per-file record of an import with workers), ``replace`` (a replace's
+staged table and its swap),
 ``copy_binary`` (binary COPY and pgvector's send formats), ``search``.
 """
 

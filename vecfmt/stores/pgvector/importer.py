@@ -1,10 +1,15 @@
 """Import: prepare the table (create, or map onto one that exists), load each batch with one binary COPY
-committed together with a progress row, then build the primary key and indexes and analyse."""
+committed together with a progress row, then build the primary key and indexes and analyse.
+
+An import with several workers (``vecfmt.parallel.import_partitioned``) splits that: the coordinator's
+importer prepares the table (``prepare_partitioned``) and finishes it; each worker's importer attaches to
+the prepared table (``attach``: found through the progress row) and loads whole files, each in one
+transaction with its row in ``vecfmt_import_files`` (``load_file``, ``files.py``)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -15,9 +20,10 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from vecfmt.errors import StoreError
-from vecfmt.manifest import Manifest
+from vecfmt.manifest import FileEntry, Manifest
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, VALUES
 from vecfmt.stores.base import IfExists, StoreURI
+from vecfmt.stores.pgvector import files
 from vecfmt.stores.pgvector.catalog import (
     HNSW_MAX_SPARSE_NNZ,
     PLAIN_STORAGE_MAX_DIM,
@@ -90,6 +96,8 @@ class PgvectorImporter:
         self.staged_for: str | None = None  # replace: the table the staged one (self.plan's) swaps in for
         self._rows_done = 0  # the dump's rows committed (what a resume skips)
         self._replace_aborted = False  # abort() of a replace: the old table stays, nothing of the dump is in it
+        self.partitioned = False  # prepare_partitioned(): workers load the files; this one prepares and finishes
+        self.attached = False  # attach(): a worker of an import with several workers
 
     def _connect(self) -> psycopg.Connection:
         conn = self.target.connect()
@@ -138,6 +146,85 @@ class PgvectorImporter:
                 return self._prepare(manifest, schema, if_exists, resume)
         return 0  # unreachable: errors() re-raises
 
+    def prepare_partitioned(self, manifest: Manifest, *, if_exists: IfExists, resume: bool = False) -> None:
+        """The coordinator of an import with several workers: prepare the table as ``prepare`` does (and
+        take the import's lock until ``close``), record in the progress row that the dump's files load in
+        any order, and load nothing: workers ``attach`` and ``load_file``; ``files_loaded`` tells which
+        files are in; ``finish`` then builds the key and indexes (and swaps a replace in)."""
+        self.partitioned = True
+        self.prepare(manifest, if_exists=if_exists, resume=resume)
+
+    def files_loaded(self) -> dict[str, int]:
+        """The dump's files committed into the target by the workers of this import (or of the interrupted
+        run it resumes), with their rows."""
+        if self.conn is None or self.plan is None:
+            raise StoreError("pgvector: files_loaded() before prepare_partitioned()")
+        with self.target.errors("cannot read which files the import loaded"), self.conn.transaction():
+            self._lock_progress(exclusive=False)
+            if find_relation(self.conn, self.plan.schema, files.FILES_TABLE) is None:
+                return {}
+            return files.loaded(self.conn, self.files_table, self.key, self.dump_identity)
+
+    def attach(self, manifest: Manifest) -> None:
+        """A worker of an import with several workers: load into the table the coordinator prepared (its
+        progress row says which table, and that it is this dump's), on one connection; no lock is taken
+        (the coordinator holds the import's) and nothing is created."""
+        t = self.target
+        self.conn = self.conn or self._connect()
+        self.dump_identity = _dump_identity(manifest)
+        self.attached = True
+        with t.errors("cannot join the import"):
+            schema = t.schema or self.conn.execute("SELECT current_schema()").fetchone()[0]
+            self.key = f"{schema}.{t.table}"
+            progress = self._progress(schema) if schema is not None else None
+            if progress is None or progress["dump"] != self.dump_identity or not progress["pending"].get("files"):
+                raise StoreError(f"pgvector {t.where}: no import of this dump into {self.key} with several workers "
+                                 "is prepared (or it has finished)")  # fmt: skip
+            self.pending = progress["pending"]
+            staged = self.pending.get("staged")
+            found = find_relation(self.conn, schema, staged or t.table)  # type: ignore[arg-type]
+            if found is None:
+                raise StoreError(f"pgvector {t.where}: the table this import loads, {schema}.{staged or t.table}, "
+                                 "is gone")  # fmt: skip
+            self.plan = plan_existing(t, self.conn, manifest, schema, found[0])
+            if staged is not None:
+                self.plan.table, self.staged_for = staged, t.table
+            self._statements([self.conn])
+
+    def load_file(self, entry: FileEntry, batches: Iterable[pa.RecordBatch], first_row: int) -> bool:
+        """An attached worker: load one file's rows (``first_row``: the dump's row number of its first,
+        for messages) in one transaction that also records the file, so it is in the target exactly once.
+        False, with nothing written and ``batches`` not read, when it is in already."""
+        if not self.attached or self.plan is None or self.conn is None:
+            raise StoreError("pgvector: load_file() before attach()")
+        t, plan, conn = self.target, self.plan, self.conn
+        self._check_namespace(entry.namespace)
+        text = [ID] + [dest.source for dest in (plan.metadata, plan.document) if dest is not None]
+        try:
+            with t.errors(f"cannot load {entry.path}"), self._waits_for(plan.label), refused_rows(t), \
+                    transaction(conn), conn.cursor() as cur:  # fmt: skip
+                if files.is_loaded(cur, self.files_table, self.key, entry.path):
+                    raise _LoadedAlready
+                position = first_row
+                for batch in batches:
+                    check_text(batch, text, position)
+                    with cur.copy(self.copy_sql) as copy:
+                        for part in self.encode(batch, entry.namespace):
+                            copy.write(part)
+                    if self.staging:
+                        cur.execute(self.insert_sql)  # per batch: the staging table empties only at commit
+                        cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_TABLE)))
+                    position += batch.num_rows
+                self._lock_progress(exclusive=False)  # at the end: the lock is held until the commit
+                if not files.record(cur, self.files_table, self.progress_table, self.key, self.dump_identity,
+                                    entry.path, position - first_row):  # type: ignore[arg-type]  # fmt: skip
+                    if files.is_loaded(cur, self.files_table, self.key, entry.path):
+                        raise _LoadedAlready  # another attempt committed it while this one loaded
+                    self._check_progress_row(0)
+        except _LoadedAlready:
+            return False
+        return True
+
     def _prepare(self, manifest: Manifest, schema: str, if_exists: IfExists, resume: bool) -> int:
         t, conn = self.target, self.conn
         assert conn is not None and t.table is not None
@@ -148,12 +235,18 @@ class PgvectorImporter:
         staged = (progress or {}).get("pending", {}).get("staged")
         staged_found = find_relation(conn, schema, staged) if staged else None
         if resume and progress is not None and (found is not None if staged is None else staged_found):
+            was_partitioned = bool(progress["pending"].get("files"))
+            if was_partitioned != self.partitioned:
+                how = "with" if was_partitioned else "without"
+                raise StoreError(f"pgvector {t.where}: the interrupted import of this dump into {self.key} loaded "
+                                 f"its files {how} workers (--workers); resume it {how} them")  # fmt: skip
             self.pending = progress["pending"]
             relid = found[0] if staged_found is None else staged_found[0]  # type: ignore[index]
             self.plan = plan_existing(t, conn, manifest, schema, relid)
             if staged is not None:  # an interrupted replace: the staged table is the one loading
                 self.plan.table, self.staged_for = staged, t.table
-            self._start()
+            if not self.partitioned:
+                self._start()
             self._resumed_from = self._rows_done = int(progress["rows"])
             log.info("pgvector: resuming the import into %s after %d rows", self.plan.label, progress["rows"])
             return int(progress["rows"])
@@ -164,6 +257,7 @@ class PgvectorImporter:
             )
         if found is not None and if_exists == IfExists.FAIL:
             interrupted = "" if progress is None or self.dump_identity is None else (
+                "; an interrupted import of this dump is in it: resume it" if progress["pending"].get("files") else
                 f"; an interrupted import of this dump committed {progress['rows']:,} rows: resume it")
             raise StoreError(
                 f"pgvector {t.where}: table {schema}.{t.table} already exists (choose if_exists append, "
@@ -175,12 +269,17 @@ class PgvectorImporter:
             if self.upsert:
                 check_unique_key(t, conn, self.plan, found[0])
             self.pending = {"upsert": self.upsert}
+            if self.partitioned:
+                self.pending["files"] = True
             with conn.transaction():
                 self._save_progress(0)
+                self._reset_files()
         else:
             self.plan = plan_new(t, conn, manifest, schema)
             self._comment = definitions_comment(manifest, self.plan)
             self.pending = {"primary_key": True, "indexes": index_requests(t, self.plan, manifest)}
+            if self.partitioned:
+                self.pending["files"] = True
             if found is not None:  # replace: load beside the old table, swapped in by finish()
                 self.staged_for, self.plan.table = t.table, staged_name(t.table)
                 self._comment = marked(self._comment, t.table)
@@ -190,8 +289,10 @@ class PgvectorImporter:
                     clear_staged(conn, t, schema, t.table)
                 self._create_table()
                 self._save_progress(0)
+                self._reset_files()
             self._created = True  # dropped again if the import fails before its first commit
-        self._start()
+        if not self.partitioned:
+            self._start()
         return 0
 
     def _ensure_extension(self) -> Extension:
@@ -227,6 +328,7 @@ class PgvectorImporter:
         assert self.conn is not None
         self.progress_table = sql.Identifier(schema, PROGRESS_TABLE)
         self.progress_label = f"{schema}.{PROGRESS_TABLE}"
+        self.files_table = sql.Identifier(schema, files.FILES_TABLE)
         with self.conn.transaction():
             self._lock_progress(exclusive=False)
             if find_relation(self.conn, schema, PROGRESS_TABLE) is None:
@@ -254,6 +356,15 @@ class PgvectorImporter:
             (self.key, self.dump_identity, rows_done, psycopg.types.json.Jsonb(self.pending)),
         )
         self._progress_written = True
+
+    def _reset_files(self) -> None:
+        """A fresh start (in ``_save_progress``'s transaction): no file of an earlier import of this target
+        counts as loaded; an import with workers gets the table its workers record files in."""
+        assert self.conn is not None and self.plan is not None
+        if self.partitioned:
+            files.create(self.conn, self.files_table)
+        if self.partitioned or find_relation(self.conn, self.plan.schema, files.FILES_TABLE) is not None:
+            files.forget(self.conn, self.files_table, self.key)
 
     def _create_table(self) -> None:
         assert self.conn is not None and self.plan is not None and self.ext is not None
@@ -294,14 +405,21 @@ class PgvectorImporter:
 
     def _start(self) -> None:
         assert self.plan is not None and self.conn is not None
-        plan, uri = self.plan, self.target.uri
-        self.upsert = bool(self.pending.get("upsert", self.upsert))
-        self.staging = self.upsert or bool(plan.folded)
-        parallel = uri.int_option("parallel", DEFAULT_PARALLEL) or DEFAULT_PARALLEL
+        parallel = self.target.uri.int_option("parallel", DEFAULT_PARALLEL) or DEFAULT_PARALLEL
         if not 1 <= parallel <= 16:
             raise StoreError(f"pgvector {self.target.where}: parallel must be between 1 and 16, not {parallel}")
         self._extra_conns = [self._connect() for _ in range(parallel - 1)]
         connections = [self.conn, *self._extra_conns]
+        self._statements(connections)
+        self._loader = Loader(connections, self.target)
+
+    def _statements(self, connections: list[psycopg.Connection]) -> None:
+        """The COPY (and, for upserts and folded columns, the staging table on each connection and its
+        INSERT) that load a batch."""
+        assert self.plan is not None
+        plan = self.plan
+        self.upsert = bool(self.pending.get("upsert", self.upsert))
+        self.staging = self.upsert or bool(plan.folded)
         names = [d.name for d in plan.loaded()]
         if self.staging:
             staging = sql.Identifier(STAGING_TABLE)
@@ -318,7 +436,6 @@ class PgvectorImporter:
         else:
             self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
                 plan.relation, column_list(names))
-        self._loader = Loader(connections, self.target)
 
     def _close_extra(self) -> None:
         for conn in self._extra_conns:
@@ -359,17 +476,21 @@ class PgvectorImporter:
         if self.plan is None or self._loader is None:
             raise StoreError("pgvector: write() before prepare()")
         plan = self.plan
-        if plan.namespace is None and namespace != "":
-            raise StoreError(
-                f"pgvector: rows of namespace {namespace!r} but table {plan.label} keeps no namespaces; "
-                f"pass namespace_column=COLUMN to keep them in a column"
-            )
+        self._check_namespace(namespace)
         if batch.num_rows == 0:
             return
         text = [ID] + [dest.source for dest in (plan.metadata, plan.document) if dest is not None]
         check_text(batch, text, rows_done - batch.num_rows)
         payload = self.encode(batch, namespace)
         self._loader.submit(self._job(payload, rows_done), sum(len(p) for p in payload), rows_done)
+
+    def _check_namespace(self, namespace: str) -> None:
+        assert self.plan is not None
+        if self.plan.namespace is None and namespace != "":
+            raise StoreError(
+                f"pgvector: rows of namespace {namespace!r} but table {self.plan.label} keeps no namespaces; "
+                f"pass namespace_column=COLUMN to keep them in a column"
+            )
 
     def encode(self, batch: pa.RecordBatch, namespace: str = "") -> list[pa.Buffer | bytes]:
         """The binary COPY stream of one batch: header, rows, trailer."""
@@ -473,7 +594,14 @@ class PgvectorImporter:
             self._loader_stopped(loader)
         if self.dump_identity is None:
             return None
-        return 0 if self._replace_aborted else self._rows_done
+        if self._replace_aborted:
+            return 0
+        if self.partitioned:  # the rows of the files the workers committed
+            try:
+                return sum(self.files_loaded().values())
+            except StoreError:
+                return None
+        return self._rows_done
 
     def abort(self) -> None:
         """A broken dump: stop loading, then drop what a replace staged and its progress row; the old table
@@ -525,6 +653,9 @@ class PgvectorImporter:
             self._lock_progress(exclusive=True)
             self.conn.execute(sql.SQL("DELETE FROM {} WHERE target = %s AND dump IS NOT DISTINCT FROM %s").format(
                 self.progress_table), (self.key, self.dump_identity))  # fmt: skip
+            if find_relation(self.conn, self.plan.schema, files.FILES_TABLE) is not None:
+                files.forget(self.conn, self.files_table, self.key)
+                files.drop_if_empty(self.conn, self.files_table)
             left = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.progress_table)).fetchone()[0]
             if left == 0:
                 self.conn.execute(sql.SQL("DROP TABLE {}").format(self.progress_table))
@@ -547,9 +678,18 @@ class PgvectorImporter:
         self._close_extra()
         if self.conn is not None and not self.conn.closed:
             if (self.plan is not None and not self._finished and self._committed == 0 and self._resumed_from == 0
-                    and not self.conn.broken):  # fmt: skip
+                    and not self.attached and not self.conn.broken and not self._files_in()):  # fmt: skip
                 self._leave_no_trace()
             self.conn.close()
+
+    def _files_in(self) -> bool:
+        """Whether workers committed files of this import (True when that cannot be read: keep everything)."""
+        if not self.partitioned:
+            return False
+        try:
+            return bool(self.files_loaded())
+        except StoreError:
+            return True
 
     def _leave_no_trace(self) -> None:
         """An import that failed before its first commit leaves nothing behind: no progress row, and not
@@ -561,6 +701,10 @@ class PgvectorImporter:
         if self._progress_written:
             with suppress(psycopg.Error):
                 self._drop_progress()
+
+
+class _LoadedAlready(Exception):
+    """The file is in the target already: its transaction rolls back and ``load_file`` says so."""
 
 
 def _dump_identity(manifest: Manifest) -> str | None:

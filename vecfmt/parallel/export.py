@@ -1,12 +1,13 @@
-"""Partitioned export: one store read by several worker processes into one dump (spec 7.3).
+"""Partitioned export: one store read by several workers into one dump (spec 7.3).
 
 The job is planned as partitions, one per slice the exporter gives (``Exporter.slices``). Each partition
-runs in a worker process with its own exporter and writes its own part files (a distinct prefix) through
-``PartWriter``; every batch is checked with ``writer.check_batch``. A job state file beside the dump
-records the plan and each finished partition's files (path, rows, bytes, SHA-256), replaced atomically
-as partitions finish, so a killed job re-run with ``resume`` runs only the partitions not done. Once all
-are done, ids are checked unique per namespace across partitions, rows per namespace against what the
-store reported, and the manifest is committed once (``commit_manifest``).
+runs on a worker (``engines.py``: local processes or Ray tasks) with its own exporter and writes its own
+part files (a distinct prefix) through ``PartWriter``; every batch is checked with ``writer.check_batch``.
+A job state file beside the dump records the plan and each finished partition's files (path, rows,
+bytes, SHA-256), replaced atomically as partitions finish, so a killed job re-run with ``resume`` runs
+only the partitions not done. Once all are done, ids are checked unique per namespace across partitions,
+rows per namespace against what the store reported, and the manifest is committed once
+(``commit_manifest``), by this process: workers only write part files and report them.
 
 Exporters may offer two optional members, read here with ``getattr``: ``shared_snapshot() -> str | None``
 on the planning exporter (which stays open for the whole job) and ``use_snapshot(snapshot)`` on each
@@ -16,23 +17,16 @@ worker's, so that every partition reads the same snapshot of the store (pgvector
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import logging
-import multiprocessing
 import os
 import re
 import secrets
-import signal
-import sys
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError, first_line
 from vecfmt.manifest import MANIFEST_NAME, EmbeddingModel, FileEntry, Manifest
+from vecfmt.parallel.engines import DEFAULT_RETRIES, Engine, WorkerLost, ray_cpus, ray_session, run_tasks
 from vecfmt.progress import RowProgress
 from vecfmt.storage import Location, redact, resolve
 from vecfmt.stores.base import Exporter, Slice, StoreURI, open_exporter
@@ -53,9 +47,7 @@ JOB_STATE_FORMAT = 1
 # What a partition names its files: p<partition>-<run>-<file>.parquet. The run (random, one per job run)
 # keeps a resumed job from ever writing a file under a name an earlier run's worker might still hold.
 _JOB_PART = re.compile(r"^[^/.][^/]*/p\d{5}-[0-9a-f]{6}-\d{5}\.parquet$")
-log = logging.getLogger("vecfmt.parallel")
 MAX_DEFAULT_WORKERS = 8
-DEFAULT_RETRIES = 2  # a failed partition runs at most 1 + DEFAULT_RETRIES times
 
 
 @dataclass(frozen=True)
@@ -72,6 +64,9 @@ class _Task:
     batch_size: int
     snapshot: str | None
     prefix: str
+
+    def describe(self) -> str:
+        return f"partition {self.index + 1} (namespace {self.namespace!r}, {json.dumps(self.key)})"
 
 
 @dataclass(frozen=True)
@@ -94,14 +89,28 @@ def export_partitioned(
     options: ParquetOptions | None = None,
     retries: int = DEFAULT_RETRIES,
     progress: bool | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> Manifest:
-    """Export a store to a dump at ``dump_uri`` with ``workers`` processes, one partition (slice) each at a
-    time. ``workers`` defaults to ``default_workers``; 1 runs the partitions in this process. With
-    ``resume``, an interrupted job at ``dump_uri`` continues with the partitions it had not finished (the
-    same source, namespaces and columns required); a complete dump there is refused unless ``overwrite``."""
+    """Export a store to a dump at ``dump_uri`` with ``workers`` workers, one partition (slice) each at a
+    time. ``workers`` defaults to ``default_workers`` (with Ray: the cluster's CPUs); 1 runs the
+    partitions in this process. ``engine="ray"`` runs them as tasks on the Ray cluster at ``ray_address``
+    (None: ``RAY_ADDRESS``, else a new local one), which must reach the dump (object storage, unless every
+    node is this machine). With ``resume``, an interrupted job at ``dump_uri`` continues with the
+    partitions it had not finished (the same source, namespaces and columns required); a complete dump
+    there is refused unless ``overwrite``."""
     if workers is not None and workers < 1:
         raise ValueError("workers must be at least 1")
+    runner = Engine(engine, ray_address)
     location = resolve(dump_uri)
+    with ray_session(runner, location, redact(dump_uri)):
+        return _export(source, dump_uri, location, runner, workers, namespaces, model, batch_size, overwrite,
+                       resume, options or ParquetOptions(), retries, progress)  # fmt: skip
+
+
+def _export(source: str, dump_uri: str, location: Location, runner: Engine, workers: int | None,
+            namespaces: list[str] | None, model: EmbeddingModel | None, batch_size: int, overwrite: bool,
+            resume: bool, options: ParquetOptions, retries: int, progress: bool | None) -> Manifest:  # fmt: skip
     exporter = open_exporter(source)  # open for the whole job: it holds the snapshot the workers share
     try:
         desc = exporter.describe()
@@ -113,12 +122,12 @@ def export_partitioned(
             _prepare(location, overwrite, resume)
             job.plan([Slice(ns, part.key) for ns in chosen for part in exporter.slices(ns)])
         if workers is None:
-            workers = default_workers(len(job.partitions), len(chosen))
+            workers = ray_cpus() if runner.name == "ray" else default_workers(len(job.partitions), len(chosen))
         workers = max(1, min(workers, len(job.partitions) - len(job.done) or 1))
         run = secrets.token_hex(3)
         snapshot = _shared_snapshot(exporter)
-        tasks = [_Task(source, dump_uri, i, part.namespace, part.key, template, options or ParquetOptions(), batch_size,
-                       snapshot, f"p{i:05d}-{run}")
+        tasks = [_Task(source, dump_uri, i, part.namespace, part.key, template, options, batch_size, snapshot,
+                       f"p{i:05d}-{run}")
                  for i, part in enumerate(job.partitions) if i not in job.done]  # fmt: skip
         total = desc.total_rows if namespaces is None else None
         with RowProgress("export", total, progress) as bar:
@@ -128,10 +137,10 @@ def export_partitioned(
                 job.record(report)
                 bar.advance(report.rows)
 
-            failure = _run_in_process(tasks, finished, retries) if workers == 1 else \
-                _run_in_pool(tasks, finished, retries, workers)  # fmt: skip
+            failure = run_tasks(runner, tasks, run_partition, close_exporters, finished, workers=workers,
+                                retries=retries)  # fmt: skip
         if failure is not None:
-            raise job.failed(*failure, workers)
+            raise job.failed(*failure, workers, runner)
         return job.commit(desc.namespaces)
     finally:
         exporter.close()
@@ -255,21 +264,21 @@ class _Job:
         _remove_unlisted(self.location, self.location.sizes(), set())
         self.location.delete(JOB_STATE)
 
-    def failed(self, task: _Task, exc: BaseException, attempts: int, workers: int) -> BaseException:
+    def failed(self, task: _Task, exc: BaseException, attempts: int, workers: int, runner: Engine) -> BaseException:
         """One line naming the partition and the command that continues the job."""
-        if not isinstance(exc, (VecfmtError, OSError, BrokenProcessPool)):
+        if not isinstance(exc, (VecfmtError, OSError, WorkerLost)):
             return exc  # a bug: shown as one, with its traceback
-        what = "a worker process died (killed, or out of memory)" if isinstance(exc, BrokenProcessPool) \
-            else first_line(exc)  # fmt: skip
+        what = f"{exc} (killed, or out of memory)" if isinstance(exc, WorkerLost) else first_line(exc)
         left = len(self.partitions) - len(self.done)
         times = f" {attempts} times" if attempts > 1 else ""
-        command = f"vecfmt export {StoreURI.parse(self.source)} {redact(self.dump_uri)} --workers {workers} --resume"
+        command = (f"vecfmt export {StoreURI.parse(self.source)} {redact(self.dump_uri)} --workers {workers}"
+                   f"{runner.cli_options} --resume")
         message = (f"partition {task.index + 1} of {len(self.partitions)} (namespace {task.namespace!r}, "
                    f"{json.dumps(task.key)}) failed{times}: {what}; `{command}` runs the {left} "
                    f"partition{'s' if left != 1 else ''} not done")
         # The kind of the failure (a worker's death is the store's: its client crashed, or memory ran out).
         kinds = (InvalidDataError, StoreError, DumpError)
-        kind = next((k for k in kinds if isinstance(exc, k)), StoreError if isinstance(exc, BrokenProcessPool) else
+        kind = next((k for k in kinds if isinstance(exc, k)), StoreError if isinstance(exc, WorkerLost) else
                     DumpError)  # fmt: skip
         return kind(message)
 
@@ -328,7 +337,8 @@ def _exporter(source: str, snapshot: str | None) -> Exporter:
     return exporter
 
 
-def _close_exporters() -> None:
+def close_exporters() -> None:
+    """Close this worker's exporters (the engine calls it once a worker is done with the job's partitions)."""
     while _exporters:
         _, exporter = _exporters.popitem()
         with contextlib.suppress(Exception):  # closing after an error: nothing left to save
@@ -357,86 +367,3 @@ def run_partition(task: _Task) -> _Report:
             _exporters.pop((task.source, task.snapshot)).close()
         raise
     return _Report(task.index, rows, files)
-
-
-def _retrying(task: _Task, exc: BaseException, attempt: int, retries: int) -> None:
-    why = "its worker process died" if isinstance(exc, BrokenProcessPool) else first_line(exc)
-    log.warning("partition %d (namespace %r, %s) failed (%s); running it again (%d of %d retries)",
-                task.index + 1, task.namespace, json.dumps(task.key), why, attempt, retries)
-
-
-def _retryable(exc: BaseException) -> bool:
-    """A store or storage failure (server gone, timeout, a worker killed) may pass; bad rows and bugs do not."""
-    return isinstance(exc, (StoreError, DumpError, OSError, BrokenProcessPool))
-
-
-_Failure = tuple[_Task, BaseException, int]
-
-
-def _run_in_process(tasks: list[_Task], finished: Callable[[_Report], None], retries: int) -> _Failure | None:
-    try:
-        for task in tasks:
-            for attempt in range(1, retries + 2):
-                try:
-                    finished(run_partition(task))
-                    break
-                except Exception as exc:
-                    if not _retryable(exc) or attempt > retries:
-                        return task, exc, attempt
-                    _retrying(task, exc, attempt, retries)
-        return None
-    finally:
-        _close_exporters()
-
-
-def _run_in_pool(
-    tasks: list[_Task], finished: Callable[[_Report], None], retries: int, workers: int
-) -> _Failure | None:
-    """Run the partitions on ``workers`` processes. A failed partition runs again (at most ``retries``
-    more times); a dead worker breaks the pool, which is replaced, and its partitions run again. After a
-    partition fails for good, the ones already running finish (and are recorded), the rest never start."""
-    attempts = {task.index: 0 for task in tasks}
-    queue = list(tasks)
-    failure: _Failure | None = None
-    # 'spawn': store clients (libpq, gRPC) are not fork-safe, and a fresh interpreter inherits no connection.
-    context = multiprocessing.get_context("spawn")
-    while queue and failure is None:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started) as pool:
-            running: dict[Future[_Report], _Task] = {}
-            while queue or running:
-                while queue:  # a broken pool takes no more: they wait for the next one
-                    task = queue.pop(0)
-                    attempts[task.index] += 1
-                    try:
-                        running[pool.submit(run_partition, task)] = task
-                    except BrokenProcessPool:
-                        queue.insert(0, task)
-                        attempts[task.index] -= 1
-                        break
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = running.pop(future)
-                    if future.cancelled():
-                        continue
-                    exc = future.exception()
-                    if exc is None:
-                        finished(future.result())
-                    elif failure is None and _retryable(exc) and attempts[task.index] <= retries:
-                        _retrying(task, exc, attempts[task.index], retries)
-                        queue.append(task)
-                    elif failure is None:
-                        failure = task, exc, attempts[task.index]
-                        queue.clear()
-                        for other in running:
-                            other.cancel()  # not started yet: never will
-    return failure
-
-
-def _worker_started() -> None:
-    """Die with the job (Linux): an orphaned worker would go on writing files no state lists."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
