@@ -10,9 +10,14 @@ vector only, half metadata only) and rows deleted. On the changed table, side by
 interleaved, the best of each kept):
 
 * full export: ``vecfmt.transfer.export(URI, DUMP)``, what a nightly full backup does;
-* delta export: ``vecfmt.ops.incremental.export_delta(URI, DUMP, F0)``: every row of the table is still read
-  and checked (LanceDB has no change marker vecfmt could use), and F0 is read back (its files SHA-256
-  checked) to digest its rows; only the changed rows and the deleted ids are encoded and written.
+* delta export: ``vecfmt.ops.incremental.export_delta(URI, DUMP, F0)``: every row of the table is still read,
+  checked and digested (LanceDB has no change marker vecfmt could use), and F0, a plain full dump that records
+  no row digests, is read back whole (its files SHA-256 checked) to digest its rows; only the changed rows,
+  the deleted ids and the digests of the new state are encoded and written.
+
+Then a second change of the same size, and side by side again a full export against the next delta, made
+against the first delta: its base records the digests of its state, so the chain's rows are not read
+(``next_delta_time_vs_full``: the nightly steady state).
 
 Then restore: ``restore([F0, DELTA], NEW TABLE)`` against ``import_dump(FULL, NEW TABLE)`` of the full
 export, both into new tables with ``index=none`` (as benchmarks/stores.py does). Both tables are checked
@@ -20,7 +25,8 @@ after the clock (row counts; at up to 200,000 rows also ``compact`` of the chain
 export, which must be identical). Also measured: ``row_digests`` alone on 100,000 rows (microseconds a row).
 
 Bytes are the dumps' files (manifest included). Targets (issue 13): delta time <= 0.1x, delta bytes <= 0.05x
-of the full export's. The last line is one JSON object: ``delta_time_vs_full``, ``delta_bytes_vs_full``,
+of the full export's. The last line is one JSON object: ``delta_time_vs_full`` and ``delta_bytes_vs_full``
+(the first delta, against a plain full dump), ``next_delta_time_vs_full`` and ``next_delta_bytes_vs_full``,
 ``restore_vs_full_import`` (restore seconds over the full import's) and the raw figures.
 """
 
@@ -73,11 +79,16 @@ def make_table(place: str, n: int, dim: int) -> None:
         table.add(pa.RecordBatchReader.from_batches(first.schema, rest()))
 
 
-def change(place: str, n: int, dim: int, fraction: float) -> dict[str, int]:
-    """CHANGE of the rows, a third each added, updated (half vector only, half metadata only), deleted."""
+def change(place: str, n: int, dim: int, fraction: float, seed: int = 1, first_new: int | None = None
+           ) -> dict[str, int]:
+    """CHANGE of the rows, a third each added, updated (half vector only, half metadata only), deleted
+    (picked among ids 0..n-1 that are still there)."""
     table = lancedb.connect(place).open_table(NAME)
     each = max(3, int(n * fraction) // 3)
-    picked = np.random.default_rng(1).choice(n, size=2 * each, replace=False)
+    present = table.search().select(["id"]).limit(None).to_arrow()["id"].to_numpy(zero_copy_only=False)
+    present = np.sort(present[np.char.isdigit(present.astype(str))].astype(np.int64))
+    present = present[present < n]
+    picked = np.random.default_rng(seed).choice(present, size=2 * each, replace=False)
     updated, deleted = picked[:each], picked[each:]
     vector_only, metadata_only = updated[: each // 2], updated[each // 2:]
     listed = lambda ids: ", ".join(f"'{i}'" for i in ids)  # noqa: E731
@@ -89,7 +100,8 @@ def change(place: str, n: int, dim: int, fraction: float) -> dict[str, int]:
     table.delete(f"id IN ({listed(vector_only)})")
     table.add(new_vectors.cast(table.schema))
     table.update(where=f"id IN ({listed(metadata_only)})", values={"metadata": '{"i": -1, "tag": "changed"}'})
-    table.add(rows(np.arange(n, n + each), dim, 11).cast(table.schema))
+    start = n if first_new is None else first_new
+    table.add(rows(np.arange(start, start + each), dim, 11 + seed).cast(table.schema))
     return {"added": each, "updated_vector": len(vector_only), "updated_metadata": len(metadata_only),
             "deleted": each, "rows_after": n}
 
@@ -144,12 +156,24 @@ def main() -> None:
         counts = [lancedb.connect(f"{work}/{r}").open_table(NAME).count_rows() for r in ("r1", "r2")]
         if counts != [rows_after, rows_after]:
             raise SystemExit(f"restore or import lost rows: {counts}, expected {rows_after}")
+        shutil.rmtree(f"{work}/r1")
+        shutil.rmtree(f"{work}/r2")
         identical = None
         if n <= 200_000:
             compact([base, delta], f"{work}/compact", progress=False)
             identical = diff_dumps(f"{work}/compact", full).identical
             if not identical:
                 raise SystemExit("compact of the chain differs from the full export")
+
+        change(db, n, dim, args.change, seed=2, first_new=n + n)
+        print("changed again", flush=True)
+        following = f"{work}/delta2"
+        again = best_of(
+            args.runs,
+            full=lambda: transfer.export(uri, full, overwrite=True, progress=False),
+            delta=lambda: export_delta(uri, following, delta, overwrite=True, progress=False),
+        )
+        next_bytes, full2_bytes = dump_bytes(following), dump_bytes(full)
 
         print()
         print(table([
@@ -158,15 +182,22 @@ def main() -> None:
              f"{seconds['delta'] / seconds['full']:.3f}"),
             ("full import", f"{import_s:.2f}", "", "1.000"),
             ("restore full + delta", f"{restore_s:.2f}", "", f"{restore_s / import_s:.3f}"),
+            ("full export, 2nd change", f"{again['full']:.2f}", f"{full2_bytes / 1e6:,.1f}", "1.000"),
+            ("next delta (base has digests)", f"{again['delta']:.2f}", f"{next_bytes / 1e6:,.1f}",
+             f"{again['delta'] / again['full']:.3f}"),
         ], ("what", "seconds", "MB", "time vs full")))
         print(f"row_digests: {digest_us:.2f} us a row ({dim} dims + metadata)")
         finish({
             "delta_time_vs_full": round(seconds["delta"] / seconds["full"], 4),
             "delta_bytes_vs_full": round(delta_bytes / full_bytes, 5),
+            "next_delta_time_vs_full": round(again["delta"] / again["full"], 4),
+            "next_delta_bytes_vs_full": round(next_bytes / full2_bytes, 5),
             "restore_vs_full_import": round(restore_s / import_s, 3),
             "rows": n, "dim": dim, "change": args.change, **changed, "rows_after": rows_after,
             "full_export_s": round(seconds["full"], 2), "delta_export_s": round(seconds["delta"], 2),
             "full_bytes": full_bytes, "delta_bytes": delta_bytes,
+            "full2_export_s": round(again["full"], 2), "next_delta_export_s": round(again["delta"], 2),
+            "full2_bytes": full2_bytes, "next_delta_bytes": next_bytes,
             "full_import_s": round(import_s, 2), "restore_s": round(restore_s, 2),
             "row_digest_us": round(digest_us, 2), "compact_identical": identical,
         })

@@ -116,9 +116,22 @@ def test_lancedb_chain_restored_into_qdrant_and_compacted_equals_a_fresh_export(
     assert counts == {"": (105, 30, 2_030), "gone": (0, 300, 0), "kept": (0, 0, 400), "new": (150, 0, 150)}
     assert [f.path for f in manifest.deletes] == ["__default__/deletes-00000.parquet", "gone/deletes-00000.parquet"]
     assert validate_dump(d1) == []
-    # a second delta, made against the first (its chain followed through the recorded base)
+    # the digests d1 records of its state are those of the chain's rows: the next delta reads them instead
+    links = open_chain([f0, d1])
+    for namespace in incremental.resolve_chain(links):
+        stored = incremental._stored_digests(links[-1], namespace)
+        computed = incremental._base_digests(links[0], namespace)  # f0 has none: computed from the rows
+        assert stored is not None and namespace.name != "gone"
+        order_stored, order_computed = np.argsort(stored[0].to_numpy(False)), np.argsort(computed[0].to_numpy(False))
+        assert np.array_equal(stored[1][order_stored], computed[1][order_computed])
+    # a second delta, made against the first (its chain followed through the recorded base) and without
+    # reading the chain's rows
     change_lancedb(tmp_path / "db", 2)
-    second = export_delta(uri, d2, d1)
+    real = incremental._resolved_batches
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(incremental, "_resolved_batches", lambda *a, **k: pytest.fail("rows read"))
+        second = export_delta(uri, d2, d1)
+    assert incremental._resolved_batches is real
     assert {ns.name: (ns.rows, ns.deleted) for ns in second.namespaces} == {
         "": (105, 30), "kept": (0, 0), "new": (0, 0)}
     transfer.export(uri, fresh)
@@ -205,7 +218,7 @@ def test_overwrite_replaces_a_delta_with_its_deletes_files(tmp_path):
     table.add(lance_rows(table, [f"g-{i}" for i in range(5)], "gone", seed=5))  # "gone" is back, in part
     manifest = export_delta(uri, str(tmp_path / "d"), str(tmp_path / "f0"), overwrite=True)
     on_disk = sorted(str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*.parquet"))
-    assert on_disk == sorted(f.path for f in [*manifest.files, *manifest.deletes])
+    assert on_disk == sorted(f.path for f in [*manifest.files, *manifest.deletes, *manifest.digest_files])
     assert validate_dump(str(tmp_path / "d")) == []
 
 

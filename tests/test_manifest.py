@@ -150,6 +150,9 @@ def test_a_1_0_reader_refuses_a_delta():
     (lambda d: d["namespaces"][0].__setitem__("deleted", 2), "deleted ids differ from its deletes files"),
     (lambda d: d["deletes"][0].__setitem__("path", "elsewhere/deletes-00000.parquet"), "not in a folder"),
     (lambda d: d["deletes"][0].__setitem__("path", "__default__/part-00000.parquet"), "a file is listed twice"),
+    (lambda d: d["digests"]["files"][0].__setitem__("rows", 4), "digests differ from its rows"),
+    (lambda d: d["digests"]["files"][0].__setitem__("path", "x/digests-00000.parquet"), "not in a folder"),
+    (lambda d: d["digests"].pop("algorithm"), "'algorithm' is a required property"),
     (lambda d: d.__setitem__("kind", "full"), "should not be valid"),
     (lambda d: (d.pop("kind"), d.pop("base")), "should not be valid"),
 ])

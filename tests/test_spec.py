@@ -3,16 +3,18 @@
 import hashlib
 import json
 import re
+import struct
 from pathlib import Path
 
 import jsonschema
 import pytest
 
 import vecfmt
+from tests.helpers import make_table
 from vecfmt.errors import DumpError
 from vecfmt.manifest import DELTA_FORMAT_VERSION, Manifest
 from vecfmt.ops import validate_dump
-from vecfmt.ops.incremental import DELETES_PREFIX, DELETES_SCHEMA
+from vecfmt.ops.incremental import DELETES_PREFIX, DELETES_SCHEMA, DIGESTS_PREFIX, DIGESTS_SCHEMA, row_digests
 from vecfmt.schema import DEFAULT_NAMESPACE_DIR, METRICS, namespace_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +50,70 @@ def test_the_manifest_table_lists_every_field_of_the_schema():
     assert "list of `{name, path, rows}`" in table and "`deleted`" in table and "`rows_after`" in table
 
 
-def test_the_deletes_file_schema_is_the_code():
-    section = SPEC.split("### 6.1")[1].split("## 7.")[0]
-    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| (no|yes) \|", section, re.M)
+@pytest.mark.parametrize("section, schema, prefix", [
+    ("### 6.1", DELETES_SCHEMA, DELETES_PREFIX),
+    ("### 6.2", DIGESTS_SCHEMA, DIGESTS_PREFIX),
+])
+def test_the_deletes_and_digests_file_schemas_are_the_code(section, schema, prefix):
+    text = SPEC.split(section)[1].split("\n## ")[0].split("\n### ")[0]
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| (no|yes) \|", text, re.M)
     assert [(name, kind, null == "yes") for name, kind, null in rows] == [
-        (f.name, str(f.type), f.nullable) for f in DELETES_SCHEMA]
-    assert f"`{DELETES_PREFIX}-NNNNN.parquet`" in section
+        (f.name, str(f.type), f.nullable) for f in schema]
+    assert f"`{prefix}-NNNNN.parquet`" in text
+
+
+def test_the_digest_algorithm_of_the_spec_is_the_code():
+    """vecfmt-row-digest-1 computed from the spec's text, one row at a time in plain Python integers."""
+    table = make_table(20, 5, document=True, sparse=True, named={"title": 4})
+    batch = table.combine_chunks().to_batches()[0]
+    mask = (1 << 64) - 1
+
+    def fmix(x: int) -> int:
+        x ^= x >> 33
+        x = x * 0xFF51AFD7ED558CCD & mask
+        x ^= x >> 33
+        x = x * 0xC4CEB9FE1A85EC53 & mask
+        return x ^ x >> 33
+
+    def vector(values: list[float] | None) -> int:
+        if values is None:
+            return 0x9E3779B97F4A7C15
+        raw = struct.pack(f"<{len(values)}f", *values)
+        size = 8 if len(values) % 2 == 0 else 4
+        total = 0
+        for j in range(len(raw) // size):
+            w = int.from_bytes(raw[j * size:(j + 1) * size], "little")
+            w = (w ^ w >> 33) * 0xFF51AFD7ED558CCD & mask
+            w ^= w >> 33
+            total += w * (fmix(j + 1) | 1)
+        return total & mask
+
+    def text(raw: bytes | None) -> int:
+        if raw is None:
+            return 0x9E3779B97F4A7C15
+        total = 0
+        for k, b in enumerate(raw):
+            x = (b | k << 8) * 0xFF51AFD7ED558CCD & mask
+            x ^= x >> 32
+            total += x * 0xC4CEB9FE1A85EC53
+        return fmix(total + len(raw) * 0xD6E8FEB86659FD93 & mask)
+
+    for row, expected in zip(batch.to_pylist(), row_digests(batch).tolist(), strict=True):
+        h = 0
+        for i, name in enumerate(batch.schema.names):
+            value = row[name]
+            if name == "id":
+                continue
+            if name.startswith("values"):
+                d = vector(value)
+            elif name == "sparse_values":
+                d = fmix(text(struct.pack(f"<{len(value['indices'])}I", *value["indices"]))
+                         ^ text(struct.pack(f"<{len(value['values'])}f", *value["values"])) * 0xFF51AFD7ED558CCD
+                         & mask)
+            else:
+                d = text(None if value is None else value.encode())
+            h = fmix(h * 0xD6E8FEB86659FD93 + d + i & mask)
+        assert h == expected
 
 
 def test_samples_are_valid_dumps():

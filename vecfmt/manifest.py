@@ -100,6 +100,16 @@ class BaseRef:
 
 
 @dataclass
+class Digests:
+    """Row digests of a dump's state (a delta's: once applied), per namespace, in ``digests-NNNNN.parquet``
+    files: what the next ``export --since`` compares the store with instead of reading every row again.
+    ``algorithm`` names how they were computed (spec 6.2); a reader that does not know it ignores them."""
+
+    algorithm: str
+    files: list[FileEntry] = field(default_factory=list)
+
+
+@dataclass
 class Manifest:
     vectors: list[VectorSpec]
     namespaces: list[NamespaceEntry] = field(default_factory=list)
@@ -116,6 +126,7 @@ class Manifest:
     kind: str = FULL
     base: BaseRef | None = None  # a delta's
     deletes: list[FileEntry] = field(default_factory=list)  # a delta's files of deleted ids
+    digests: Digests | None = None  # optional (1.1)
 
     @property
     def is_delta(self) -> bool:
@@ -146,6 +157,13 @@ class Manifest:
     def deletes_of(self, namespace: str) -> list[FileEntry]:
         return [f for f in self.deletes if f.namespace == namespace]
 
+    @property
+    def digest_files(self) -> list[FileEntry]:
+        return [] if self.digests is None else self.digests.files
+
+    def digests_of(self, namespace: str) -> list[FileEntry]:
+        return [f for f in self.digest_files if f.namespace == namespace]
+
     def arrow_schema(self) -> pa.Schema:
         return canonical_schema(
             [(v.column, v.dimension) for v in self.vectors],
@@ -165,7 +183,7 @@ class Manifest:
     def identity(self) -> str:
         """A digest naming this dump's content: what an interrupted import checks before resuming."""
         digest = hashlib.sha256(self.created_at.encode())
-        for f in [*self.files, *self.deletes]:
+        for f in [*self.files, *self.deletes, *self.digest_files]:
             digest.update(f"{f.path}\0{f.sha256}\0".encode())
         return digest.hexdigest()
 
@@ -205,6 +223,8 @@ class Manifest:
         ordered["files"] = d["files"]
         if self.is_delta:
             ordered["deletes"] = d["deletes"]
+        if self.digests is not None:
+            ordered["digests"] = d["digests"]
         ordered["extra"] = d["extra"]
         return ordered
 
@@ -231,6 +251,7 @@ class Manifest:
         model = d.get("embedding_model")
         source = d.get("source")
         base = d.get("base")
+        digests = d.get("digests")
         manifest = cls(
             vectors=[VectorSpec(**v) for v in d["vectors"]],
             namespaces=[NamespaceEntry(**n) for n in d["namespaces"]],
@@ -247,13 +268,15 @@ class Manifest:
             kind=d.get("kind", FULL),
             base=BaseRef(**base) if base else None,
             deletes=[FileEntry(**f) for f in d.get("deletes", [])],
+            digests=None if digests is None else Digests(digests["algorithm"],
+                                                         [FileEntry(**f) for f in digests["files"]]),
         )
         if manifest.total_rows != d["total_rows"]:
             raise DumpError("manifest.json is inconsistent: total_rows differs from the namespace counts")
         folders = {ns.name: ns.path for ns in manifest.namespaces}
         if len(folders) != len(manifest.namespaces) or len(set(folders.values())) != len(folders):
             raise DumpError("manifest.json is inconsistent: a namespace or its folder is listed twice")
-        listed = [*manifest.files, *manifest.deletes]
+        listed = [*manifest.files, *manifest.deletes, *manifest.digest_files]
         if len({f.path for f in listed}) != len(listed):
             raise DumpError("manifest.json is inconsistent: a file is listed twice")
         for f in listed:
@@ -267,6 +290,11 @@ class Manifest:
             if manifest.is_delta and sum(f.rows for f in manifest.deletes_of(ns.name)) != ns.deleted:
                 raise DumpError(
                     f"manifest.json is inconsistent: namespace {ns.name!r} deleted ids differ from its deletes files"
+                )
+            state = ns.rows_after if manifest.is_delta else ns.rows
+            if manifest.digests is not None and sum(f.rows for f in manifest.digests_of(ns.name)) != state:
+                raise DumpError(
+                    f"manifest.json is inconsistent: namespace {ns.name!r} digests differ from its rows"
                 )
         return manifest
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -28,6 +30,7 @@ from vecfmt.manifest import (
     FULL,
     MANIFEST_NAME,
     BaseRef,
+    Digests,
     EmbeddingModel,
     FileEntry,
     Manifest,
@@ -41,7 +44,6 @@ from vecfmt.schema import (
     SPARSE_VALUES,
     is_vector_type,
     namespace_dir,
-    vector_digests,
     vectors_numpy,
 )
 from vecfmt.storage import Location, redact, resolve
@@ -61,6 +63,11 @@ from vecfmt.writer import (
 # The schema of a delta's deletes files (spec 6.1): the ids it removes from one namespace.
 DELETES_SCHEMA = pa.schema([pa.field(ID, pa.string(), nullable=False)])
 DELETES_PREFIX = "deletes"  # deletes files are <namespace folder>/deletes-NNNNN.parquet
+# A delta's digests files (spec 6.2): each row of its state once applied, by the digest below.
+DIGESTS_SCHEMA = pa.schema([pa.field(ID, pa.string(), nullable=False),
+                            pa.field("digest", pa.uint64(), nullable=False)])
+DIGESTS_PREFIX = "digests"
+DIGEST_ALGORITHM = "vecfmt-row-digest-1"  # row_digests; another algorithm gets another name
 
 # --- row digests ------------------------------------------------------------------------------------
 
@@ -68,7 +75,7 @@ _MIX = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3's fmix64 constants
 _MIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 _NULL = np.uint64(0x9E3779B97F4A7C15)  # the digest of a null value (of any column)
 _LENGTH = np.uint64(0xD6E8FEB86659FD93)
-_VECTOR_ROWS = 2048  # vector_digests is 10x faster on blocks that stay in cache than on 100,000 rows at once
+_VECTOR_ROWS = 256  # the word mixing is several times faster on blocks that stay in the L2 cache
 
 
 def _fmix(x: np.ndarray) -> np.ndarray:
@@ -133,11 +140,35 @@ def _list_digests(array: pa.ListArray) -> np.ndarray:
     return _nulls_to(_segment_digests(child.view(np.uint8), offsets), array)
 
 
+def _word_weights(width: int) -> np.ndarray:
+    """Odd 64-bit weights, one per word of a row: ``_fmix(position + 1) | 1``, a formula, so that digests
+    written into a dump today are computed alike by any later vecfmt (schema.vector_digests draws its weights
+    from NumPy's random generator, whose streams NumPy does not promise to keep across versions)."""
+    return _fmix(np.arange(1, width + 1, dtype=np.uint64)) | np.uint64(1)
+
+
+def _matrix_digests(matrix: np.ndarray) -> np.ndarray:
+    """schema.vector_digests with ``_word_weights``: each row's bits read as little-endian 64-bit words
+    (32-bit ones for an odd width), each word mixed (xor-shift, multiply, xor-shift: invertible, so a change
+    of any one word always changes the digest) and multiplied by its position's odd weight, summed modulo
+    2**64. -0.0 and 0.0 differ, as their bits do."""
+    rows = np.ascontiguousarray(matrix)
+    words = rows.view("<u8") if rows.shape[1] % 2 == 0 else rows.view("<u4").astype(np.uint64)
+    weights = _word_weights(words.shape[1])
+    mixed = words >> np.uint64(33)
+    mixed ^= words
+    with np.errstate(over="ignore"):
+        mixed *= _MIX
+        mixed ^= mixed >> np.uint64(33)
+        mixed *= weights
+        return mixed.sum(axis=1, dtype=np.uint64)
+
+
 def _vector_digests(column: pa.Array) -> np.ndarray:
     matrix = vectors_numpy(column)
     out = np.empty(len(column), dtype=np.uint64)
     for start in range(0, len(column), _VECTOR_ROWS):
-        out[start:start + _VECTOR_ROWS] = vector_digests(matrix[start:start + _VECTOR_ROWS])
+        out[start:start + _VECTOR_ROWS] = _matrix_digests(matrix[start:start + _VECTOR_ROWS])
     return _nulls_to(out, column)
 
 
@@ -160,6 +191,29 @@ def row_digests(batch: pa.RecordBatch) -> np.ndarray:
         with np.errstate(over="ignore"):
             out = _fmix(out * _LENGTH + digests + np.uint64(position))
     return out
+
+
+# Rows are digested on these threads while the next batch is read (NumPy releases the GIL in its loops):
+# the digests of a 768-dim row cost about as much as reading it.
+_DIGESTERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vecfmt-digest")
+_DIGESTS_AHEAD = 2  # batches digested ahead of the one being compared: memory stays a few batches
+
+
+def _digested(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Each batch with its ``row_digests``, in order, digested on worker threads a few batches ahead."""
+    pending: deque[tuple[pa.RecordBatch, Future[np.ndarray]]] = deque()
+    try:
+        for batch in batches:
+            pending.append((batch, _DIGESTERS.submit(row_digests, batch)))
+            if len(pending) > _DIGESTS_AHEAD:
+                done, digests = pending.popleft()
+                yield done, digests.result()
+        while pending:
+            done, digests = pending.popleft()
+            yield done, digests.result()
+    finally:
+        for _, digests in pending:
+            digests.cancel()
 
 
 class _IdIndex:
@@ -241,10 +295,10 @@ def open_link(uri: str) -> Link:
 
 
 def size_problems(dump: Dump) -> list[tuple[FileEntry, str]]:
-    """``Dump.size_problems`` for the part files and the deletes files alike."""
+    """``Dump.size_problems`` for the part, deletes and digests files alike."""
     sizes = dump.location.sizes()
     problems = []
-    for entry in [*dump.manifest.files, *dump.manifest.deletes]:
+    for entry in [*dump.manifest.files, *dump.manifest.deletes, *dump.manifest.digest_files]:
         size = sizes.get(entry.path)
         if size is None:
             problems.append((entry, "listed in the manifest but missing"))
@@ -374,12 +428,28 @@ def _deleted_ids(dump: Dump, entries: list[FileEntry]) -> pa.Array:
     return pa.chunked_array(chunks, pa.string()).combine_chunks()
 
 
-def load_deletes(dump: Dump, entry: FileEntry, *, verify: bool = True) -> pa.Table:
-    """A deletes file, checked like a part file (size, SHA-256, rows, schema) by a reader of the deletes
-    schema."""
-    deletes = Dump(dump.location, dump.manifest)
-    deletes.schema = DELETES_SCHEMA  # the reader checks files against this schema
-    return deletes.load_file(entry, verify=verify)
+def load_deletes(dump: Dump, entry: FileEntry, *, verify: bool = True,
+                 schema: pa.Schema = DELETES_SCHEMA) -> pa.Table:
+    """A deletes (or with ``schema=DIGESTS_SCHEMA``, digests) file, checked like a part file (size,
+    SHA-256, rows, schema)."""
+    reader = Dump(dump.location, dump.manifest)
+    reader.schema = schema  # the reader checks files against this schema
+    return reader.load_file(entry, verify=verify)
+
+
+def _stored_digests(link: Link, namespace: _Namespace) -> tuple[pa.Array, np.ndarray] | None:
+    """The digests a link recorded of its state's rows in a namespace, when it has them, of this
+    algorithm, and they are of exactly the rows the chain resolves to (same count, every id in the state)."""
+    m = link.manifest
+    if m.digests is None or m.digests.algorithm != DIGEST_ALGORITHM:
+        return None
+    tables = [load_deletes(link.dump, entry, schema=DIGESTS_SCHEMA) for entry in m.digests_of(namespace.name)]
+    table = pa.concat_tables(tables) if tables else DIGESTS_SCHEMA.empty_table()
+    ids = table.column(ID).combine_chunks()
+    if len(ids) != namespace.rows or not pc.all(pc.is_in(ids, value_set=namespace.ids)).as_py():
+        raise DumpError(f"{link.shown}: the digests of namespace {namespace.name!r} are not of its rows")
+    check_unique_ids(ids, namespace.name)
+    return ids, table.column("digest").to_numpy()
 
 
 def resolve_chain(links: Sequence[Link]) -> list[_Namespace]:
@@ -501,8 +571,7 @@ def export_delta(
     location = _location_of(links, dump_uri, "delta")
     state = {ns.name: ns for ns in resolve_chain(links)}
     exporter = open_exporter(source)
-    parts: dict[str, PartWriter] = {}
-    deletes: dict[str, PartWriter] = {}
+    writers = _Writers(location, options)
     try:
         desc = exporter.describe()
         template = desc.manifest_template()
@@ -516,8 +585,8 @@ def export_delta(
         entries: list[NamespaceEntry] = []
         with RowProgress("export", desc.total_rows, progress) as bar:
             for name in desc.namespaces:
-                rows, deleted = _export_namespace(exporter, name, state.pop(name, None), template, schema, location,
-                                                  parts, deletes, batch_size, options, bar)
+                rows, deleted = _export_namespace(exporter, name, base, state.pop(name, None), template, schema,
+                                                  location, writers, batch_size, bar)
                 expected = desc.namespaces[name]
                 if expected is not None and rows != expected:
                     raise InvalidDataError(f"namespace {name!r}: the store reported {expected:,} rows but {rows:,} "
@@ -525,79 +594,115 @@ def export_delta(
                 if rows or deleted:
                     entries.append(NamespaceEntry(name, namespace_dir(name), 0, deleted, rows))
             for name, dropped in state.items():  # namespaces the store no longer has: all their ids go
-                _deletes_writer(deletes, location, name, options).write(
+                writers.of(DELETES_PREFIX, name, DELETES_SCHEMA).write(
                     pa.RecordBatch.from_arrays([dropped.ids], schema=DELETES_SCHEMA))
                 entries.append(NamespaceEntry(name, namespace_dir(name), 0, dropped.rows, 0))
         template.kind, template.format_version = DELTA, DELTA_FORMAT_VERSION
         template.base = BaseRef(redact(base.uri), base.manifest_sha256, base.manifest.created_at, base.manifest.kind)
         template.namespaces = entries
-        files = [f for part in parts.values() for f in part.close()]
-        template.deletes = sorted((f for part in deletes.values() for f in part.close()), key=lambda f: f.path)
-        sync_folders(location, template.deletes)  # on disk before the manifest vouches for them (spec 7.1)
+        files = writers.close("part")
+        template.deletes = writers.close(DELETES_PREFIX)
+        template.digests = Digests(DIGEST_ALGORITHM, writers.close(DIGESTS_PREFIX))
+        # on disk before the manifest vouches for them (spec 7.1); commit_manifest syncs the part files' folders
+        sync_folders(location, [*template.deletes, *template.digests.files])
         return commit_manifest(location, template, files)
     except BaseException:
-        for writer in [*parts.values(), *deletes.values()]:
-            writer.abort()
+        writers.abort()
         raise
     finally:
         exporter.close()
 
 
-def _export_namespace(exporter: Exporter, name: str, base: _Namespace | None, template: Manifest, schema: pa.Schema,
-                      location: Location, parts: dict[str, PartWriter], deletes: dict[str, PartWriter],
-                      batch_size: int, options: ParquetOptions | None, bar: RowProgress) -> tuple[int, int]:
-    """Compare one namespace of the store with the resolved state's; returns (rows read, ids deleted)."""
+def _base_digests(link: Link, base: _Namespace | None) -> tuple[pa.Array, np.ndarray]:
+    """Ids and row digests of a namespace's resolved state: those the base recorded when it has them (a
+    delta made by vecfmt), else computed from every row of the chain (each file's SHA-256 checked)."""
+    if base is None:
+        return pa.array([], pa.string()), np.zeros(0, np.uint64)
+    stored = _stored_digests(link, base)
+    if stored is not None:
+        return stored
     ids_parts, digest_parts = [], []
-    for batch in _resolved_batches(base, columns=None) if base is not None else []:
+    for batch, digests in _digested(_resolved_batches(base)):
         ids_parts.append(batch.column(ID))
-        digest_parts.append(row_digests(batch))
-    base_ids = pa.chunked_array(ids_parts, pa.string()).combine_chunks()
-    base_digests = np.concatenate(digest_parts) if digest_parts else np.zeros(0, np.uint64)
-    del ids_parts, digest_parts
+        digest_parts.append(digests)
+    return pa.chunked_array(ids_parts, pa.string()).combine_chunks(), np.concatenate(digest_parts)
+
+
+def _export_namespace(exporter: Exporter, name: str, base_link: Link, base: _Namespace | None, template: Manifest,
+                      schema: pa.Schema, location: Location, writers: _Writers, batch_size: int,
+                      bar: RowProgress) -> tuple[int, int]:
+    """Compare one namespace of the store with the resolved state's; returns (rows read, ids deleted)."""
+    base_ids, base_digests = _base_digests(base_link, base)
     index = _IdIndex(base_ids)
     seen = np.zeros(len(base_ids), dtype=bool)
     source_ids: list[pa.Array] = []
+    source_digests: list[np.ndarray] = []
     rows = 0
-    for part in exporter.slices(name):
-        for chunk in exporter.batches(part, batch_size=batch_size):
-            batch = check_batch(chunk.batch, schema, template.vectors)
-            source_ids.append(batch.column(ID))
-            rows += batch.num_rows
-            at = index.lookup(batch.column(ID))
-            known = at >= 0
-            seen[at[known]] = True
-            changed = ~known
-            changed[known] = row_digests(batch.filter(pa.array(known))) != base_digests[at[known]]
-            if changed.any():
-                writer = parts.get(name)
-                if writer is None:
-                    writer = parts[name] = PartWriter(location, name, schema, options)
-                writer.write(batch if changed.all() else batch.filter(pa.array(changed)))
-            bar.advance(batch.num_rows)
-    check_unique_ids(pa.chunked_array(source_ids, pa.string()), name)
+    for batch, digests in _digested(_checked(exporter, name, schema, template, batch_size)):
+        source_ids.append(batch.column(ID))
+        source_digests.append(digests)
+        rows += batch.num_rows
+        at = index.lookup(batch.column(ID))
+        known = at >= 0
+        seen[at[known]] = True
+        changed = ~known
+        changed[known] = digests[known] != base_digests[at[known]]
+        if changed.any():
+            writers.of("part", name, schema).write(batch if changed.all() else batch.filter(pa.array(changed)))
+        bar.advance(batch.num_rows)
+    ids = pa.chunked_array(source_ids, pa.string()).combine_chunks()
+    check_unique_ids(ids, name)
     gone = base_ids.filter(pa.array(~seen))
     if len(gone):
-        _deletes_writer(deletes, location, name, options).write(
-            pa.RecordBatch.from_arrays([gone], schema=DELETES_SCHEMA))
+        gone_batch = pa.RecordBatch.from_arrays([gone], schema=DELETES_SCHEMA)
+        writers.of(DELETES_PREFIX, name, DELETES_SCHEMA).write(gone_batch)
+    if rows:  # the state once the delta is applied is the store's rows: what the next delta compares with
+        digests = pa.array(np.concatenate(source_digests), pa.uint64())
+        writers.of(DIGESTS_PREFIX, name, DIGESTS_SCHEMA).write(
+            pa.RecordBatch.from_arrays([ids, digests], schema=DIGESTS_SCHEMA))
     return rows, len(gone)
 
 
-def _deletes_writer(writers: dict[str, PartWriter], location: Location, name: str,
-                    options: ParquetOptions | None) -> PartWriter:
-    if name not in writers:
-        writers[name] = PartWriter(location, name, DELETES_SCHEMA, options, prefix=DELETES_PREFIX)
-    return writers[name]
+def _checked(exporter: Exporter, name: str, schema: pa.Schema, template: Manifest,
+             batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The store's batches of one namespace, checked as a full export checks them."""
+    for part in exporter.slices(name):
+        for chunk in exporter.batches(part, batch_size=batch_size):
+            yield check_batch(chunk.batch, schema, template.vectors)
+
+
+@dataclass
+class _Writers:
+    """A delta's PartWriters: part files, deletes files and digests files, per namespace."""
+
+    location: Location
+    options: ParquetOptions | None
+    open: dict[tuple[str, str], PartWriter] = field(default_factory=dict)
+
+    def of(self, prefix: str, namespace: str, schema: pa.Schema) -> PartWriter:
+        key = (prefix, namespace)
+        if key not in self.open:
+            self.open[key] = PartWriter(self.location, namespace, schema, self.options, prefix=prefix)
+        return self.open[key]
+
+    def close(self, prefix: str) -> list[FileEntry]:
+        files = [f for (kind, _), writer in self.open.items() if kind == prefix for f in writer.close()]
+        return sorted(files, key=lambda f: f.path)
+
+    def abort(self) -> None:
+        for writer in self.open.values():
+            writer.abort()
 
 
 def _prepare(location: Location, overwrite: bool) -> None:
-    """``prepare_location``, and with ``overwrite`` over an old delta also its deletes files, which
+    """``prepare_location``, and with ``overwrite`` over an old delta also its deletes and digests files, which
     prepare_location does not know (it deletes what the old manifest lists under ``files``), after the
     old manifest is gone, as the spec's order wants."""
     old_deletes: list[str] = []
     if overwrite and location.exists(MANIFEST_NAME):
         with contextlib.suppress(DumpError, OSError, ValueError, KeyError, TypeError):
             old = Manifest.from_json(location.read_bytes(MANIFEST_NAME).to_pybytes(), allow_delta=True)
-            old_deletes = [f.path for f in old.deletes]
+            old_deletes = [f.path for f in [*old.deletes, *old.digest_files]]
     prepare_location(location, overwrite)
     for path in old_deletes:
         with contextlib.suppress(FileNotFoundError):

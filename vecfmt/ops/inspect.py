@@ -40,6 +40,7 @@ def inspect_dump(uri: str, *, sample_rows: int = 3, verify: bool = True) -> dict
         "namespaces": [],
         "files": [f.__dict__ for f in m.files],
         "deletes": [f.__dict__ for f in m.deletes],
+        "digests": None if m.digests is None else asdict(m.digests),
     }
     for ns in m.namespaces:
         norms = {v.column: _NormStats() for v in m.vectors}

@@ -10,7 +10,14 @@ import pyarrow.compute as pc
 
 from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry
-from vecfmt.ops.incremental import load_deletes, open_chain, read_manifest, resolve_chain, size_problems
+from vecfmt.ops.incremental import (
+    DIGESTS_SCHEMA,
+    load_deletes,
+    open_chain,
+    read_manifest,
+    resolve_chain,
+    size_problems,
+)
 from vecfmt.reader import Dump
 from vecfmt.schema import (
     ID,
@@ -68,6 +75,7 @@ def validate_dump(uri: str) -> list[Problem]:
                 seen_ids.append((entry, ids))
         problems.extend(_duplicate_ids(namespace, seen_ids))
         problems.extend(_check_deletes(dump, namespace, broken, seen_ids))
+        problems.extend(_check_digests(dump, namespace, broken))
     return problems
 
 
@@ -88,6 +96,19 @@ def validate_chain(uris: list[str]) -> list[Problem]:
     except DumpError as exc:
         problems.append(Problem(None, None, str(exc)))
     return problems
+
+
+def _check_digests(dump: Dump, namespace: str, broken: set[str | None]) -> list[Problem]:
+    """Digests files of one namespace: each checked against the manifest, their ids unique."""
+    problems, seen = [], []
+    for entry in dump.manifest.digests_of(namespace):
+        if entry.path in broken:
+            continue
+        try:
+            seen.append((entry, load_deletes(dump, entry, schema=DIGESTS_SCHEMA).column(ID)))
+        except DumpError as exc:
+            problems.append(Problem(entry.path, None, str(exc).removeprefix(f"{entry.path} ")))
+    return [*problems, *_duplicate_ids(namespace, seen)]
 
 
 def _check_deletes(dump: Dump, namespace: str, broken: set[str | None],
@@ -115,7 +136,7 @@ def _check_deletes(dump: Dump, namespace: str, broken: set[str | None],
 def _unlisted_parquet(uri: str, dump: Dump) -> list[Problem]:
     """``.parquet`` files in the dump's folders that the manifest does not list: vecfmt readers ignore
     them (spec 2), but Pinecone's bulk import reads every one, so the dump would not arrive as it is."""
-    listed = {entry.path for entry in [*dump.manifest.files, *dump.manifest.deletes]}
+    listed = {entry.path for entry in [*dump.manifest.files, *dump.manifest.deletes, *dump.manifest.digest_files]}
     return [Problem(path, None, "a .parquet file the manifest does not list: vecfmt readers ignore it, Pinecone's "
                                 "bulk import would import it; remove it")
             for path in resolve(uri).listdir()
