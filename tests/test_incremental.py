@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 
 import lancedb
 import numpy as np
@@ -205,6 +208,34 @@ def test_an_interrupted_delta_export_leaves_no_valid_looking_dump(tmp_path, monk
     assert validate_dump(str(delta)) == []
 
 
+KILLED_EXPORT = """
+import os, signal, sys
+from vecfmt.ops import incremental
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # every file written and closed, then a power cut: no cleanup at all
+incremental.commit_manifest = killed
+incremental.export_delta(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=500)
+"""
+
+
+def test_a_killed_delta_export_leaves_no_manifest(tmp_path):
+    uri = seed_lancedb(tmp_path)
+    transfer.export(uri, str(tmp_path / "f0"))
+    change_lancedb(tmp_path / "db", 1)
+    delta = tmp_path / "d1"
+    done = subprocess.run([sys.executable, "-c", KILLED_EXPORT, uri, str(delta), str(tmp_path / "f0")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert list(delta.rglob("deletes-*.parquet")) and not (delta / MANIFEST_NAME).exists()  # files, no manifest
+    for operation in (lambda: open_chain([str(tmp_path / "f0"), str(delta)]),
+                      lambda: restore([str(tmp_path / "f0"), str(delta)], lance(tmp_path / "target"))):
+        with pytest.raises(DumpError, match=r"has no manifest\.json: not a complete vecfmt dump"):
+            operation()
+    assert len(validate_dump(str(delta))) == 1
+    with pytest.raises(DumpError, match="holds files but no manifest"):  # not taken for a dump to replace
+        export_delta(uri, str(delta), str(tmp_path / "f0"), overwrite=True)
+
+
 def test_overwrite_replaces_a_delta_with_its_deletes_files(tmp_path):
     uri = seed_lancedb(tmp_path)
     transfer.export(uri, str(tmp_path / "f0"))
@@ -353,6 +384,9 @@ def test_pgvector_chain_restored_into_lancedb_equals_a_fresh_export(tmp_path, pg
     assert_identical(str(tmp_path / "restored"), fresh)
     compact([f0, d1], str(tmp_path / "c"))
     assert_identical(str(tmp_path / "c"), fresh)
+    restore([f0, d1], pg(pg_db, "restored"))  # and into pgvector itself, beside the original
+    transfer.export(pg(pg_db, "restored"), str(tmp_path / "restored-pg"))
+    assert_identical(str(tmp_path / "restored-pg"), fresh)
 
 
 # --- row digests -------------------------------------------------------------------------------------------
