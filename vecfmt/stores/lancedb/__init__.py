@@ -42,8 +42,13 @@ table is dropped. The old rows stay readable in the table's earlier versions unt
 staged table and leaves the old one as it was; an interruption keeps the staged table for ``resume``, and
 a new ``replace`` drops a staged table it finds. Details: docs/lancedb.md.
 
+An export reads one table version. A namespace of more than 10,000 rows splits into slices, ranges of row
+addresses (``_rowaddr``) each read at that version also by a partitioned export's workers (``slices.py``,
+docs/lancedb.md); resume tokens are the version, the slice's range and the rows of it read so far.
+
 The package: ``connect`` (the URI, the connection, the table lock, one-line errors), ``exporter``,
-``importer`` (with ``_StreamedCommit``, one streamed Lance commit), ``search`` (search and its knobs).
+``slices`` (how a namespace splits), ``importer`` (with ``_StreamedCommit``, one streamed Lance commit),
+``search`` (search and its knobs).
 """
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vecfmt import metadata
 from vecfmt.errors import StoreError
 from vecfmt.manifest import EmbeddingModel, Source, VectorSpec
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, check_metric, vector_column
-from vecfmt.storage import redact
+from vecfmt.storage import redact, secrets_of
 from vecfmt.stores.base import Chunk, Description, KnobInfo, Slice, StoreURI
+from vecfmt.stores.lancedb import slices
 from vecfmt.stores.lancedb.connect import (
     NAMESPACE_COLUMN,
     PRIMARY_COLUMN,
@@ -22,6 +22,7 @@ from vecfmt.stores.lancedb.connect import (
     _connect,
     _identity,
     _in_namespace,
+    _lance_message,
     _saved_definitions,
     _table_names,
 )
@@ -39,6 +40,9 @@ class LanceDBExporter:
             raise StoreError(f"LanceDB table {self.name!r} does not exist in {redact(uri.location)}")
         self.table = db.open_table(self.name)
         self.table.checkout(self.table.version)  # one consistent version for the whole export
+        self.version: int = self.table.version  # ... which the slices name, for the workers that read them
+        self.resumed_version: int | None = None  # an interrupted export's version, read from its resume on
+        self._layout: pa.Table | None = None  # where each namespace's rows are (slices.scan_layout)
         self.schema: pa.Schema = self.table.schema
         self.saved = _saved_definitions(self.schema)
         self.id_column = uri.option("id", ID) or ID
@@ -122,28 +126,74 @@ class LanceDBExporter:
     def _namespaces(self) -> dict[str, int | None]:
         if self.namespace_column is None:
             return {"": self.table.count_rows()}
-        names = self.table.search().select([self.namespace_column]).limit(None).to_arrow()
-        counts = pc.value_counts(names.column(0).fill_null(""))
-        found = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+        found = slices.namespace_rows(self._rows_layout())  # one scan gives the counts and the slices
         return dict(sorted(found.items()))  # a stable order: resumed exports rely on it
 
+    def _rows_layout(self) -> pa.Table:
+        if self._layout is None:
+            self._layout = slices.scan_layout(self.table.search(), self.namespace_column)
+        return self._layout
+
     def slices(self, namespace: str) -> list[Slice]:
-        return [Slice(namespace)]
+        """Ranges of row addresses (``{"version": V, "from": [fragment, offset], "to": ...}``, open at
+        both ends), each read at the version this exporter planned on, also by a partitioned export's
+        workers: every slice reads one snapshot. A namespace too small to split is one slice (no key)."""
+        if self.namespace_column is None:
+            rows = self.table.count_rows()
+        else:
+            rows = slices.namespace_rows(self._rows_layout()).get(namespace, 0)
+        count = slices.slice_count(rows, self._row_bytes())
+        ranges = slices.plan(self._rows_layout(), namespace, count) if count > 1 else []
+        if len(ranges) <= 1:
+            return [Slice(namespace)]
+        return [Slice(namespace, {"version": self.version, "from": start, "to": end}) for start, end in ranges]
+
+    def _row_bytes(self) -> int:
+        """About how many bytes one row takes as Arrow (its vectors and a little more)."""
+        return 64 + sum(4 + spec.dimension * 4 for spec in self.vectors.values())
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
-        """Scan one table version; the resume token is that version and the rows read so far."""
-        position = json.loads(resume) if resume else {"version": self.table.version, "offset": 0}
-        if position["version"] != self.table.version:
-            self.table.checkout(position["version"])
+        """Scan one slice of one table version; the resume token is that version, the slice's range and the
+        rows of it read so far. A resumed export reads the interrupted one's version from then on, in
+        every slice, so it ends with exactly the rows the interrupted one would have."""
+        key = part.key or {}
+        bounds = {"from": key["from"], "to": key["to"]} if key else {}
+        position = json.loads(resume) if resume else None
+        if position is not None:
+            if {name: position[name] for name in ("from", "to") if name in position} != bounds:
+                raise StoreError(f"LanceDB table {self.name!r} splits namespace {part.namespace!r} otherwise than "
+                                 "when the export was interrupted (the table changed since); export again without "
+                                 "resume")  # fmt: skip
+            self.resumed_version = position["version"]
+        version = self.resumed_version if self.resumed_version is not None else key.get("version", self.version)
+        self._checkout(version)
+        where = [] if self.namespace_column is None else [_in_namespace(self.namespace_column, part.namespace)]
+        if key and (rows := slices.address_filter(key["from"], key["to"])) is not None:
+            where.append(rows)
         query = self.table.search()
-        if self.namespace_column is not None:
-            query = query.where(_in_namespace(self.namespace_column, part.namespace))
+        if where:
+            query = query.where(" AND ".join(f"({term})" for term in where))
         columns = [f.name for f in self.schema if f.name != self.namespace_column]
-        offset = position["offset"]
+        offset = position["offset"] if position else 0
         query = query.select(columns).limit(None)
         for batch in (query.offset(offset) if offset else query).to_batches(batch_size):
             offset += batch.num_rows
-            yield Chunk(self._canonical(batch), json.dumps({"version": position["version"], "offset": offset}))
+            yield Chunk(self._canonical(batch), json.dumps({"version": version, **bounds, "offset": offset}))
+
+    def _checkout(self, version: int) -> None:
+        """Read ``version`` (a worker's exporter opens the latest, the slices name the planned one), which
+        must have the columns this exporter described."""
+        if version == self.table.version:
+            return
+        try:
+            self.table.checkout(version)
+        except Exception as exc:
+            problem = _lance_message(exc, secrets_of(self.uri.location))
+            raise StoreError(f"cannot read version {version} of LanceDB table {self.name!r}, which this export "
+                             f"reads (cleaned up since?): {problem}") from None
+        if not self.table.schema.equals(self.schema, check_metadata=True):
+            raise StoreError(f"LanceDB table {self.name!r} has other columns in version {version}, which this "
+                             f"export reads, than in version {self.version}; export again")
 
     def _canonical(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         ids = _as_string(batch.column(self.id_column))
