@@ -444,3 +444,22 @@ def test_engine_ray_without_ray_says_which_extra_installs_it(tmp_path, monkeypat
     with pytest.raises(StoreError, match=r"^engine ray needs the ray package, which is not installed: pip install "
                                          r"'vecfmt\[ray\]'$"):  # fmt: skip
         export_partitioned(f"lancedb://{tmp_path / 'db'}?table=items", str(tmp_path / "out"), engine="ray")
+
+
+@on_pg18
+def test_chosen_namespaces_import_alone_and_upsert_through_each_workers_staging_table(pg_db, tmp_path):
+    """The coordinator and the workers see the same part of the dump (its identity restricted to the namespaces
+    chosen); an upsert goes through each worker's own staging table."""
+    tables = {"a": make_table(2_000, 8, prefix="a-"), "b": make_table(3_000, 8, seed=1, prefix="b-")}
+    write_namespaced(str(tmp_path / "src"), tables, options=vecfmt.ParquetOptions(max_file_rows=1_000))
+    result = import_partitioned(str(tmp_path / "src"), pg(pg_db), workers=1, namespaces=["b"])
+    assert (result.rows, result.namespaces) == (3_000, ["b"])
+    assert run_sql(pg_db, "SELECT namespace, count(*) FROM items GROUP BY 1") == [("b", 3_000)]
+    result = import_partitioned(str(tmp_path / "src"), pg(pg_db), workers=1, if_exists="upsert")
+    assert result.rows == 5_000
+    assert run_sql(pg_db, "SELECT namespace, count(*) FROM items GROUP BY 1 ORDER BY 1") == [("a", 2_000),
+                                                                                          ("b", 3_000)]
+    transfer.export(pg(pg_db), str(tmp_path / "back"))
+    back = vecfmt.open_dump(str(tmp_path / "back"))
+    for name, table in tables.items():
+        assert_same_rows(back.table(name), table)
