@@ -14,7 +14,6 @@ from vecfmt.manifest import EmbeddingModel, Source, VectorSpec
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, check_metric, vector_column
 from vecfmt.storage import redact, secrets_of
 from vecfmt.stores.base import Chunk, Description, KnobInfo, Slice, StoreURI
-from vecfmt.stores.lancedb import slices
 from vecfmt.stores.lancedb.connect import (
     NAMESPACE_COLUMN,
     PRIMARY_COLUMN,
@@ -27,6 +26,7 @@ from vecfmt.stores.lancedb.connect import (
     _table_names,
 )
 from vecfmt.stores.lancedb.search import SEARCH_KNOBS, _checked_settings, _search
+from vecfmt.stores.lancedb.slices import address_filter, namespace_rows, plan_ranges, scan_layout, slice_count
 
 
 class LanceDBExporter:
@@ -42,7 +42,7 @@ class LanceDBExporter:
         self.table.checkout(self.table.version)  # one consistent version for the whole export
         self.version: int = self.table.version  # ... which the slices name, for the workers that read them
         self.resumed_version: int | None = None  # an interrupted export's version, read from its resume on
-        self._layout: pa.Table | None = None  # where each namespace's rows are (slices.scan_layout)
+        self._layout: pa.Table | None = None  # where each namespace's rows are (slices.py)
         self.schema: pa.Schema = self.table.schema
         self.saved = _saved_definitions(self.schema)
         self.id_column = uri.option("id", ID) or ID
@@ -126,12 +126,12 @@ class LanceDBExporter:
     def _namespaces(self) -> dict[str, int | None]:
         if self.namespace_column is None:
             return {"": self.table.count_rows()}
-        found = slices.namespace_rows(self._rows_layout())  # one scan gives the counts and the slices
+        found = namespace_rows(self._rows_layout())  # one scan gives the counts and the slices
         return dict(sorted(found.items()))  # a stable order: resumed exports rely on it
 
     def _rows_layout(self) -> pa.Table:
         if self._layout is None:
-            self._layout = slices.scan_layout(self.table.search(), self.namespace_column)
+            self._layout = scan_layout(self.table.search(), self.namespace_column)
         return self._layout
 
     def slices(self, namespace: str) -> list[Slice]:
@@ -141,9 +141,9 @@ class LanceDBExporter:
         if self.namespace_column is None:
             rows = self.table.count_rows()
         else:
-            rows = slices.namespace_rows(self._rows_layout()).get(namespace, 0)
-        count = slices.slice_count(rows, self._row_bytes())
-        ranges = slices.plan(self._rows_layout(), namespace, count) if count > 1 else []
+            rows = namespace_rows(self._rows_layout()).get(namespace, 0)
+        count = slice_count(rows, self._row_bytes())
+        ranges = plan_ranges(self._rows_layout(), namespace, count) if count > 1 else []
         if len(ranges) <= 1:
             return [Slice(namespace)]
         return [Slice(namespace, {"version": self.version, "from": start, "to": end}) for start, end in ranges]
@@ -168,7 +168,7 @@ class LanceDBExporter:
         version = self.resumed_version if self.resumed_version is not None else key.get("version", self.version)
         self._checkout(version)
         where = [] if self.namespace_column is None else [_in_namespace(self.namespace_column, part.namespace)]
-        if key and (rows := slices.address_filter(key["from"], key["to"])) is not None:
+        if key and (rows := address_filter(key["from"], key["to"])) is not None:
             where.append(rows)
         query = self.table.search()
         if where:

@@ -65,7 +65,7 @@ def namespace_rows(layout: pa.Table) -> dict[str, int]:
     return dict(zip(counts.column("namespace").to_pylist(), counts.column("rows_sum").to_pylist(), strict=True))
 
 
-def plan(layout: pa.Table, namespace: str, count: int) -> list[tuple[Bound, Bound]]:
+def plan_ranges(layout: pa.Table, namespace: str, count: int) -> list[tuple[Bound, Bound]]:
     """``count`` ranges of row addresses (``[fragment, offset]`` bounds, the first open at the start and the
     last at the end) with about as many of ``namespace``'s rows each. A cut inside a fragment is placed
     between the namespace's first and last offset there, as if its rows were spread evenly in between;
