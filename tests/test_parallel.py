@@ -439,6 +439,19 @@ def test_a_store_whose_importer_takes_one_writer_refuses_workers(ten_files, tmp_
     assert_same_rows(vecfmt.open_dump(str(tmp_path / "back")).table(""), table)
 
 
+@pytest.mark.parametrize("address", ["ray://10.1.2.3:10001", "10.1.2.3:6379"])
+def test_a_local_dump_is_refused_for_a_cluster_elsewhere_before_connecting(tmp_path, address):
+    pytest.importorskip("ray")  # the test extra has it (tests/test_ray.py fails without it under CI)
+    started = time.monotonic()
+    with pytest.raises(DumpError) as caught:
+        export_partitioned("lancedb:///nowhere?table=items", str(tmp_path / "dump"), engine="ray", ray_address=address)
+    assert str(caught.value) == (f"{tmp_path / 'dump'} is a local path, which the workers of the Ray cluster at "
+                                 f"{address} do not reach; put the dump on object storage every node reaches (s3://, "
+                                 "gs://, abfs://)")  # fmt: skip
+    assert time.monotonic() - started < 10  # refused at once: nothing tried to reach the address
+    assert not (tmp_path / "dump").exists()
+
+
 def test_engine_ray_without_ray_says_which_extra_installs_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: importing it fails
     with pytest.raises(StoreError, match=r"^engine ray needs the ray package, which is not installed: pip install "

@@ -27,7 +27,6 @@ from tests.servers.postgres import unavailable
 from tests.stores.test_pgvector import PASSWORD, pg, run_sql
 from tests.test_parallel import files_loaded
 from vecfmt import transfer
-from vecfmt.errors import DumpError
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.validate import validate_dump
 from vecfmt.parallel import JOB_STATE, export_partitioned, import_partitioned
@@ -147,13 +146,3 @@ def test_export_to_s3_and_import_back_on_ray_with_a_worker_killed_each_time(ray_
     assert validate_dump(str(tmp_path / "back")) == []
     assert diff_dumps(single, str(tmp_path / "back")).identical
     assert PASSWORD not in json.dumps(vecfmt.open_dump(s3_uri).manifest.to_dict())
-
-
-def test_a_local_dump_is_refused_for_a_remote_cluster(ray_cluster, databases, tmp_path):
-    source, _, _ = databases
-    with pytest.raises(DumpError) as caught:
-        export_partitioned(pg(source), str(tmp_path / "dump"), engine="ray", ray_address="ray://10.1.2.3:10001")
-    assert str(caught.value) == (f"{tmp_path / 'dump'} is a local path, which the workers of the Ray cluster at "
-                                 "ray://10.1.2.3:10001 do not reach; put the dump on object storage every node "
-                                 "reaches (s3://, gs://, abfs://)")  # fmt: skip
-    assert not (tmp_path / "dump").exists()

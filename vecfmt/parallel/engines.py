@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -205,15 +206,15 @@ def ray_session(engine: Engine, location: Location, where: str) -> Iterator[None
         return
     ray = _ray()
     address = engine.ray_address or os.environ.get("RAY_ADDRESS")
-    if location.local and address and address.startswith("ray://"):
-        raise DumpError(_unreachable(where, address))
+    if location.local and not ray.is_initialized() and address and not _may_be_here(address):
+        raise DumpError(_unreachable(where, address))  # said before connecting (an address may not answer)
     started = False
     if not ray.is_initialized():
         try:
             # No dashboard (it needs ray[default]); worker logs stay on the cluster, vecfmt reports failures.
             ray.init(address=engine.ray_address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)  # fmt: skip
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # whatever Ray raises for a cluster it cannot join
             shown = engine.ray_address or address or "a new local cluster"
             raise StoreError(f"cannot connect to the Ray cluster at {shown}: {first_line(exc)}") from None
         started = True
@@ -229,6 +230,25 @@ def ray_session(engine: Engine, location: Location, where: str) -> Iterator[None
 def _unreachable(where: str, address: str) -> str:
     return (f"{where} is a local path, which the workers of the Ray cluster at {address} do not reach; put the "
             "dump on object storage every node reaches (s3://, gs://, abfs://)")
+
+
+def _may_be_here(address: str) -> bool:
+    """Whether the cluster at ``address`` may be this machine alone (then its nodes are checked once
+    connected): a new local one, ``auto``, or a head on this machine; not a Ray Client (``ray://``) address,
+    whose driver runs on the cluster, nor another host's."""
+    if address in ("local", "auto"):
+        return True
+    if address.startswith("ray://"):
+        return False
+    host = address.rpartition(":")[0].strip("[]") or address
+    try:
+        theirs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    ours = {"127.0.0.1", "::1"}
+    with contextlib.suppress(OSError):
+        ours |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    return bool(theirs & ours) or all(ip.startswith("127.") for ip in theirs)
 
 
 def _every_node_is_here(ray: Any) -> bool:
