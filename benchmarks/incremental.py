@@ -19,6 +19,9 @@ Then a second change of the same size, and side by side again a full export agai
 against the first delta: its base records the digests of its state, so the chain's rows are not read
 (``next_delta_time_vs_full``: the nightly steady state).
 
+Also measured once, to show where a delta's time goes: the table's rows read and checked alone (no digests,
+nothing written: what any export that looks at every row pays) and F0 read back alone.
+
 Then restore: ``restore([F0, DELTA], NEW TABLE)`` against ``import_dump(FULL, NEW TABLE)`` of the full
 export, both into new tables with ``index=none`` (as benchmarks/stores.py does). Both tables are checked
 after the clock (row counts; at up to 200,000 rows also ``compact`` of the chain diffed against the full
@@ -50,9 +53,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import best_of, finish, table  # noqa: E402
 from vecfmt import transfer  # noqa: E402
 from vecfmt.ops.diff import diff_dumps  # noqa: E402
-from vecfmt.ops.incremental import compact, export_delta, restore, row_digests  # noqa: E402
+from vecfmt.ops.incremental import checked_batches, compact, export_delta, restore, row_digests  # noqa: E402
 from vecfmt.reader import open_dump  # noqa: E402
 from vecfmt.schema import vectors_array  # noqa: E402
+from vecfmt.stores.base import open_exporter  # noqa: E402
+from vecfmt.transfer import DEFAULT_BATCH_SIZE  # noqa: E402
 
 NAME = "items"
 CHUNK = 50_000  # rows generated at a time: the data is never held whole
@@ -139,6 +144,19 @@ def main() -> None:
         delta_manifest = open_dump(full).manifest  # the full export's rows: what the chain must resolve to
         rows_after = delta_manifest.total_rows
 
+        # where a delta's time goes: the store's rows read and checked alone, and the base read back alone
+        started = time.perf_counter()
+        exporter = open_exporter(uri)
+        template = exporter.describe().manifest_template()
+        for _ in checked_batches(exporter, "", template.arrow_schema(), template, DEFAULT_BATCH_SIZE):
+            pass
+        exporter.close()
+        store_read_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in open_dump(base).batches():
+            pass
+        base_read_s = time.perf_counter() - started
+
         sample = next(open_dump(full).batches(batch_size=100_000))
         started = time.perf_counter()
         row_digests(sample)
@@ -186,7 +204,9 @@ def main() -> None:
             ("next delta (base has digests)", f"{again['delta']:.2f}", f"{next_bytes / 1e6:,.1f}",
              f"{again['delta'] / again['full']:.3f}"),
         ], ("what", "seconds", "MB", "time vs full")))
-        print(f"row_digests: {digest_us:.2f} us a row ({dim} dims + metadata)")
+        print(f"row_digests: {digest_us:.2f} us a row ({dim} dims + metadata); the store's rows read and checked "
+              f"alone: {store_read_s:.2f} s ({store_read_s / seconds['full']:.3f}x the full export), the base "
+              f"read back alone: {base_read_s:.2f} s ({base_read_s / seconds['full']:.3f}x)")
         finish({
             "delta_time_vs_full": round(seconds["delta"] / seconds["full"], 4),
             "delta_bytes_vs_full": round(delta_bytes / full_bytes, 5),
@@ -199,7 +219,9 @@ def main() -> None:
             "full2_export_s": round(again["full"], 2), "next_delta_export_s": round(again["delta"], 2),
             "full2_bytes": full2_bytes, "next_delta_bytes": next_bytes,
             "full_import_s": round(import_s, 2), "restore_s": round(restore_s, 2),
-            "row_digest_us": round(digest_us, 2), "compact_identical": identical,
+            "row_digest_us": round(digest_us, 2), "store_read_s": round(store_read_s, 2),
+            "base_read_s": round(base_read_s, 2), "store_read_vs_full": round(store_read_s / seconds["full"], 3),
+            "base_read_vs_full": round(base_read_s / seconds["full"], 3), "compact_identical": identical,
         })
     finally:
         if not args.keep:

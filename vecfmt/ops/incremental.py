@@ -638,7 +638,7 @@ def _export_namespace(exporter: Exporter, name: str, base_link: Link, base: _Nam
     source_ids: list[pa.Array] = []
     source_digests: list[np.ndarray] = []
     rows = 0
-    for batch, digests in _digested(_checked(exporter, name, schema, template, batch_size)):
+    for batch, digests in _digested(checked_batches(exporter, name, schema, template, batch_size)):
         source_ids.append(batch.column(ID))
         source_digests.append(digests)
         rows += batch.num_rows
@@ -663,7 +663,7 @@ def _export_namespace(exporter: Exporter, name: str, base_link: Link, base: _Nam
     return rows, len(gone)
 
 
-def _checked(exporter: Exporter, name: str, schema: pa.Schema, template: Manifest,
+def checked_batches(exporter: Exporter, name: str, schema: pa.Schema, template: Manifest,
              batch_size: int) -> Iterator[pa.RecordBatch]:
     """The store's batches of one namespace, checked as a full export checks them."""
     for part in exporter.slices(name):
