@@ -78,11 +78,12 @@ def plan_ranges(layout: pa.Table, namespace: str, count: int) -> list[tuple[Boun
     ends = np.cumsum(rows)
     total = int(ends[-1]) if len(ends) else 0
     targets = np.arange(1, count, dtype=np.int64) * total // count  # the row each later slice starts at
-    at = np.searchsorted(ends, targets, side="right")  # the fragment that row is in
-    before = ends[at] - rows[at]
-    offsets = first[at] + (targets - before) * (last[at] - first[at] + 1) // rows[at]
-    cuts = sorted({(int(fragments[i]), int(o)) for i, o in zip(at, offsets, strict=True)})
-    bounds: list[Bound] = [None, *([f, o] for f, o in cuts), None]
+    cuts = set()  # at most count - 1, in Python ints: no int64 overflow in the product below
+    for target, i in zip(targets.tolist(), np.searchsorted(ends, targets, side="right").tolist(), strict=True):
+        into = target - int(ends[i] - rows[i])  # the namespace's rows in fragment i before the cut
+        span = int(last[i] - first[i]) + 1
+        cuts.add((int(fragments[i]), int(first[i]) + into * span // int(rows[i])))
+    bounds: list[Bound] = [None, *([f, o] for f, o in sorted(cuts)), None]
     return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
