@@ -78,6 +78,22 @@ def test_slices_read_every_row_once_in_table_order_cutting_inside_fragments(tmp_
     assert sum(sizes) == 7_000
 
 
+def test_slices_of_a_table_with_deleted_and_updated_rows_read_each_row_once(tmp_path, small_slices):
+    table = fragments(tmp_path, [chunk(2_500, 0), chunk(1_200, 1), chunk(3_300, 2)])
+    table.delete("id LIKE 'id-1-1%' OR id LIKE 'id-2-2%'")  # gaps in the row offsets of two fragments
+    table.update(where="id LIKE 'id-0-3%'", values={"metadata": '{"updated": true}'})  # rows move to a new fragment
+    parts = plan(lance(tmp_path))[""]
+    assert len(parts) > 3
+    exporter = open_exporter(lance(tmp_path))
+    try:
+        read = [chunk.batch for part in parts for chunk in exporter.batches(part, batch_size=400)]
+        whole = [chunk.batch for chunk in exporter.batches(Slice(""), batch_size=400)]
+    finally:
+        exporter.close()
+    assert pa.Table.from_batches(read).equals(pa.Table.from_batches(whole))
+    assert pa.Table.from_batches(read).num_rows == table.count_rows() == 7_000 - 311 - 1_111
+
+
 def test_a_partitioned_export_with_two_workers_equals_a_single_process_export(tmp_path, identical):
     chunks = [chunk(12_000, 0), chunk(7_000, 1), chunk(11_000, 2)]  # 30,000 rows: 3 slices by default
     fragments(tmp_path, chunks)
