@@ -423,3 +423,25 @@ def test_row_digests_see_every_change_and_only_changes():
     named = pc.if_else(pa.array([i == 13 for i in range(200)]), pa.nulls(200, batch.column("values_title").type),
                        batch.column("values_title"))
     assert np.flatnonzero(row_digests(batch.set_column(2, "values_title", named)) != base).tolist() == [13]
+
+
+def test_validate_of_a_chain_recomputes_the_digests_the_next_export_trusts(tmp_path, chain):
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    _, (f0, d1, d2) = chain
+    assert validate_chain([f0, d1, d2]) == []
+    manifest = json.loads((tmp_path / "d2" / MANIFEST_NAME).read_text())
+    entry = manifest["digests"]["files"][0]
+    path = tmp_path / "d2" / entry["path"]
+    table = pq.read_table(path)
+    digests = table.column("digest").to_numpy().copy()
+    digests[7] ^= 1  # a digest that lies, in a file whose checksum the manifest then vouches for
+    pq.write_table(table.set_column(1, "digest", pa.array(digests, pa.uint64())), path)
+    entry["bytes"], entry["sha256"] = path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "d2" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert validate_dump(d2) == []  # the dump alone cannot tell
+    [problem] = validate_chain([f0, d1, d2])
+    assert problem.message.endswith(f"1 row digests of namespace {entry['namespace']!r} differ from those of the "
+                                    "chain's rows")

@@ -613,6 +613,33 @@ def export_delta(
         exporter.close()
 
 
+def digests_problems(links: Sequence[Link]) -> list[str]:
+    """Where the digests the newest link records differ from those of the chain's rows, recomputed (what
+    ``validate`` of a chain checks: the next ``export --since`` trusts them)."""
+    newest = links[-1]
+    if newest.manifest.digests is None or newest.manifest.digests.algorithm != DIGEST_ALGORITHM:
+        return []
+    problems = []
+    for namespace in resolve_chain(links):
+        try:
+            stored = _stored_digests(newest, namespace)
+        except DumpError as exc:
+            problems.append(str(exc))
+            continue
+        assert stored is not None
+        ids_parts, digest_parts = [], []
+        for batch, digests in _digested(_resolved_batches(namespace)):
+            ids_parts.append(batch.column(ID))
+            digest_parts.append(digests)
+        computed_ids = pa.chunked_array(ids_parts, pa.string()).combine_chunks()
+        at = pc.index_in(computed_ids, value_set=stored[0]).to_numpy(zero_copy_only=False)
+        differ = int(np.count_nonzero(stored[1][at.astype(np.int64)] != np.concatenate(digest_parts)))
+        if differ:
+            problems.append(f"{newest.shown}: {differ:,} row digests of namespace {namespace.name!r} differ from "
+                            "those of the chain's rows")
+    return problems
+
+
 def _base_digests(link: Link, base: _Namespace | None) -> tuple[pa.Array, np.ndarray]:
     """Ids and row digests of a namespace's resolved state: those the base recorded when it has them (a
     delta made by vecfmt), else computed from every row of the chain (each file's SHA-256 checked)."""

@@ -12,6 +12,7 @@ from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry
 from vecfmt.ops.incremental import (
     DIGESTS_SCHEMA,
+    digests_problems,
     load_deletes,
     open_chain,
     read_manifest,
@@ -83,7 +84,9 @@ def validate_chain(uris: list[str]) -> list[Problem]:
     """Check a chain (a full dump, then its deltas in order): every dump as ``validate_dump`` does (each
     problem's file prefixed by its dump's URI), then the links (each delta's base is the dump before it,
     by its manifest's SHA-256) and that each delta adds up on the state before it (its deleted ids were
-    there, the rows it says it leaves). Raises DumpError when a dump is not there at all."""
+    there, the rows it says it leaves), and the row digests the newest delta records against those of the
+    chain's rows (the next ``export --since`` trusts them). Raises DumpError when a dump is not there at
+    all."""
     problems = []
     for uri in uris:
         shown = redact(uri)
@@ -92,10 +95,11 @@ def validate_chain(uris: list[str]) -> list[Problem]:
     if problems:
         return problems
     try:
-        resolve_chain(open_chain(uris))
+        links = open_chain(uris)
+        resolve_chain(links)
     except DumpError as exc:
-        problems.append(Problem(None, None, str(exc)))
-    return problems
+        return [Problem(None, None, str(exc))]
+    return [Problem(None, None, message) for message in digests_problems(links)]
 
 
 def _check_digests(dump: Dump, namespace: str, broken: set[str | None]) -> list[Problem]:
