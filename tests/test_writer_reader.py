@@ -484,3 +484,15 @@ def test_writer_folds_unknown_columns_into_metadata_when_asked(tmp_path):
     nan = table.append_column("score", pa.array([0.5, float("nan")] + [1.0] * 6))
     with pytest.raises(InvalidDataError, match="column 'score' of row 'id-1' holds NaN or Infinity"):
         vecfmt.write_dump(str(tmp_path / "f"), nan, fold_columns=True)
+
+
+def test_ids_kept_for_the_duplicate_check_do_not_hold_their_batch():
+    """DumpWriter keeps every batch's ids until close: they must be a copy, or a batch from a store's reader
+    that is released as one (Lance's) stays alive with all its vectors (an export's memory grew with N)."""
+    from vecfmt.writer import kept_ids
+
+    batch = make_table(100, 64).to_batches()[0]
+    kept = kept_ids(batch)
+    assert kept.to_pylist() == batch.column("id").to_pylist()
+    original = {b.address for b in batch.column("id").buffers() if b is not None}
+    assert original.isdisjoint(b.address for b in kept.buffers() if b is not None)

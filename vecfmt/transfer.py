@@ -30,7 +30,7 @@ from vecfmt.stores.base import (
     store_identity,
     supports_resume,
 )
-from vecfmt.writer import EXPORT_STATE, DumpWriter, ParquetOptions, check_batch, check_unique_ids
+from vecfmt.writer import EXPORT_STATE, DumpWriter, ParquetOptions, check_batch, check_unique_ids, kept_ids
 
 DEFAULT_BATCH_SIZE = 10_000
 
@@ -400,7 +400,7 @@ def _checked(
     for part in exporter.slices(namespace):
         for chunk in exporter.batches(part, batch_size=batch_size):
             batch = check_batch(chunk.batch, schema, template.vectors)
-            seen.append(batch.column(ID))
+            seen.append(kept_ids(batch))
             yield batch
     check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
 

@@ -392,7 +392,7 @@ class DumpWriter:
                               align_files_to_batches=self.resumable)
             ns = self._namespaces[namespace] = _Namespace(part)
         if self.check_ids:
-            ns.ids.append(batch.column(ID))
+            ns.ids.append(kept_ids(batch))
         ns.part.write(batch)
         ns.rows += batch.num_rows
 
@@ -624,6 +624,13 @@ def fold_into_metadata(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatc
     metadata = fold(batch.column(ID), own, METADATA, batch.select(names))
     kept = [name for name in batch.schema.names if name not in names and name != METADATA]
     return pa.RecordBatch.from_arrays([*(batch.column(n) for n in kept), metadata], names=[*kept, METADATA])
+
+
+def kept_ids(batch: pa.RecordBatch) -> pa.Array:
+    """A copy of the batch's ids, to keep for the duplicate check: the column itself can keep the whole
+    batch alive (a batch from a store's native reader, Lance's, is released as one), which held every
+    vector of an export in memory until the end."""
+    return pa.concat_arrays([batch.column(ID)])
 
 
 def check_unique_ids(ids: pa.ChunkedArray | pa.Array, namespace: str) -> None:
