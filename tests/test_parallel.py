@@ -190,7 +190,8 @@ def test_workers_write_one_dump_on_object_storage(source, s3_uri):
 
 
 def test_a_store_with_one_slice_per_namespace_runs_in_process(tmp_path):
-    """LanceDB gives one slice per namespace: one partition each, one worker (this process), no snapshot to share."""
+    """LanceDB gives one slice per namespace under 10,000 rows: one partition each, one worker (this process), no
+    snapshot to share."""
     tables = {"a": make_table(300, 8, prefix="a-"), "b": make_table(200, 8, seed=1, prefix="b-")}
     write_namespaced(str(tmp_path / "src"), tables)
     uri = f"lancedb://{tmp_path / 'db'}?table=items"
