@@ -8,6 +8,7 @@ a time (hashlib and Parquet decoding release the GIL), so checking costs little 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,10 +24,12 @@ from vecfmt.manifest import MANIFEST_NAME, FileEntry, Manifest
 from vecfmt.schema import is_vector_type, same_type, vectors_numpy
 from vecfmt.storage import Location, resolve
 
-# Files in flight at once: two decode in parallel (as many as this project's machines have cores) while
-# the consumer works on the one before.
-READ_AHEAD = 3
-_loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vecfmt-read")
+# Threads that fetch, hash and decode files: as many as the cores, at least 2 (measured on 2 cores) and at
+# most 8 (each holds a file in memory). Files in flight: one more than the threads, so that they stay
+# busy while the consumer works on the one before.
+LOADER_THREADS = min(8, max(2, os.cpu_count() or 2))
+READ_AHEAD = LOADER_THREADS + 1
+_loader = ThreadPoolExecutor(max_workers=LOADER_THREADS, thread_name_prefix="vecfmt-read")
 
 
 def _sha256(buffer: pa.Buffer) -> str:

@@ -41,7 +41,7 @@ Options (all optional except ``table`` or ``query``):
 ``storage``            import: plain | external | default for created dense columns. Default ``plain``
                        when a row fits a page (vector <= 1900 dims, halfvec <= 3800): vectors stay in the
                        heap instead of TOAST, which loads 1.2-1.4x faster and scans faster
-``parallel``           import: loading connections (default 2; batches still commit in dump order)
+``parallel``           import: loading connections (default: the cores, 2 to 8; batches still commit in dump order)
 ``lock_timeout``       import: how long a statement waits for a lock another session holds (default ``5s``;
                        ``0`` for ever), then one error line names the locked table
 =====================  ===================================================================================
