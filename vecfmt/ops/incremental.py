@@ -387,7 +387,7 @@ def _definition(m: Manifest) -> tuple[object, ...]:
     return [(v.name, v.column, v.dimension, v.metric) for v in m.vectors], m.sparse_values, m.document
 
 
-def _location_of(links: Sequence[Link], uri: str, what: str) -> Location:
+def _target_location(links: Sequence[Link], uri: str, what: str) -> Location:
     location = resolve(uri)
     for link in links:
         if _same_place(link.uri, uri):
@@ -424,14 +424,13 @@ def _ids(dump: Dump, entries: list[FileEntry]) -> pa.Array:
 
 def _deleted_ids(dump: Dump, entries: list[FileEntry]) -> pa.Array:
     """The ids of these deletes files, each checked against its SHA-256 (they are read only here)."""
-    chunks = [c for entry in entries for c in load_deletes(dump, entry).column(ID).chunks]
+    chunks = [c for entry in entries for c in load_listed_file(dump, entry, DELETES_SCHEMA).column(ID).chunks]
     return pa.chunked_array(chunks, pa.string()).combine_chunks()
 
 
-def load_deletes(dump: Dump, entry: FileEntry, *, verify: bool = True,
-                 schema: pa.Schema = DELETES_SCHEMA) -> pa.Table:
-    """A deletes (or with ``schema=DIGESTS_SCHEMA``, digests) file, checked like a part file (size,
-    SHA-256, rows, schema)."""
+def load_listed_file(dump: Dump, entry: FileEntry, schema: pa.Schema, *, verify: bool = True) -> pa.Table:
+    """A deletes or digests file (``schema``: DELETES_SCHEMA or DIGESTS_SCHEMA), checked like a part file
+    (size, SHA-256 before decoding, rows, schema)."""
     reader = Dump(dump.location, dump.manifest)
     reader.schema = schema  # the reader checks files against this schema
     return reader.load_file(entry, verify=verify)
@@ -443,7 +442,7 @@ def _stored_digests(link: Link, namespace: _Namespace) -> tuple[pa.Array, np.nda
     m = link.manifest
     if m.digests is None or m.digests.algorithm != DIGEST_ALGORITHM:
         return None
-    tables = [load_deletes(link.dump, entry, schema=DIGESTS_SCHEMA) for entry in m.digests_of(namespace.name)]
+    tables = [load_listed_file(link.dump, entry, DIGESTS_SCHEMA) for entry in m.digests_of(namespace.name)]
     table = pa.concat_tables(tables) if tables else DIGESTS_SCHEMA.empty_table()
     ids = table.column(ID).combine_chunks()
     if len(ids) != namespace.rows or not pc.all(pc.is_in(ids, value_set=namespace.ids)).as_py():
@@ -568,7 +567,7 @@ def export_delta(
     over the chain's own dumps; an export that fails or is interrupted leaves no manifest."""
     links = follow_chain(since) if isinstance(since, str) else open_chain(since)
     base = links[-1]
-    location = _location_of(links, dump_uri, "delta")
+    location = _target_location(links, dump_uri, "delta")
     state = {ns.name: ns for ns in resolve_chain(links)}
     exporter = open_exporter(source)
     writers = _Writers(location, options)
@@ -799,7 +798,7 @@ def compact(
     (format 1.0, the newest link's vectors, source, model and extra)."""
     links = open_chain(chain)
     namespaces = resolve_chain(links)
-    _location_of(links, out, "compacted dump")
+    _target_location(links, out, "compacted dump")
     m = links[-1].manifest
     with (
         DumpWriter(out, vectors=m.vectors, sparse_values=m.sparse_values, document=m.document,

@@ -11,9 +11,10 @@ import pyarrow.compute as pc
 from vecfmt.errors import DumpError
 from vecfmt.manifest import MANIFEST_NAME, FileEntry
 from vecfmt.ops.incremental import (
+    DELETES_SCHEMA,
     DIGESTS_SCHEMA,
     digests_problems,
-    load_deletes,
+    load_listed_file,
     open_chain,
     read_manifest,
     resolve_chain,
@@ -109,7 +110,7 @@ def _check_digests(dump: Dump, namespace: str, broken: set[str | None]) -> list[
         if entry.path in broken:
             continue
         try:
-            seen.append((entry, load_deletes(dump, entry, schema=DIGESTS_SCHEMA).column(ID)))
+            seen.append((entry, load_listed_file(dump, entry, DIGESTS_SCHEMA).column(ID)))
         except DumpError as exc:
             problems.append(Problem(entry.path, None, str(exc).removeprefix(f"{entry.path} ")))
     return [*problems, *_duplicate_ids(namespace, seen)]
@@ -124,7 +125,7 @@ def _check_deletes(dump: Dump, namespace: str, broken: set[str | None],
         if entry.path in broken:
             continue
         try:
-            ids = load_deletes(dump, entry).column(ID)
+            ids = load_listed_file(dump, entry, DELETES_SCHEMA).column(ID)
         except DumpError as exc:
             problems.append(Problem(entry.path, None, str(exc).removeprefix(f"{entry.path} ")))
             continue
