@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from typing import Annotated, Any
 
 import typer
@@ -20,9 +21,11 @@ from vecfmt.errors import InvalidDataError, VecfmtError
 from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
+from vecfmt.ops.incremental import compact, export_delta, restore
 from vecfmt.ops.report import DEFAULT_SAMPLE as REPORT_SAMPLE
 from vecfmt.ops.report import write_report
-from vecfmt.parallel import export_partitioned
+from vecfmt.ops.validate import validate_chain
+from vecfmt.parallel import export_partitioned, import_partitioned
 from vecfmt.quality.plan import plan
 from vecfmt.quality.reembed import DEFAULT_BATCH_SIZE as REEMBED_BATCH
 from vecfmt.quality.reembed import reembed
@@ -75,6 +78,28 @@ def _model(name: str | None, provider: str | None) -> EmbeddingModel | None:
     return EmbeddingModel(name=name, provider=provider) if name or provider else None
 
 
+class EngineName(str, Enum):
+    LOCAL = "local"
+    RAY = "ray"
+
+
+WorkersOpt = Annotated[int | None, typer.Option(
+    min=1, help="Run in partitions on this many workers at once (docs/parallel.md); without it (and without "
+    "--engine ray), one process does it in order.")]
+EngineOpt = Annotated[EngineName, typer.Option(
+    help="Where the partitions run: local worker processes, or tasks on a Ray cluster (vecfmt's ray extra; the "
+    "dump on object storage every node reaches).")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    help="The Ray cluster for --engine ray (default: $RAY_ADDRESS, else a new one on this machine).")]
+
+
+def _partitioned(workers: int | None, engine: EngineName, ray_address: str | None) -> bool:
+    """Whether the options ask for a partitioned run."""
+    if ray_address is not None and engine != EngineName.RAY:
+        raise InvalidDataError("--ray-address is for --engine ray")
+    return workers is not None or engine != EngineName.LOCAL
+
+
 @app.command("export")
 def export_cmd(
     source: Annotated[str, typer.Argument(help="Store URI, e.g. lancedb://./db?table=items")],
@@ -85,25 +110,69 @@ def export_cmd(
     model: Annotated[str | None, typer.Option(help="Embedding model name to record.")] = None,
     model_provider: Annotated[str | None, typer.Option(help="Embedding model provider.")] = None,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
-    workers: Annotated[int | None, typer.Option(
-        min=1, help="Export in partitions on this many worker processes (docs/parallel.md); without it, one "
-        "process reads the store in order.")] = None,
+    workers: WorkersOpt = None,
+    engine: EngineOpt = EngineName.LOCAL,
+    ray_address: RayAddressOpt = None,
+    since: Annotated[list[str] | None, typer.Option(
+        "--since", help="Write only what changed since this dump (a delta, docs/incremental.md); a delta's bases "
+        "are followed, or give the whole chain in order, full dump first (repeatable).")] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export a store to a dump."""
-    if workers is None:
+    """Export a store to a dump, or with --since only its changes since a dump (a delta)."""
+    if since:
+        if namespace or resume or _partitioned(workers, engine, ray_address):
+            raise InvalidDataError("--since exports every namespace in one process and cannot resume: leave out "
+                                   "--namespace, --resume, --workers and --engine")
+        manifest = export_delta(source, dump, since[0] if len(since) == 1 else since,
+                                model=_model(model, model_provider), batch_size=batch_size, overwrite=overwrite,
+                                progress=_progress(quiet, as_json))
+    elif not _partitioned(workers, engine, ray_address):
         manifest = export(source, dump, namespaces=namespace, model=_model(model, model_provider),
                           batch_size=batch_size, overwrite=overwrite, resume=resume,
                           progress=_progress(quiet, as_json))
     else:
-        manifest = export_partitioned(source, dump, workers=workers, namespaces=namespace,
-                                      model=_model(model, model_provider), batch_size=batch_size,
-                                      overwrite=overwrite, resume=resume, progress=_progress(quiet, as_json))
+        manifest = export_partitioned(source, dump, workers=workers, engine=engine.value, ray_address=ray_address,
+                                      namespaces=namespace, model=_model(model, model_provider),
+                                      batch_size=batch_size, overwrite=overwrite, resume=resume,
+                                      progress=_progress(quiet, as_json))
+    if as_json:
+        _print_json(manifest.to_dict())
+    elif not quiet and manifest.is_delta:
+        out.print(f"exported {manifest.total_rows:,} added or changed rows and "
+                  f"{sum(ns.deleted or 0 for ns in manifest.namespaces):,} deleted ids to {dump}", markup=False)
+    elif not quiet:
+        out.print(f"exported {manifest.total_rows:,} rows in {len(manifest.files)} files to {dump}")
+
+
+@app.command("restore")
+def restore_cmd(
+    chain: Annotated[list[str], typer.Argument(metavar="CHAIN...", help="A full dump, then its deltas in order.")],
+    target: Annotated[str, typer.Argument(help="Store URI, e.g. lancedb://./db?table=items")],
+    if_exists: Annotated[IfExists, typer.Option(help="What to do when the target exists.")] = IfExists.FAIL,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a chain (a full dump, then its deltas in order) into a store: what applying them gives."""
+    result = restore(chain, target, if_exists=if_exists, batch_size=batch_size, progress=_progress(quiet, as_json))
+    _report_transfer("restored", result, quiet, as_json)
+
+
+@app.command("compact")
+def compact_cmd(
+    chain: Annotated[list[str], typer.Argument(metavar="CHAIN...", help="A full dump, then its deltas in order.")],
+    output: Annotated[str, typer.Argument(metavar="OUT", help="Dump location to write.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dump at OUT.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fold a chain (a full dump, then its deltas in order) into one full dump."""
+    manifest = compact(chain, output, overwrite=overwrite, progress=_progress(quiet, as_json))
     if as_json:
         _print_json(manifest.to_dict())
     elif not quiet:
-        out.print(f"exported {manifest.total_rows:,} rows in {len(manifest.files)} files to {dump}")
+        out.print(f"compacted {len(chain)} dumps into {manifest.total_rows:,} rows in {output}", markup=False)
 
 
 @app.command("import")
@@ -114,12 +183,20 @@ def import_cmd(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted import of this dump.")] = False,
     namespace: NamespaceOpt = None,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    workers: WorkersOpt = None,
+    engine: EngineOpt = EngineName.LOCAL,
+    ray_address: RayAddressOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import a dump into a store."""
-    result = import_dump(dump, target, if_exists=if_exists, resume=resume, namespaces=namespace,
-                         batch_size=batch_size, progress=_progress(quiet, as_json))
+    """Import a dump into a store; with --workers, its files load on several workers (docs/parallel.md)."""
+    if not _partitioned(workers, engine, ray_address):
+        result = import_dump(dump, target, if_exists=if_exists, resume=resume, namespaces=namespace,
+                             batch_size=batch_size, progress=_progress(quiet, as_json))
+    else:
+        result = import_partitioned(dump, target, workers=workers, engine=engine.value, ray_address=ray_address,
+                                    if_exists=if_exists, resume=resume, namespaces=namespace,
+                                    batch_size=batch_size, progress=_progress(quiet, as_json))
     _report_transfer("imported", result, quiet, as_json)
 
 
@@ -165,6 +242,10 @@ def inspect_cmd(
     model = report["embedding_model"] or {}
     source = report["source"] or {}
     out.print(f"[bold]{report['uri']}[/]  vecfmt {report['format_version']}, created {report['created_at']}")
+    if report["kind"] == "delta":
+        base = report["base"]
+        out.print(f"delta of {base['uri']} ({base['kind']} dump made {base['created_at']}, manifest SHA-256 "
+                  f"{base['manifest_sha256'][:16]}...): the rows below are those it adds or changes", markup=False)
     out.print(f"source: {source.get('kind', '?')} {source.get('name') or ''}   "
               f"model: {model.get('name') or 'unknown'} ({model.get('provider') or '?'})")
     out.print(f"rows: {report['total_rows']:,} in {len(report['files'])} files, "
@@ -177,6 +258,8 @@ def inspect_cmd(
     for ns in report["namespaces"]:
         out.print(f"\n[bold]namespace {ns['name']!r}[/] ({ns['path']}): {ns['rows']:,} rows, "
                   f"{ns['files']} files, {ns['bytes'] / 1e6:,.2f} MB")
+        if "deleted" in ns:
+            out.print(f"  {ns['deleted']:,} deleted ids; {ns['rows_after']:,} rows once applied", markup=False)
         for column, stats in ns["vector_norms"].items():
             if stats["count"]:
                 flag = "  [green]normalized[/]" if stats["normalized"] else ""
@@ -214,13 +297,16 @@ def report_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    dump: Annotated[str, typer.Argument(help="Dump location.")],
+    dumps: Annotated[list[str], typer.Argument(
+        metavar="DUMP...", help="Dump location; several: a chain (a full dump, then its deltas in order).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a dump completely, naming each problem's file and row. Exit 0 when it is valid, 1 when
-    problems were found, 2 when it could not run (nothing at that location, a bad URI)."""
+    """Check a dump (or a chain: each dump, and its links) completely, naming each problem's file and row.
+    Exit 0 when it is valid, 1 when problems were found, 2 when it could not run (nothing at that location,
+    a bad URI)."""
     with _could_not_run_exits_2():
-        problems = validate_dump(dump)
+        problems = validate_dump(dumps[0]) if len(dumps) == 1 else validate_chain(dumps)
+    dump = " ".join(dumps)
     if as_json:
         _print_json({"valid": not problems,
                      "problems": [{"file": p.file, "row": p.row, "message": p.message} for p in problems]})
