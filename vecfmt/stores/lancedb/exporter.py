@@ -137,7 +137,8 @@ class LanceDBExporter:
     def slices(self, namespace: str) -> list[Slice]:
         """Ranges of row addresses (``{"version": V, "from": [fragment, offset], "to": ...}``, open at
         both ends), each read at the version this exporter planned on, also by a partitioned export's
-        workers: every slice reads one snapshot. A namespace too small to split is one slice (no key)."""
+        workers: every slice reads one snapshot. A namespace too small to split is one slice keyed by the
+        version alone, so that a worker reads it at that version too."""
         if self.namespace_column is None:
             rows = self.table.count_rows()
         else:
@@ -145,7 +146,7 @@ class LanceDBExporter:
         count = slice_count(rows, self._row_bytes())
         ranges = plan_ranges(self._rows_layout(), namespace, count) if count > 1 else []
         if len(ranges) <= 1:
-            return [Slice(namespace)]
+            return [Slice(namespace, {"version": self.version})]
         return [Slice(namespace, {"version": self.version, "from": start, "to": end}) for start, end in ranges]
 
     def _row_bytes(self) -> int:
@@ -157,7 +158,7 @@ class LanceDBExporter:
         rows of it read so far. A resumed export reads the interrupted one's version from then on, in
         every slice, so it ends with exactly the rows the interrupted one would have."""
         key = part.key or {}
-        bounds = {"from": key["from"], "to": key["to"]} if key else {}
+        bounds = {"from": key["from"], "to": key["to"]} if "from" in key else {}
         position = json.loads(resume) if resume else None
         if position is not None:
             if {name: position[name] for name in ("from", "to") if name in position} != bounds:
@@ -168,7 +169,7 @@ class LanceDBExporter:
         version = self.resumed_version if self.resumed_version is not None else key.get("version", self.version)
         self._checkout(version)
         where = [] if self.namespace_column is None else [_in_namespace(self.namespace_column, part.namespace)]
-        if key and (rows := address_filter(key["from"], key["to"])) is not None:
+        if "from" in key and (rows := address_filter(key["from"], key["to"])) is not None:
             where.append(rows)
         query = self.table.search()
         if where:
