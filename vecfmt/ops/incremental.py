@@ -56,6 +56,7 @@ from vecfmt.writer import (
     check_batch,
     check_unique_ids,
     commit_manifest,
+    kept_ids,
     prepare_location,
     sync_folders,
 )
@@ -628,7 +629,7 @@ def digests_problems(links: Sequence[Link]) -> list[str]:
         assert stored is not None
         ids_parts, digest_parts = [], []
         for batch, digests in _digested(_resolved_batches(namespace)):
-            ids_parts.append(batch.column(ID))
+            ids_parts.append(kept_ids(batch))
             digest_parts.append(digests)
         computed_ids = pa.chunked_array(ids_parts, pa.string()).combine_chunks()
         at = pc.index_in(computed_ids, value_set=stored[0]).to_numpy(zero_copy_only=False)
@@ -649,7 +650,7 @@ def _base_digests(link: Link, base: _Namespace | None) -> tuple[pa.Array, np.nda
         return stored
     ids_parts, digest_parts = [], []
     for batch, digests in _digested(_resolved_batches(base)):
-        ids_parts.append(batch.column(ID))
+        ids_parts.append(kept_ids(batch))
         digest_parts.append(digests)
     return pa.chunked_array(ids_parts, pa.string()).combine_chunks(), np.concatenate(digest_parts)
 
@@ -665,7 +666,7 @@ def _export_namespace(exporter: Exporter, name: str, base_link: Link, base: _Nam
     source_digests: list[np.ndarray] = []
     rows = 0
     for batch, digests in _digested(checked_batches(exporter, name, schema, template, batch_size)):
-        source_ids.append(batch.column(ID))
+        source_ids.append(kept_ids(batch))  # a copy: the column keeps a Lance batch alive
         source_digests.append(digests)
         rows += batch.num_rows
         at = index.lookup(batch.column(ID))
