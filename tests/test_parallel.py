@@ -220,6 +220,12 @@ def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path)
 
     with pytest.raises(DumpError, match=r"interrupted partitioned export \(pass resume"):
         export_partitioned(pg(dsn), dump, workers=2)  # not resuming: refused, nothing touched
+    finished = Path(dump) / next(iter(done.values()))[0]["path"]
+    original = finished.read_bytes()
+    finished.write_bytes(original[:1000] + bytes([original[1000] ^ 1]) + original[1001:])  # same size
+    with pytest.raises(DumpError, match="missing or changed since its partition finished"):
+        export_partitioned(pg(dsn), dump, workers=2, resume=True)  # hostile review: sizes alone let it through
+    finished.write_bytes(original)
     manifest = export_partitioned(pg(dsn), dump, workers=2, resume=True)
 
     assert_exact(dump, single)

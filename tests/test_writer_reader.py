@@ -1,5 +1,7 @@
 import hashlib
 import json
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -400,7 +402,8 @@ def test_overwrite_of_an_interrupted_resumable_export_deletes_what_its_state_lis
     vectors = [vecfmt.VectorSpec("default", "values", 4, "cosine")]
     writer = vecfmt.DumpWriter(str(root), vectors=vectors, resumable=True, options=ParquetOptions(max_file_rows=10))
     writer.write_batch(make_table(10, 4).to_batches()[0])
-    writer.checkpoint({"at": 10})  # and then the process dies: no manifest
+    writer.checkpoint({"at": 10})
+    writer._unlock()  # and then the process dies (the OS frees its lock): no manifest
     _project(tmp_path)
     # a resume deletes the files written after the checkpoint, never anything it did not write
     vecfmt.DumpWriter(str(root), vectors=vectors, resumable=True).abort()
@@ -496,3 +499,28 @@ def test_ids_kept_for_the_duplicate_check_do_not_hold_their_batch():
     assert kept.to_pylist() == batch.column("id").to_pylist()
     original = {b.address for b in batch.column("id").buffers() if b is not None}
     assert original.isdisjoint(b.address for b in kept.buffers() if b is not None)
+
+
+def test_a_second_writer_of_one_dump_folder_is_refused_until_the_first_ends(tmp_path):
+    """Hostile review: two runs writing one folder (two --resume of one interrupted export) deleted each other's
+    files and committed a manifest over files that were gone. One writer at a time; a killed one frees it."""
+    uri = str(tmp_path / "d")
+    first = vecfmt.DumpWriter(uri)
+    first.write_batch(make_table(10, 4).to_batches()[0])
+    with pytest.raises(DumpError, match="another vecfmt run is writing this dump"):
+        vecfmt.DumpWriter(uri, overwrite=True)
+    first.close()
+    vecfmt.write_dump(uri, make_table(5, 4), overwrite=True)  # free again once the first closed
+    assert vecfmt.open_dump(uri).manifest.total_rows == 5
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, vecfmt; w = vecfmt.DumpWriter(sys.argv[1], "
+                               "overwrite=True); print('held', flush=True); time.sleep(60)", uri],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DumpError, match="another vecfmt run"):
+            vecfmt.write_dump(uri, make_table(5, 4), overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    vecfmt.write_dump(uri, make_table(7, 4), overwrite=True)  # the OS released the killed writer's lock
+    assert vecfmt.open_dump(uri).manifest.total_rows == 7

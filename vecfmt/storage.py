@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import IO
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import pyarrow as pa
@@ -113,6 +115,14 @@ class Location:
         with self.fs.open_input_file(self.path(relative)) as f:
             return f.read_buffer()
 
+    def sha256(self, relative: str) -> str:
+        """The file's SHA-256, streamed (8 MiB at a time)."""
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(self.path(relative)) as f:
+            while chunk := f.read(8 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+
     def listdir(self) -> list[str]:
         """Relative paths of every file below the root."""
         return sorted(self.sizes())
@@ -167,6 +177,29 @@ class Location:
 
     def delete(self, relative: str) -> None:
         self.fs.delete_file(self.path(relative))
+
+
+def lock_for_writing(location: Location) -> IO[str] | None:
+    """One writer of a dump at a time on a local disk: an exclusive lock on ``.<folder>.vecfmt-lock`` beside
+    the dump folder, held by the returned open file until it is closed. Two runs writing one folder (two
+    ``--resume`` of one interrupted export, say) would delete each other's files and commit a manifest
+    over files that are gone. The OS releases a flock when its process ends, so a killed run leaves no
+    stale lock (the empty file stays, outside the dump). Object stores have no such lock."""
+    if not location.local:
+        return None
+    parent, name = os.path.split(location.root.rstrip("/"))
+    try:
+        os.makedirs(parent or ".", exist_ok=True)
+        handle = open(os.path.join(parent or ".", f".{name}.vecfmt-lock"), "a")  # noqa: SIM115 (held until closed)
+    except OSError as exc:
+        raise DumpError(f"{location.uri}: cannot write there: {first_line(exc)}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DumpError(f"{location.uri}: another vecfmt run is writing this dump; this one changed nothing: "
+                        "re-run it once the other is done") from None
+    return handle
 
 
 def resolve(uri: str) -> Location:

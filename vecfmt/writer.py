@@ -52,7 +52,7 @@ from vecfmt.schema import (
     parse_metadata_json,
     scan_json_value,
 )
-from vecfmt.storage import HashingSink, Location, resolve
+from vecfmt.storage import HashingSink, Location, lock_for_writing, resolve
 
 MiB = 1024 * 1024
 # Beside the manifest while an export runs with checkpoints; removed once the manifest is written.
@@ -356,10 +356,15 @@ class DumpWriter:
         # with the source's position, and an interrupted export continues from the last checkpoint.
         self.resumable = resumable
         self.cursor: dict[str, Any] | None = None
-        if resumable and self.location.exists(EXPORT_STATE) and not self.location.exists(MANIFEST_NAME):
-            self._restore()
-        else:
-            prepare_location(self.location, overwrite)  # nothing to resume: never delete files unasked
+        self._lock = lock_for_writing(self.location)  # released by close() and abort()
+        try:
+            if resumable and self.location.exists(EXPORT_STATE) and not self.location.exists(MANIFEST_NAME):
+                self._restore()
+            else:
+                prepare_location(self.location, overwrite)  # nothing to resume: never delete files unasked
+        except BaseException:
+            self._unlock()
+            raise
 
     @property
     def rows_written(self) -> int:
@@ -425,15 +430,24 @@ class DumpWriter:
         self.manifest = commit_manifest(self.location, self._template, files, check_files=False)
         if self.resumable and self.location.exists(EXPORT_STATE):
             self.location.delete(EXPORT_STATE)
+        self._unlock()
         return self.manifest
 
     def abort(self) -> None:
         """Remove what was written; a resumable writer keeps the files of its last checkpoint."""
-        for ns in self._namespaces.values():
-            if self.resumable:
-                ns.part.abandon()
-            else:
-                ns.part.abort()
+        try:
+            for ns in self._namespaces.values():
+                if self.resumable:
+                    ns.part.abandon()
+                else:
+                    ns.part.abort()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def files_finished(self) -> int:
@@ -467,7 +481,7 @@ class DumpWriter:
         files = [FileEntry(**f) for f in state["files"]]
         sizes = self.location.sizes()
         for f in files:
-            if sizes.get(f.path) != f.bytes:
+            if sizes.get(f.path) != f.bytes or self.location.sha256(f.path) != f.sha256:
                 raise DumpError(f"cannot resume: {f.path} is missing or changed since the checkpoint")
         kept = {f.path for f in files}
         for relative in sizes:

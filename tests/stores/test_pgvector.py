@@ -585,11 +585,11 @@ def test_a_failed_replace_leaves_the_old_table_untouched(tmp_path, pg_db, broken
         (True, True)]  # fmt: skip
 
 
-def _interrupted_replace(dump: str, uri: str, batches: int) -> None:
-    """Commit ``batches`` batches of a replace, then stop as a killed run would (no finish)."""
+def _interrupted_replace(dump: str, uri: str, batches: int, if_exists: IfExists = IfExists.REPLACE) -> None:
+    """Commit ``batches`` batches of a replace (or another ``if_exists``), then stop as a killed run would."""
     importer = open_importer(uri)
     try:
-        importer.prepare(vecfmt.open_dump(dump).manifest, if_exists=IfExists.REPLACE)
+        importer.prepare(vecfmt.open_dump(dump).manifest, if_exists=if_exists)
         rows_done = 0
         for batch in list(vecfmt.open_dump(dump).batches("", batch_size=50))[:batches]:
             rows_done += batch.num_rows
@@ -629,6 +629,31 @@ def test_an_interrupted_replace_resumes_and_a_new_one_clears_what_it_staged(tmp_
         transfer.import_dump(str(tmp_path / "new"), pg(pg_db), if_exists="replace")
     assert run_sql(pg_db, f"SELECT precious FROM {STAGED}") == [(1,)]
     assert run_sql(pg_db, "SELECT count(*) FROM items") == [(300,)]
+
+
+def test_a_resume_with_another_if_exists_and_an_append_onto_an_unfinished_import_are_refused(tmp_path, pg_db):
+    """Hostile review: a resume ran whatever if_exists it was given (an interrupted append resumed as 'replace'
+    kept the old rows: 40,000 for 20,000), and an append onto the table an interrupted import created (no primary
+    key yet) loaded every row again (rc 0, ids repeated). Both are refused, changing nothing."""
+    old, new = make_table(300, 4, seed=1), make_table(400, 4, seed=2, prefix="new-")
+    vecfmt.write_dump(str(tmp_path / "old"), old)
+    vecfmt.write_dump(str(tmp_path / "new"), new)
+    transfer.import_dump(str(tmp_path / "old"), pg(pg_db))
+    _interrupted_replace(str(tmp_path / "new"), pg(pg_db), 2, IfExists.APPEND)
+    for wrong in ("replace", "upsert", "fail"):
+        with pytest.raises(StoreError, match="ran with if_exists append; resume it with the same"):
+            transfer.import_dump(str(tmp_path / "new"), pg(pg_db), if_exists=wrong, resume=True)
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(400,)]
+    transfer.import_dump(str(tmp_path / "new"), pg(pg_db), if_exists="append", resume=True)
+    assert run_sql(pg_db, "SELECT count(*), count(DISTINCT id) FROM items") == [(700, 700)]
+
+    _interrupted_replace(str(tmp_path / "new"), pg(pg_db, "fresh"), 2, IfExists.FAIL)  # it creates the table
+    for mode in ("append", "upsert"):
+        run = vecfmt_cli("import", str(tmp_path / "new"), pg(pg_db, "fresh"), "--if-exists", mode)
+        assert_one_clear_error(run, "was created by an import that did not finish", "--resume")
+    assert run_sql(pg_db, "SELECT count(*) FROM fresh") == [(100,)]
+    transfer.import_dump(str(tmp_path / "new"), pg(pg_db, "fresh"), resume=True)
+    assert run_sql(pg_db, "SELECT count(*), count(DISTINCT id) FROM fresh") == [(400, 400)]
 
 
 def test_a_locked_table_is_one_clear_error_not_a_hang(tmp_path, pg_db):

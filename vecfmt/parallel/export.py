@@ -28,7 +28,7 @@ from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError, 
 from vecfmt.manifest import MANIFEST_NAME, EmbeddingModel, FileEntry, Manifest
 from vecfmt.parallel.engines import DEFAULT_RETRIES, Engine, WorkerLost, ray_cpus, ray_session, run_tasks
 from vecfmt.progress import RowProgress
-from vecfmt.storage import Location, redact, resolve
+from vecfmt.storage import Location, lock_for_writing, redact, resolve
 from vecfmt.stores.base import Exporter, Slice, StoreURI, open_exporter
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, _check_counts, _choose_namespaces, _label, _origin
 from vecfmt.writer import (
@@ -103,9 +103,14 @@ def export_partitioned(
         raise ValueError("workers must be at least 1")
     runner = Engine(engine, ray_address)
     location = resolve(dump_uri)
-    with ray_session(runner, location, redact(dump_uri)):
-        return _export(source, dump_uri, location, runner, workers, namespaces, model, batch_size, overwrite,
-                       resume, options or ParquetOptions(), retries, progress)  # fmt: skip
+    lock = lock_for_writing(location)  # one job per dump folder (two resumes would delete each other's files)
+    try:
+        with ray_session(runner, location, redact(dump_uri)):
+            return _export(source, dump_uri, location, runner, workers, namespaces, model, batch_size, overwrite,
+                           resume, options or ParquetOptions(), retries, progress)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def _export(source: str, dump_uri: str, location: Location, runner: Engine, workers: int | None,
@@ -203,7 +208,7 @@ class _Job:
         sizes = self.location.sizes()
         for report in done.values():
             for f in report.files:
-                if sizes.get(f.path) != f.bytes:
+                if sizes.get(f.path) != f.bytes or self.location.sha256(f.path) != f.sha256:
                     raise DumpError(f"cannot resume: {f.path} is missing or changed since its partition finished; "
                                     "start again with overwrite")
         self.partitions, self.done = partitions, done

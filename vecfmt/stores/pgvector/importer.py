@@ -70,6 +70,15 @@ DEFAULT_PARALLEL = min(8, max(2, os.cpu_count() or 2))
 DEFAULT_LOCK_TIMEOUT = "5s"  # a lock held elsewhere stops the import with a clear error instead of a hang
 
 
+def _mode_of(pending: dict[str, Any]) -> IfExists:
+    """The if_exists an interrupted import ran with, from what its progress row says is still to do."""
+    if "staged" in pending:
+        return IfExists.REPLACE
+    if pending.get("primary_key"):
+        return IfExists.FAIL  # it created the table
+    return IfExists.UPSERT if pending.get("upsert") else IfExists.APPEND
+
+
 class PgvectorImporter:
     def __init__(self, uri: StoreURI) -> None:
         self.target = Target(uri)
@@ -232,13 +241,17 @@ class PgvectorImporter:
         t, conn = self.target, self.conn
         assert conn is not None and t.table is not None
         found = find_relation(conn, schema, t.table)
-        progress = self._progress(schema)
+        progress = unfinished = self._progress(schema)
         if progress is not None and progress["dump"] != self.dump_identity:
             progress = None  # another dump's (or a copy's): not ours to resume
         staged = (progress or {}).get("pending", {}).get("staged")
         staged_found = find_relation(conn, schema, staged) if staged else None
         if resume and progress is not None and (found is not None if staged is None else staged_found):
             was_partitioned = bool(progress["pending"].get("files"))
+            ran_as = _mode_of(progress["pending"])
+            if ran_as != if_exists:
+                raise StoreError(f"pgvector {t.where}: the interrupted import of this dump into {self.key} ran with "
+                                 f"if_exists {ran_as.value}; resume it with the same (this run changed nothing)")
             if was_partitioned != self.partitioned:
                 how = "with" if was_partitioned else "without"
                 raise StoreError(f"pgvector {t.where}: the interrupted import of this dump into {self.key} loaded "
@@ -267,6 +280,12 @@ class PgvectorImporter:
                 f"upsert or replace){interrupted}"
             )
         if found is not None and if_exists in (IfExists.APPEND, IfExists.UPSERT):
+            if unfinished is not None and unfinished["pending"].get("primary_key") and "staged" not in unfinished[
+                    "pending"]:  # fmt: skip
+                raise StoreError(
+                    f"pgvector {t.where}: table {schema}.{t.table} was created by an import that did not finish (it "
+                    "has no primary key yet, so ids could repeat): resume that import (--resume), or replace the "
+                    "table; this run changed nothing")
             self.plan = plan_existing(t, conn, manifest, schema, found[0])
             self.upsert = if_exists == IfExists.UPSERT
             if self.upsert:
