@@ -251,6 +251,11 @@ def test_overwrite_replaces_a_delta_with_its_deletes_files(tmp_path):
     on_disk = sorted(str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*.parquet"))
     assert on_disk == sorted(f.path for f in [*manifest.files, *manifest.deletes, *manifest.digest_files])
     assert validate_dump(str(tmp_path / "d")) == []
+    # a full export over the delta removes its deletes and digests files too (Pinecone would read them as rows)
+    full = transfer.export(uri, str(tmp_path / "d"), overwrite=True)
+    on_disk = sorted(str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*.parquet"))
+    assert on_disk == sorted(f.path for f in full.files)
+    assert validate_dump(str(tmp_path / "d")) == []
 
 
 # --- broken chains ---------------------------------------------------------------------------------------

@@ -689,7 +689,9 @@ def _listed_files(location: Location, name: str) -> list[str]:
     """The data files an old manifest or export state lists, read leniently (any version), so that
     overwrite deletes them and nothing else."""
     try:
-        listed = json.loads(location.read_bytes(name).to_pybytes())["files"]
+        document = json.loads(location.read_bytes(name).to_pybytes())
+        # A delta (format 1.1) also lists its deletes and row digests files.
+        listed = [*document["files"], *document.get("deletes", []), *(document.get("digests") or {}).get("files", [])]
         paths = [entry["path"] for entry in listed]
     except (ValueError, KeyError, TypeError) as exc:
         raise DumpError(f"{location.uri}/{name} is unreadable ({first_line(exc)}), so which files belong to the "
