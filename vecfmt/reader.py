@@ -79,9 +79,10 @@ class Dump:
             raise DumpError(f"{entry.path}: {problem}")
 
     def size_problems(self) -> list[tuple[FileEntry, str]]:
+        """Listed files missing or of another size: part files, and a delta's deletes and digests files."""
         sizes = self.location.sizes()
         problems = []
-        for entry in self.manifest.files:
+        for entry in [*self.manifest.files, *self.manifest.deletes, *self.manifest.digest_files]:
             size = sizes.get(entry.path)
             if size is None:
                 problems.append((entry, "listed in the manifest but missing"))

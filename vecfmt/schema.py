@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import json.scanner
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -175,26 +175,28 @@ _WORD_WEIGHTS: dict[int, np.ndarray] = {}
 _MIX = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3's fmix64 constant
 
 
-def vector_digests(matrix: np.ndarray) -> np.ndarray:
+def vector_digests(matrix: np.ndarray, weights: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
     """A 64-bit digest of each row's bits: the row read as 64-bit words (32-bit ones for an odd width),
     each word mixed as in MurmurHash3's finaliser (xor-shift, multiply, xor-shift) and then multiplied by
     an odd random weight for its position, the words summed modulo 2**64. Every step is invertible per
     word, so a change to any one word always changes the digest; the mixing spreads a change in high bits
     only (signs, say) over the low bits, where a bare product modulo 2**64 keeps it in the top bits and
-    lets such changes in two words cancel. -0.0 and 0.0 differ, as their bits do."""
+    lets such changes in two words cancel. -0.0 and 0.0 differ, as their bits do. ``weights`` gives the odd
+    weights for a row width instead (digests written into a dump need a formula NumPy cannot change)."""
     rows = np.ascontiguousarray(matrix)
-    words = rows.view(np.uint64) if rows.shape[1] % 2 == 0 else rows.view(np.uint32).astype(np.uint64)
+    words = rows.view("<u8") if rows.shape[1] % 2 == 0 else rows.view("<u4").astype(np.uint64)
     width = words.shape[1]
-    weights = _WORD_WEIGHTS.get(width)
-    if weights is None:
-        weights = np.random.default_rng(width).integers(0, 2**63, width, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        _WORD_WEIGHTS[width] = weights
+    if weights is not None:
+        word_weights = weights(width)
+    elif (word_weights := _WORD_WEIGHTS.get(width)) is None:
+        word_weights = np.random.default_rng(width).integers(0, 2**63, width, dtype=np.uint64) * np.uint64(2) + 1
+        _WORD_WEIGHTS[width] = word_weights
     mixed = words >> np.uint64(33)  # then in place where NumPy allows: fewer temporaries of the words' size
     mixed ^= words
     with np.errstate(over="ignore"):
         mixed *= _MIX
         mixed ^= mixed >> np.uint64(33)
-        mixed *= weights
+        mixed *= word_weights
         return mixed.sum(axis=1, dtype=np.uint64)
 
 

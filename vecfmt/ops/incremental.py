@@ -44,6 +44,7 @@ from vecfmt.schema import (
     SPARSE_VALUES,
     is_vector_type,
     namespace_dir,
+    vector_digests,
     vectors_numpy,
 )
 from vecfmt.storage import Location, redact, resolve
@@ -149,20 +150,8 @@ def _word_weights(width: int) -> np.ndarray:
 
 
 def _matrix_digests(matrix: np.ndarray) -> np.ndarray:
-    """schema.vector_digests with ``_word_weights``: each row's bits read as little-endian 64-bit words
-    (32-bit ones for an odd width), each word mixed (xor-shift, multiply, xor-shift: invertible, so a change
-    of any one word always changes the digest) and multiplied by its position's odd weight, summed modulo
-    2**64. -0.0 and 0.0 differ, as their bits do."""
-    rows = np.ascontiguousarray(matrix)
-    words = rows.view("<u8") if rows.shape[1] % 2 == 0 else rows.view("<u4").astype(np.uint64)
-    weights = _word_weights(words.shape[1])
-    mixed = words >> np.uint64(33)
-    mixed ^= words
-    with np.errstate(over="ignore"):
-        mixed *= _MIX
-        mixed ^= mixed >> np.uint64(33)
-        mixed *= weights
-        return mixed.sum(axis=1, dtype=np.uint64)
+    """schema.vector_digests with ``_word_weights``."""
+    return vector_digests(matrix, weights=_word_weights)
 
 
 def _vector_digests(column: pa.Array) -> np.ndarray:
@@ -290,22 +279,9 @@ def open_link(uri: str) -> Link:
         message = str(exc)
         raise DumpError(message if message.startswith(location.uri) else f"{location.uri}: {message}") from None
     dump = Dump(location, manifest)
-    for entry, problem in size_problems(dump):
+    for entry, problem in dump.size_problems():
         raise DumpError(f"{location.uri}: {entry.path} {problem}")
     return Link(uri, dump, hashlib.sha256(raw).hexdigest())
-
-
-def size_problems(dump: Dump) -> list[tuple[FileEntry, str]]:
-    """``Dump.size_problems`` for the part, deletes and digests files alike."""
-    sizes = dump.location.sizes()
-    problems = []
-    for entry in [*dump.manifest.files, *dump.manifest.deletes, *dump.manifest.digest_files]:
-        size = sizes.get(entry.path)
-        if size is None:
-            problems.append((entry, "listed in the manifest but missing"))
-        elif size != entry.bytes:
-            problems.append((entry, f"is {size} bytes, the manifest says {entry.bytes} (truncated or altered)"))
-    return problems
 
 
 def open_chain(uris: Sequence[str]) -> list[Link]:

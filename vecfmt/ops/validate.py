@@ -18,7 +18,6 @@ from vecfmt.ops.incremental import (
     open_chain,
     read_manifest,
     resolve_chain,
-    size_problems,
 )
 from vecfmt.reader import Dump
 from vecfmt.schema import (
@@ -63,7 +62,7 @@ def validate_dump(uri: str) -> list[Problem]:
         if not location.is_dir():
             raise  # nothing there to check is no invalid dump: the check could not run
         return [Problem(MANIFEST_NAME, None, str(exc))]
-    problems = [Problem(entry.path, None, message) for entry, message in size_problems(dump)]
+    problems = [Problem(entry.path, None, message) for entry, message in dump.size_problems()]
     problems.extend(_unlisted_parquet(uri, dump))
     broken = {p.file for p in problems}
     for namespace in dump.namespaces:
