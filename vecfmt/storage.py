@@ -179,26 +179,35 @@ class Location:
         self.fs.delete_file(self.path(relative))
 
 
+def exclusive_lock(path: str) -> IO[str] | None:
+    """An exclusive ``flock`` on ``path`` (made if missing), held by the returned open file until it is
+    closed, or None when another process holds it. The OS releases it when its process ends, so a killed
+    run leaves no stale lock (the empty file stays)."""
+    handle = open(path, "a")  # noqa: SIM115 (held until the caller closes it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def lock_for_writing(location: Location) -> IO[str] | None:
-    """One writer of a dump at a time on a local disk: an exclusive lock on ``.<folder>.vecfmt-lock`` beside
-    the dump folder, held by the returned open file until it is closed. Two runs writing one folder (two
+    """One writer of a dump at a time on a local disk: ``exclusive_lock`` on ``.<folder>.vecfmt-lock`` beside
+    the dump folder (None elsewhere: object stores have no such lock). Two runs writing one folder (two
     ``--resume`` of one interrupted export, say) would delete each other's files and commit a manifest
-    over files that are gone. The OS releases a flock when its process ends, so a killed run leaves no
-    stale lock (the empty file stays, outside the dump). Object stores have no such lock."""
+    over files that are gone."""
     if not location.local:
         return None
     parent, name = os.path.split(location.root.rstrip("/"))
     try:
         os.makedirs(parent or ".", exist_ok=True)
-        handle = open(os.path.join(parent or ".", f".{name}.vecfmt-lock"), "a")  # noqa: SIM115 (held until closed)
+        handle = exclusive_lock(os.path.join(parent or ".", f".{name}.vecfmt-lock"))
     except OSError as exc:
         raise DumpError(f"{location.uri}: cannot write there: {first_line(exc)}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
+    if handle is None:
         raise DumpError(f"{location.uri}: another vecfmt run is writing this dump; this one changed nothing: "
-                        "re-run it once the other is done") from None
+                        "re-run it once the other is done")
     return handle
 
 

@@ -109,7 +109,7 @@ def test_interrupted_import_resumes_without_duplicates_or_losses(tmp_path, ident
     a = str(tmp_path / "a")
     table = make_table(1000, 8)
     vecfmt.write_dump(a, table, options=vecfmt.ParquetOptions(max_file_rows=300))
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)  # commits after writes 2 and 4
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 200)  # commits after writes 2 and 4
     _stop_at_write(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         transfer.import_dump(a, lance(tmp_path), batch_size=100)
@@ -339,7 +339,7 @@ def test_interrupted_replace_keeps_the_old_table_and_resumes(tmp_path, identical
     _old_table(tmp_path)
     new = make_table(1000, 8, prefix="new-", document=True)
     vecfmt.write_dump(str(tmp_path / "new"), new, options=vecfmt.ParquetOptions(max_file_rows=300))
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 300)
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 300)
     _stop_at_write(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         transfer.import_dump(str(tmp_path / "new"), lance(tmp_path), if_exists="replace", batch_size=100)
@@ -392,7 +392,7 @@ def test_import_commits_large_pieces_and_compacts(tmp_path, identical):
 
 
 def test_finish_compacts_the_fragments_of_several_commits_and_keeps_every_version(tmp_path, monkeypatch):
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 5000)
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 5000)
     vecfmt.write_dump(str(tmp_path / "a"), make_table(20_000, 8))
     transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=1000)
     lance_table = lancedb.connect(str(tmp_path / "db")).open_table("items")
@@ -475,7 +475,7 @@ def _interrupted_import(tmp_path, monkeypatch, rows=1000) -> pa.Table:
     """An import of ``a`` stopped after its second commit (400 rows committed)."""
     table = make_table(rows, 8)
     vecfmt.write_dump(str(tmp_path / "a"), table, options=vecfmt.ParquetOptions(max_file_rows=300))
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)  # commits after writes 2 and 4
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 200)  # commits after writes 2 and 4
     _stop_at_write(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=100)
@@ -498,7 +498,7 @@ def test_resume_refuses_when_stopped_between_a_commit_and_its_progress_record(tm
     """The data commit landed, the record of it did not: the resume cannot tell that commit from another
     writer's, so it refuses rather than skip or duplicate rows."""
     vecfmt.write_dump(str(tmp_path / "a"), make_table(1000, 8), options=vecfmt.ParquetOptions(max_file_rows=300))
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 200)
     importer_cls = vecfmt.stores.lancedb.LanceDBImporter
     original = importer_cls._record_progress
     calls = {"n": 0}
@@ -599,7 +599,7 @@ def test_import_refuses_metadata_that_is_not_json_before_committing(tmp_path):
 
 
 def test_a_refused_import_keeps_the_rows_committed_before_and_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 200)
     bad = _dump_with_metadata(tmp_path, 550, '{"x": ')
     with pytest.raises(vecfmt.InvalidDataError, match=r"id 'id-550'.*the first 400 rows are in the target"):
         transfer.import_dump(bad, lance(tmp_path), batch_size=100)
@@ -635,7 +635,7 @@ def test_a_replace_overtaken_by_another_fails_clearly_and_the_table_holds_one_du
     _old_table(tmp_path, 100)
     vecfmt.write_dump(str(tmp_path / "x"), make_table(1000, 8, prefix="x-"))
     vecfmt.write_dump(str(tmp_path / "y"), make_table(700, 8, prefix="y-"))
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 200)
     # as on object storage, which has no lock (on a local folder the lock refuses Y outright: tested below)
     monkeypatch.setattr(vecfmt.stores.lancedb.importer, "_lock_table", lambda location, name: None)
     importer_cls = vecfmt.stores.lancedb.LanceDBImporter
@@ -675,7 +675,7 @@ def test_ctrl_c_while_lance_commits_keeps_the_commit_resumable(tmp_path, identic
     records it before it stops; --resume then goes on from there."""
     table = make_table(1000, 8)
     vecfmt.write_dump(str(tmp_path / "a"), table, options=vecfmt.ParquetOptions(max_file_rows=250))
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 500)
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 500)
     original_wait = vecfmt.stores.lancedb._StreamedCommit.wait
     calls = {"n": 0}
 
@@ -701,7 +701,7 @@ def test_a_corrupt_file_after_commits_says_what_the_target_holds(tmp_path, monke
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF
     part.write_bytes(bytes(data))
-    monkeypatch.setattr(vecfmt.stores.lancedb, "COMMIT_ROWS", 200)
+    monkeypatch.setattr("vecfmt.stores.lancedb.COMMIT_ROWS", 200)
     with pytest.raises(vecfmt.DumpError, match=r"part-00003.parquet is corrupt.*the first 600 rows of the dump "
                        r"are in the target, which is incomplete"):
         transfer.import_dump(str(tmp_path / "a"), lance(tmp_path), batch_size=100)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -12,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from vecfmt.errors import StoreError, first_line
-from vecfmt.storage import redact, scrub, secrets_of
+from vecfmt.storage import exclusive_lock, redact, scrub, secrets_of
 from vecfmt.stores.base import StoreURI, require_sdk
 
 SCHEME = "lancedb"
@@ -95,14 +94,11 @@ def _lock_table(location: str, name: str) -> IO[str] | None:
     folder = unquote(parts.path) if parts.scheme == "file" else location
     try:
         os.makedirs(folder, exist_ok=True)
-        handle = open(os.path.join(folder, f".{name}.vecfmt-lock"), "a")  # noqa: SIM115 (held until close())
+        handle = exclusive_lock(os.path.join(folder, f".{name}.vecfmt-lock"))
     except OSError as exc:
         raise StoreError(f"cannot open LanceDB database {folder}: {first_line(exc)}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
+    if handle is None:
         raise StoreError(f"another writer (a vecfmt import) is loading LanceDB table {name!r}; this run changed "
-                         "nothing: re-run it once the other is done") from None
+                         "nothing: re-run it once the other is done")
     return handle
 
