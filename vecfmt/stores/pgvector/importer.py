@@ -70,15 +70,6 @@ DEFAULT_PARALLEL = min(8, max(2, os.cpu_count() or 2))
 DEFAULT_LOCK_TIMEOUT = "5s"  # a lock held elsewhere stops the import with a clear error instead of a hang
 
 
-def _mode_of(pending: dict[str, Any]) -> IfExists:
-    """The if_exists an interrupted import ran with, from what its progress row says is still to do."""
-    if "staged" in pending:
-        return IfExists.REPLACE
-    if pending.get("primary_key"):
-        return IfExists.FAIL  # it created the table
-    return IfExists.UPSERT if pending.get("upsert") else IfExists.APPEND
-
-
 class PgvectorImporter:
     def __init__(self, uri: StoreURI) -> None:
         self.target = Target(uri)
@@ -248,10 +239,10 @@ class PgvectorImporter:
         staged_found = find_relation(conn, schema, staged) if staged else None
         if resume and progress is not None and (found is not None if staged is None else staged_found):
             was_partitioned = bool(progress["pending"].get("files"))
-            ran_as = _mode_of(progress["pending"])
-            if ran_as != if_exists:
+            ran_as = progress["pending"].get("if_exists")  # None: recorded by a vecfmt before this check
+            if ran_as is not None and ran_as != if_exists.value:
                 raise StoreError(f"pgvector {t.where}: the interrupted import of this dump into {self.key} ran with "
-                                 f"if_exists {ran_as.value}; resume it with the same (this run changed nothing)")
+                                 f"if_exists {ran_as}; resume it with the same (this run changed nothing)")
             if was_partitioned != self.partitioned:
                 how = "with" if was_partitioned else "without"
                 raise StoreError(f"pgvector {t.where}: the interrupted import of this dump into {self.key} loaded "
@@ -290,7 +281,7 @@ class PgvectorImporter:
             self.upsert = if_exists == IfExists.UPSERT
             if self.upsert:
                 check_unique_key(t, conn, self.plan, found[0])
-            self.pending = {"upsert": self.upsert}
+            self.pending = {"upsert": self.upsert, "if_exists": if_exists.value}
             if self.partitioned:
                 self.pending["files"] = True
             with conn.transaction():
@@ -299,7 +290,8 @@ class PgvectorImporter:
         else:
             self.plan = plan_new(t, conn, manifest, schema)
             self._comment = definitions_comment(manifest, self.plan)
-            self.pending = {"primary_key": True, "indexes": index_requests(t, self.plan, manifest)}
+            self.pending = {"primary_key": True, "indexes": index_requests(t, self.plan, manifest),
+                            "if_exists": if_exists.value}
             if self.partitioned:
                 self.pending["files"] = True
             if found is not None:  # replace: load beside the old table, swapped in by finish()
