@@ -179,11 +179,12 @@ class Location:
         self.fs.delete_file(self.path(relative))
 
 
-def exclusive_lock(path: str) -> IO[str] | None:
-    """An exclusive ``flock`` on ``path`` (made if missing), held by the returned open file until it is
-    closed, or None when another process holds it. The OS releases it when its process ends, so a killed
-    run leaves no stale lock (the empty file stays)."""
-    handle = open(path, "a")  # noqa: SIM115 (held until the caller closes it)
+def exclusive_lock(folder: str, name: str) -> IO[str] | None:
+    """An exclusive ``flock`` on ``<folder>/.<name>.vecfmt-lock`` (the folder and file made if missing), held
+    by the returned open file until it is closed, or None when another process holds it. The OS releases
+    it when its process ends, so a killed run leaves no stale lock (the empty file stays)."""
+    os.makedirs(folder, exist_ok=True)
+    handle = open(os.path.join(folder, f".{name}.vecfmt-lock"), "a")  # noqa: SIM115 (held until the caller closes it)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -201,8 +202,7 @@ def lock_for_writing(location: Location) -> IO[str] | None:
         return None
     parent, name = os.path.split(location.root.rstrip("/"))
     try:
-        os.makedirs(parent or ".", exist_ok=True)
-        handle = exclusive_lock(os.path.join(parent or ".", f".{name}.vecfmt-lock"))
+        handle = exclusive_lock(parent or ".", name)
     except OSError as exc:
         raise DumpError(f"{location.uri}: cannot write there: {first_line(exc)}") from None
     if handle is None:

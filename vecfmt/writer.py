@@ -198,8 +198,7 @@ class PartWriter:
     def wait(self) -> None:
         """Return once everything handed over is written, raising the first error of a thread."""
         while self._in_flight:
-            self._in_flight[0][1].result()  # kept until it succeeds: abort() must still wait for it after a Ctrl-C
-            self._in_flight.pop(0)
+            self._wait_oldest()
         for index in sorted(self._finished):
             self.files.append(self._finished.pop(index))
 
@@ -268,10 +267,13 @@ class PartWriter:
         while self._in_flight and (
             len(self._in_flight) >= ENCODING_THREADS or any(f is file for f, _ in self._in_flight)
         ):
-            self._in_flight[0][1].result()
-            self._in_flight.pop(0)
+            self._wait_oldest()
         job = _parquet_threads.submit(self._write_on_thread, file, table, close_file)
         self._in_flight.append((file, job))
+
+    def _wait_oldest(self) -> None:
+        self._in_flight[0][1].result()  # kept until it succeeds: abort() must still wait for it after a Ctrl-C
+        self._in_flight.pop(0)
 
     def _write_on_thread(self, file: _OpenFile, table: pa.Table | None, close_file: bool) -> None:
         if table is not None:

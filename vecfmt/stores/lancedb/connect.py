@@ -93,8 +93,7 @@ def _lock_table(location: str, name: str) -> IO[str] | None:
         return None
     folder = unquote(parts.path) if parts.scheme == "file" else location
     try:
-        os.makedirs(folder, exist_ok=True)
-        handle = exclusive_lock(os.path.join(folder, f".{name}.vecfmt-lock"))
+        handle = exclusive_lock(folder, name)
     except OSError as exc:
         raise StoreError(f"cannot open LanceDB database {folder}: {first_line(exc)}") from None
     if handle is None:
