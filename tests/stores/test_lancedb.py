@@ -824,3 +824,11 @@ def test_append_reorders_columns_and_refuses_nulls_the_table_does_not_accept(tmp
     db.create_table("strict", schema=strict)
     with pytest.raises(StoreError, match="rows of the dump do not fit LanceDB table 'strict'"):
         transfer.import_dump(str(tmp_path / "a"), lance(tmp_path, "strict"), if_exists="append")
+
+
+@pytest.mark.parametrize("spelling", ["{path}", "file://{path}"])
+def test_export_from_a_missing_database_folder_creates_nothing(tmp_path, spelling):
+    missing = tmp_path / "no" / "such-db"
+    run = vecfmt_cli("export", f"lancedb://{spelling.format(path=missing)}?table=t", str(tmp_path / "dump"))
+    assert_one_clear_error(run, "does not exist")
+    assert not (tmp_path / "no").exists() and not (tmp_path / "dump").exists()

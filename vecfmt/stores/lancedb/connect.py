@@ -24,12 +24,17 @@ DISTANCE_TYPES = {"cosine": "cosine", "dot": "dot", "euclidean": "l2", "hamming"
 _RUST_LOCATION = re.compile(r",?\s*/\S+\.rs:\d+:\d+")
 
 
-def _connect(uri: StoreURI) -> Any:
+def _connect(uri: StoreURI, *, must_exist: bool = False) -> Any:
+    """Open the database; with ``must_exist`` (a reader), a local folder that is not there is an error:
+    ``lancedb.connect`` would create it, leaving an empty folder behind a failed export."""
     uri.check_options({"table", "vector", "id", "metric", "namespace_column",  # the options this module reads
                        "index", "index_min_rows", "num_partitions", "num_sub_vectors"})
     lancedb = require_sdk("lancedb", SCHEME)
     if not uri.location:
         raise StoreError(f"{uri} names no database folder (lancedb://PATH?table=NAME)")
+    local = _local_path(uri.location)
+    if must_exist and local is not None and not os.path.isdir(local):
+        raise StoreError(f"LanceDB database folder {redact(uri.location)} does not exist")
     try:
         return lancedb.connect(uri.location)
     except Exception as exc:
@@ -48,16 +53,22 @@ def _identity(uri: StoreURI, table: str) -> tuple[str, str, str]:
     return (SCHEME, _resolved(uri.location), table)
 
 
-def _resolved(location: str) -> str:
-    """A local folder as its real path, in every spelling LanceDB opens as that folder (a plain path or a
-    ``file://`` URI with no host: LanceDB takes ``file://HOST/...`` for another place); any other URI as
-    written, credentials removed."""
+def _local_path(location: str) -> str | None:
+    """A local folder's real path, in every spelling LanceDB opens as that folder (a plain path or a
+    ``file://`` URI with no host: LanceDB takes ``file://HOST/...`` for another place); None for any other
+    URI."""
     if "://" not in location:
         return os.path.realpath(location)
     parts = urlsplit(location)
     if parts.scheme.lower() == "file" and not parts.netloc:
         return os.path.realpath(unquote(parts.path))
-    return redact(location)
+    return None
+
+
+def _resolved(location: str) -> str:
+    """A local folder as its real path; any other URI as written, credentials removed."""
+    local = _local_path(location)
+    return local if local is not None else redact(location)
 
 
 def _lance_message(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:

@@ -35,7 +35,7 @@ class LanceDBExporter:
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri
         self.name = uri.require("table")
-        db = _connect(uri)
+        db = _connect(uri, must_exist=True)
         if self.name not in _table_names(db):
             raise StoreError(f"LanceDB table {self.name!r} does not exist in {redact(uri.location)}")
         self.table = db.open_table(self.name)
