@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ from tests.servers.weaviate import WEAVIATE_TEST_KEY
 from vecfmt import transfer
 from vecfmt.errors import StoreError
 from vecfmt.ops.diff import diff_dumps
-from vecfmt.stores.base import open_exporter, open_importer
+from vecfmt.parallel import export_partitioned
+from vecfmt.stores.base import Slice, open_exporter, open_importer
 from vecfmt.stores.weaviate.catalog import ID_NAMESPACE, object_uuid
 
 
@@ -328,3 +330,92 @@ def test_api_key_from_the_environment_never_shows(tmp_path, weaviate_auth_server
 def test_importer_without_a_collection_option_is_one_line():
     with pytest.raises(StoreError, match="needs the option collection"):
         open_importer("weaviate://127.0.0.1:1")
+
+
+# --- slices: ranges of the UUID space ------------------------------------------------------------------
+
+UUID_SPACE = 1 << 128
+
+
+def spread_uuids(n: int, cuts: int, *, seed: int = 5) -> list[str]:
+    """``n`` UUIDs over the whole space: the smallest and largest, each cut between ``cuts`` equal ranges and
+    its two neighbours, the rest at random."""
+    edges = {0, UUID_SPACE - 1}
+    for i in range(1, cuts):
+        cut = UUID_SPACE * i // cuts
+        edges |= {cut - 1, cut, cut + 1}
+    rng = random.Random(seed)
+    values = sorted(edges) + [rng.getrandbits(128) for _ in range(n - len(edges))]
+    return [str(uuid.UUID(int=v)) for v in values]
+
+
+def read_slice(exporter, part: Slice, *, batch_size: int = 100, resume: str | None = None) -> list:
+    return list(exporter.batches(part, batch_size=batch_size, resume=resume))
+
+
+def table_of(chunks: list) -> pa.Table:
+    return pa.Table.from_batches([c.batch for c in chunks])
+
+
+def test_slices_split_the_uuid_space_and_cover_every_object_once(tmp_path, weaviate_server, collection_name,
+                                                                 monkeypatch):  # fmt: skip
+    ids = [*spread_uuids(320, 16), "plain", "über id"]  # the last two map to UUIDv5 objects
+    table = make_table(len(ids), 8).set_column(0, "id", pa.array(ids, pa.string()))
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    uri = weaviate_server.uri(collection_name, page=7)  # small pages: slice ends fall inside pages
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    exporter = open_exporter(uri)
+    try:
+        exporter.describe()
+        assert exporter.slices("") == [Slice("")]  # 322 objects: one slice
+        whole = table_of(read_slice(exporter, Slice("")))
+        monkeypatch.setattr("vecfmt.stores.weaviate.exporter.SLICE_ROWS", 20)
+        parts = exporter.slices("")
+        assert [json.loads(json.dumps(p.key)) for p in parts] == [p.key for p in parts]  # job state keeps them
+        starts = [p.key["uuids"][0] for p in parts]
+        assert starts == [None, *(f"{i:x}0000000-0000-0000-0000-000000000000" for i in range(1, 16))]
+        assert [p.key["uuids"][1] for p in parts] == [*starts[1:], None]
+        tables = [table_of(read_slice(exporter, p, batch_size=7)) for p in parts]
+        # each object in its own slice, by its object UUID (ids that are not UUIDs are found by theirs)
+        for part, got in zip(parts, tables, strict=True):
+            low, high = (uuid.UUID(b).int if b else None for b in part.key["uuids"])
+            for record_id in got.column("id").to_pylist():
+                held = uuid.UUID(object_uuid(record_id)[0]).int
+                assert (low is None or held >= low) and (high is None or held < high), (record_id, part.key)
+        assert [t.num_rows for t in tables].count(0) == 0 and sum(t.num_rows for t in tables) == len(ids)
+        assert_identical(pa.concat_tables(tables), whole)
+        assert_identical(whole, table)
+        # a resume token continues inside its slice and stops at the slice's end
+        part = parts[5]
+        chunks = read_slice(exporter, part, batch_size=7)
+        assert len(chunks) >= 3
+        rest = read_slice(exporter, part, batch_size=7, resume=chunks[1].resume_token)
+        assert table_of(rest).column("id").to_pylist() == table_of(chunks[2:]).column("id").to_pylist()
+    finally:
+        exporter.close()
+    # an export read slice by slice is the same dump as one read whole
+    transfer.export(uri, str(tmp_path / "split"))
+    monkeypatch.undo()
+    transfer.export(uri, str(tmp_path / "whole"))
+    assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
+    assert_identical(vecfmt.open_dump(str(tmp_path / "split")).table(""), table)
+
+
+def test_partitioned_export_of_split_tenants_equals_a_single_process_one(tmp_path, weaviate_server, collection_name,
+                                                                        monkeypatch):  # fmt: skip
+    tables = {}
+    for seed, ns in enumerate(["", "acme"]):
+        ids = spread_uuids(160, 4, seed=seed)
+        tables[ns] = make_table(len(ids), 8, seed=seed).set_column(0, "id", pa.array(ids, pa.string()))
+    write_namespaced(str(tmp_path / "a"), tables)
+    uri = weaviate_server.uri(collection_name, page=25)
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    transfer.export(uri, str(tmp_path / "single"))
+    # 160 objects a tenant, 40 a slice: four slices each (the workers read the keys the plan gives them)
+    monkeypatch.setattr("vecfmt.stores.weaviate.exporter.SLICE_ROWS", 40)
+    manifest = export_partitioned(uri, str(tmp_path / "parts"), workers=2)
+    assert len(manifest.files) >= 8  # every partition wrote its own part files
+    assert diff_dumps(str(tmp_path / "single"), str(tmp_path / "parts")).identical
+    dump = vecfmt.open_dump(str(tmp_path / "parts"))
+    for ns, table in tables.items():
+        assert_identical(dump.table(ns), table)

@@ -1,10 +1,20 @@
 """Export: every tenant (or the collection) through the cursor API (``after`` the last UUID) over gRPC,
 one page fetched while the previous one is converted. Vectors arrive as float32 bytes and are joined into
-one NumPy matrix per page; properties become metadata. Resume token: the last UUID handed out."""
+one NumPy matrix per page; properties become metadata. Resume token: the last UUID handed out.
+
+Slices: a big tenant splits into ranges of the UUID space. Weaviate's cursor walks a shard's objects bucket,
+keyed by the UUID's 16 bytes, in byte order (the order of the canonical lowercase text), and ``after`` need
+not name an object: it seeks to the first key above it (``Shard.cursorObjectList``: ``Seek``, then one step
+on an exact match). So a range ``[start, end)`` is read from ``after = start - 1`` and stops at the first UUID
+at or past ``end``; the first range is open at the start and the last at the end, so every UUID there can be
+is in exactly one range."""
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -20,6 +30,14 @@ from vecfmt.stores.weaviate import schema
 from vecfmt.stores.weaviate.catalog import decode, namespace_of, tenant_of
 from vecfmt.stores.weaviate.connect import SCHEME, Target, proto
 from vecfmt.stores.weaviate.search import identity, nearest
+
+# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), and a tenant of
+# more than SLICE_ROWS objects splits into at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that
+# smaller collections too spread over a machine's workers: pgvector's rule (stores import no other store).
+SLICE_BYTES = 64 << 20
+SLICE_ROWS = 10_000
+SPREAD_SLICES = 16
+UUID_SPACE = 1 << 128
 
 
 class WeaviateExporter:
@@ -40,6 +58,7 @@ class WeaviateExporter:
         self.tenants = schema.tenants(t) if found.multi_tenant else []
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vecfmt-weaviate-page")
         self.dims: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
         # The primary vector first, then the others in the collection's order.
         self.order = [self.primary, *(n for n in found.vectors if n != self.primary)]
         self.columns = {name: vector_column(name or "default", i == 0) for i, name in enumerate(self.order)}
@@ -51,6 +70,7 @@ class WeaviateExporter:
         c = self.collection
         names = [namespace_of(x) for x in self.tenants] if c.multi_tenant else [""]
         counts = {n: self._count(n) for n in names}
+        self.counts.update(counts)
         self._dimensions([n for n in names if counts[n]])
         vectors = [VectorSpec(name or "default", self.columns[name], self.dims[name], c.vectors[name])
                    for name in self.order]  # fmt: skip
@@ -86,7 +106,18 @@ class WeaviateExporter:
                              "unknown; nothing to export")
 
     def slices(self, namespace: str) -> list[Slice]:
-        return [Slice(namespace)]
+        """Equal ranges of the UUID space (``{"uuids": [start, end]}``, canonical text, the first start and the
+        last end None: open), as many as the tenant's size asks for; one slice for a tenant that fits one.
+        UUIDs Weaviate makes (v4) and vecfmt's (v5) are spread evenly; ids crowded into one part of the space
+        (sequential UUIDs) give uneven slices, never a missed or doubled object."""
+        rows = self.counts[namespace] if namespace in self.counts else self._count(namespace)
+        row_bytes = 64 + sum(4 + 4 * dim for dim in self.dims.values())
+        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        if count <= 1:
+            return [Slice(namespace)]
+        starts: list[str | None] = [None, *(str(uuid.UUID(int=UUID_SPACE * i // count)) for i in range(1, count))]
+        ends = [*starts[1:], None]
+        return [Slice(namespace, {"uuids": [start, end]}) for start, end in zip(starts, ends, strict=True)]
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -111,18 +142,27 @@ class WeaviateExporter:
         return out
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
-        state = json.loads(resume) if resume else {"after": None, "rows": 0}
+        if len(self.dims) < len(self.order):  # a partitioned export's worker reads without describe()
+            others = [namespace_of(x) for x in self.tenants] if self.collection.multi_tenant else []
+            self._dimensions([part.namespace, *(n for n in others if n != part.namespace)])
+        start, end = _bounds(part)
+        state = json.loads(resume) if resume else {"after": _before(start), "rows": 0}
         after, rows = state["after"], int(state["rows"])
         limit = min(batch_size, self.target.page)
         pending: Future[Any] | None = self.pool.submit(self._page, part.namespace, after, limit)
         while pending is not None:
             reply = pending.result()
             results = reply.results
+            more = len(results) == limit
+            if end is not None and results and uuid.UUID(results[-1].metadata.id).int >= end:
+                # The page runs past the slice's end (ids come in order): keep what is before it, and stop.
+                results = results[:bisect.bisect_left(results, end, key=lambda r: uuid.UUID(r.metadata.id).int)]
+                more = False
             if not results:
                 break
             after = results[-1].metadata.id
             # The next page needs only the last UUID: fetch it while this one is converted.
-            pending = self.pool.submit(self._page, part.namespace, after, limit) if len(results) == limit else None
+            pending = self.pool.submit(self._page, part.namespace, after, limit) if more else None
             batch = self._batch(results)
             rows += batch.num_rows
             yield Chunk(batch, json.dumps({"after": after, "rows": rows}))
@@ -181,3 +221,19 @@ class WeaviateExporter:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.target.close()
+
+
+def _bounds(part: Slice) -> tuple[int | None, int | None]:
+    """A slice's ``[start, end)`` as 128-bit integers (None: open); the whole space for an unsplit slice."""
+    if part.key is None:
+        return None, None
+    try:
+        start, end = part.key["uuids"]
+        return (None if start is None else uuid.UUID(start).int), (None if end is None else uuid.UUID(end).int)
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(f"weaviate: {json.dumps(part.key)} is not a slice of this store") from None
+
+
+def _before(start: int | None) -> str | None:
+    """The cursor's ``after`` that reads from ``start`` on (the UUID just below it; None: from the first)."""
+    return None if not start else str(uuid.UUID(int=start - 1))
