@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -30,9 +31,10 @@ from tests.helpers import (
 )
 from vecfmt import transfer
 from vecfmt.errors import InvalidDataError, StoreError
+from vecfmt.ops.diff import diff_dumps
 from vecfmt.schema import vectors_array
-from vecfmt.stores.base import IfExists, StoreURI, open_exporter, open_importer
-from vecfmt.stores.qdrant.ids import ID_KEY, ID_NAMESPACE, NAMESPACE_KEY, point_id
+from vecfmt.stores.base import IfExists, Slice, StoreURI, open_exporter, open_importer
+from vecfmt.stores.qdrant.ids import ID_KEY, ID_NAMESPACE, NAMESPACE_KEY, point_id, point_order
 
 ODD_IDS = ["0", "42", "007", "-1", "18446744073709551615", "18446744073709551616", "über/ß 1", "名前", "",
            str(uuid.UUID(int=7)), str(uuid.UUID(int=0xABC)).upper(), "1.5", " 3"]  # fmt: skip
@@ -658,3 +660,92 @@ def test_abort_keeps_a_collection_it_created_once_another_writer_put_points_in_i
             importer.close()
     assert collections(tmp_path / "db") == ({"fresh"}, {})
     assert [p.get("by") for p in points(tmp_path / "db", "fresh").values()] == ["other"]
+
+
+# --- slices: ranges of point ids -----------------------------------------------------------------------
+
+UUID_MAX = str(uuid.UUID(int=(1 << 128) - 1))
+
+
+def edge_point_ids(n: int) -> list[str]:
+    """Dump ids that become point ids over both of Qdrant's id kinds: 0, small and the largest integers,
+    the smallest and largest UUIDs, random UUIDs, and ids that map to UUIDv5 points."""
+    rng = random.Random(3)
+    fixed = ["0", "1", "2", "9", "10", str(2**63), str(2**64 - 2), str(2**64 - 1), str(uuid.UUID(int=0)),
+             str(uuid.UUID(int=1)), UUID_MAX, "plain", "über/ß"]  # fmt: skip
+    ints = [str(rng.getrandbits(64)) for _ in range((n - len(fixed)) // 2)]
+    uuids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(n - len(fixed) - len(ints))]
+    return fixed + ints + uuids
+
+
+def read_slice(exporter, part, *, batch_size: int = 100, resume: str | None = None) -> list:
+    return list(exporter.batches(part, batch_size=batch_size, resume=resume))
+
+
+def table_of(chunks: list) -> pa.Table:
+    return pa.Table.from_batches([c.batch for c in chunks])
+
+
+def test_slices_split_point_ids_and_cover_every_point_once(tmp_path, monkeypatch):
+    ids = edge_point_ids(300)
+    tables = {"": make_table(len(ids), 4).set_column(0, "id", pa.array(ids, pa.string())),
+              "acme": make_table(120, 4, seed=1)}  # every point of a namespace has a UUIDv5 id
+    write_namespaced(str(tmp_path / "a"), tables, metric="dot")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    exporter = open_exporter(uri)
+    try:
+        exporter.describe()
+        monkeypatch.setattr("vecfmt.stores.qdrant.exporter.SLICE_ROWS", 30)
+        assert exporter.slices("") == [Slice("")]  # local mode: one process, one slice
+        monkeypatch.setattr("vecfmt.stores.qdrant.exporter.SPLIT_LOCAL", True)
+        for ns, table in tables.items():
+            parts = exporter.slices(ns)
+            assert len(parts) >= (8 if ns == "" else 3)  # about rows / 30, from a random sample
+            assert [json.loads(json.dumps(p.key)) for p in parts] == [p.key for p in parts]
+            starts, ends = [p.key["points"][0] for p in parts], [p.key["points"][1] for p in parts]
+            assert starts[0] is None and ends[-1] is None and ends[:-1] == starts[1:]
+            order = [point_order(c) for c in starts[1:]]
+            assert order == sorted(order) and len(set(order)) == len(order)
+            if ns == "":
+                assert any(isinstance(c, int) for c in starts[1:]) and any(isinstance(c, str) for c in starts[1:])
+            got = [table_of(read_slice(exporter, p, batch_size=7)) for p in parts]
+            for part, part_table in zip(parts, got, strict=True):
+                low, high = (None if b is None else point_order(b) for b in part.key["points"])
+                for record_id in part_table.column("id").to_pylist():
+                    held = point_order(point_id(record_id, ns)[0])
+                    assert (low is None or held >= low) and (high is None or held < high), (record_id, part.key)
+            whole = table_of(read_slice(exporter, Slice(ns)))
+            assert_tables_identical(by_id(pa.concat_tables(got)), by_id(whole))
+            assert_tables_identical(by_id(whole), by_id(table))
+        # a resume token continues inside its slice and stops at the slice's end
+        part = max(exporter.slices(""), key=lambda p: len(table_of(read_slice(exporter, p))))
+        chunks = read_slice(exporter, part, batch_size=7)
+        assert len(chunks) >= 3
+        rest = read_slice(exporter, part, batch_size=7, resume=chunks[1].resume_token)
+        assert table_of(rest).column("id").to_pylist() == table_of(chunks[2:]).column("id").to_pylist()
+        assert read_slice(exporter, part, batch_size=7, resume=chunks[-1].resume_token) == []
+    finally:
+        exporter.close()
+    # an export read slice by slice is the same dump as one read whole
+    transfer.export(uri, str(tmp_path / "split"))
+    monkeypatch.undo()
+    transfer.export(uri, str(tmp_path / "whole"))
+    assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
+
+
+def test_export_with_workers_on_local_mode_is_one_clear_line(tmp_path):
+    """Local mode locks its folder to one process, and the job's own process holds it: a second worker is
+    refused at once (not retried), naming what to do."""
+    tables = {ns: make_table(20, 4, seed=s) for s, ns in enumerate(["a", "b"])}  # two partitions
+    write_namespaced(str(tmp_path / "a"), tables, metric="dot")
+    uri = q(tmp_path / "db")
+    transfer.import_dump(str(tmp_path / "a"), uri)
+    run = vecfmt_cli("export", uri, str(tmp_path / "b"), "--workers", "2")
+    assert_one_clear_error(run, "open in another process", "--workers", "not retried")
+    assert "retries)" not in run.stderr  # refused at once
+    run = vecfmt_cli("export", uri, str(tmp_path / "b"), "--workers", "1", "--resume")  # the same job, one process
+    assert run.code == 0, run.stderr
+    dump = vecfmt.open_dump(str(tmp_path / "b"))
+    for ns, table in tables.items():
+        assert_tables_identical(by_id(dump.table(ns)), by_id(table))

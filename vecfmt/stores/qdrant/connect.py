@@ -144,17 +144,23 @@ class Target:
             if held is not None:
                 held[1] += 1
                 return held[0]
+            locked = False
             try:
                 # One writer thread at a time uses it (the pool of AcknowledgedWrites), so SQLite's same-thread
                 # check may go: the connection is made here and used there.
                 client = qdrant_client.QdrantClient(path=self.path, force_disable_check_same_thread=True)
             except RuntimeError as exc:
-                if "already accessed" in str(exc):
-                    raise StoreError(f"{self.label}: the folder is open in another process (local mode locks it; "
-                                     "use a Qdrant server for concurrent access)") from None
-                raise self.fail("cannot open the folder", exc) from None
+                if "already accessed" not in str(exc):
+                    raise self.fail("cannot open the folder", exc) from None
+                locked = True
             except (ValueError, OSError) as exc:
                 raise self.fail("cannot open the folder", exc) from None
+            if locked:
+                # Raised here, without the lock's OSError in its chain: a partitioned export's worker is refused
+                # at once rather than retried, since the job's own process holds the folder until it ends.
+                raise StoreError(f"{self.label}: the folder is open in another process (local mode locks it: one "
+                                 "process at a time, so no export with --workers above 1; use a Qdrant server for "
+                                 "concurrent access)")
             _local_clients[self.path] = [client, 1]
             return client
 

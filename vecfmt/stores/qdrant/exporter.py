@@ -1,10 +1,20 @@
 """Export: ``scroll`` with ``with_vectors=True`` page by page (the next page fetched while the previous one is
-converted), one namespace at a time. Resume token: the next page's offset (a point id) as Qdrant returns it."""
+converted), one namespace at a time. Resume token: the next page's offset (a point id) as Qdrant returns it.
+
+Slices: a big namespace on a server splits into ranges of point ids. A scroll walks points in id order (integers,
+then UUIDs by their bytes: ``ids.point_order``) from ``offset``, which is inclusive and need not name a point;
+a range ``[start, end)`` is scrolled from ``start`` and stops at the first id at or past ``end``. The cuts are
+quantiles of a random sample of the namespace's ids (``Sample.RANDOM``, Qdrant 1.11), so integer and UUID ids
+alike split into slices of about equal size; the first range is open at the start and the last at the end, so
+every point is in exactly one, whatever the sample."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
+import logging
+import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -19,10 +29,24 @@ from vecfmt.stores.base import Chunk, Description, Slice, StoreURI
 from vecfmt.stores.qdrant import catalog
 from vecfmt.stores.qdrant.catalog import DEFAULT_VECTOR, FROM_QDRANT, UNNAMED, namespace_filter
 from vecfmt.stores.qdrant.connect import SCHEME, Target
-from vecfmt.stores.qdrant.ids import ID_KEY, NAMESPACE_KEY, record_id
+from vecfmt.stores.qdrant.ids import ID_KEY, NAMESPACE_KEY, point_order, record_id
 from vecfmt.stores.qdrant.search import nearest
 
 MAX_NAMESPACES = 100_000
+# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), and a namespace
+# of more than SLICE_ROWS points splits into at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that
+# smaller collections too spread over a machine's workers: pgvector's rule (stores import no other store).
+SLICE_BYTES = 64 << 20
+SLICE_ROWS = 10_000
+SPREAD_SLICES = 16
+# Ids sampled per slice to place the cuts (the sample is one request without payloads or vectors).
+SAMPLES_PER_SLICE = 64
+MAX_SAMPLES = 10_000
+# Local mode is one process (its folder is locked): a partitioned export's workers could not open it, and one
+# process reading ranges one after another only pays more scroll requests (each sorts every id). So it keeps
+# one slice per namespace; tests turn this on to read local mode's ranges.
+SPLIT_LOCAL = False
+log = logging.getLogger("vecfmt.qdrant")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # json.dumps builds one per call otherwise
 
 
@@ -57,6 +81,7 @@ class QdrantExporter:
         self.order = ([self.primary] if self.primary is not None else []) + [n for n in c.dense if n != self.primary]
         self.columns = {n: vector_column(n or DEFAULT_VECTOR, i == 0) for i, n in enumerate(self.order)}
         self.namespaced: bool | None = None  # known once the namespaces are counted
+        self.counts: dict[str, int | None] = {}
 
     def identity(self) -> tuple[str, ...]:
         return self.target.identity()
@@ -144,6 +169,7 @@ class QdrantExporter:
         self.namespaced = bool(others)
         out: dict[str, int | None] = {"": default} if default or not others else {}
         out.update(sorted(others.items()))
+        self.counts = out
         return out
 
     def _namespaced(self) -> bool:
@@ -153,7 +179,44 @@ class QdrantExporter:
         return bool(self.namespaced)
 
     def slices(self, namespace: str) -> list[Slice]:
-        return [Slice(namespace)]
+        """Ranges of point ids (``{"points": [start, end]}``: an integer or a UUID, the first start and the last
+        end None: open), as many as the namespace's size asks for; one slice for a namespace that fits one, in
+        local mode (``SPLIT_LOCAL``), or when the server cannot sample."""
+        if self.target.local and not SPLIT_LOCAL:
+            return [Slice(namespace)]
+        if namespace not in self.counts:
+            self._namespaces()
+        rows = self.counts.get(namespace) or 0
+        row_bytes = 64 + sum(4 + 4 * self.collection.dense[n]["size"] for n in self.order)
+        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        if count <= 1:
+            return [Slice(namespace)]
+        cuts = self._cuts(namespace, count)
+        starts: list[int | str | None] = [None, *cuts]
+        ends = [*cuts, None]
+        return [Slice(namespace, {"points": [start, end]}) for start, end in zip(starts, ends, strict=True)]
+
+    def _cuts(self, namespace: str, count: int) -> list[int | str]:
+        """Up to ``count - 1`` point ids, ascending, that cut a random sample of the namespace's ids into
+        ``count`` parts of about equal size (fewer when the sample is small or holds few distinct ids)."""
+        from qdrant_client import models
+
+        t = self.target
+        sample = min(MAX_SAMPLES, count * SAMPLES_PER_SLICE)
+        try:
+            with t.errors("cannot sample point ids"):
+                hits = t.client().query_points(self.real, query=models.SampleQuery(sample=models.Sample.RANDOM),
+                                               query_filter=self._filter(namespace), limit=sample,
+                                               with_payload=False, with_vectors=False).points  # fmt: skip
+        except StoreError as exc:  # a server before 1.11: the namespace is read whole, in one slice
+            log.info("%s; namespace %r is exported as one slice", exc, namespace)
+            return []
+        ids = sorted({h.id for h in hits}, key=point_order)  # one id per point: a per-point key is forced
+        picked = {ids[len(ids) * i // count] for i in range(1, count)} - {ids[0]} if ids else set()
+        return sorted(picked, key=point_order)
+
+    def _filter(self, namespace: str) -> Any:
+        return namespace_filter(namespace) if self._namespaced() or namespace else None
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -164,15 +227,23 @@ class QdrantExporter:
                                      with_payload=True, with_vectors=True)  # fmt: skip
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
-        state = json.loads(resume) if resume else {"offset": None, "rows": 0, "done": False}
+        start, end = _bounds(part)
+        state = json.loads(resume) if resume else {"offset": start, "rows": 0, "done": False}
         if state.get("done"):
             return
         offset, rows = state["offset"], int(state["rows"])
         limit = min(batch_size, self.target.page)
-        query_filter = namespace_filter(part.namespace) if self._namespaced() or part.namespace else None
+        query_filter = self._filter(part.namespace)
+        stop = None if end is None else point_order(end)
         pending: Future[Any] | None = self.pool.submit(self._page, query_filter, offset, limit)
         while pending is not None:
             records, offset = pending.result()
+            if stop is not None and (offset is None or point_order(offset) >= stop):
+                # The page reaches the slice's end or the namespace's (ids come in order): keep what is before
+                # the slice's end, and stop.
+                if records and point_order(records[-1].id) >= stop:
+                    records = records[:bisect.bisect_left(records, stop, key=lambda r: point_order(r.id))]
+                offset = None
             # The next page needs only the offset Qdrant returned: fetch it while this one is converted.
             pending = self.pool.submit(self._page, query_filter, offset, limit) if offset is not None else None
             if not records:
@@ -258,6 +329,20 @@ class QdrantExporter:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.target.close()
+
+
+def _bounds(part: Slice) -> tuple[int | str | None, int | str | None]:
+    """A slice's ``[start, end)`` point ids (None: open); the whole namespace for an unsplit slice."""
+    if part.key is None:
+        return None, None
+    try:
+        start, end = part.key["points"]
+        for bound in (start, end):
+            if bound is not None:
+                point_order(bound)  # an integer or a UUID
+        return start, end
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise StoreError(f"qdrant: {json.dumps(part.key)} is not a slice of this store") from None
 
 
 def _encodes(payload: dict[str, Any]) -> bool:

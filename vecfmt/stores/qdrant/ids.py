@@ -39,6 +39,12 @@ def point_id(record_id: str, namespace: str = "") -> tuple[int | str, bool]:
     return str(uuid.uuid5(ID_NAMESPACE, record_id)), True
 
 
+def point_order(point: int | str) -> tuple[int, int]:
+    """Where a point id sorts in a scroll: integers first, then UUIDs by their 128 bits (the server's
+    ``ExtendedPointId`` order, and the local mode's: ``("", n)`` before the canonical UUID text)."""
+    return (0, point) if isinstance(point, int) else (1, uuid.UUID(point).int)
+
+
 def record_id(point: int | str, payload: dict[str, object]) -> str:
     """The dump id of a point: its ``ID_KEY`` when it has a text one, else the point id as text."""
     original = payload.pop(ID_KEY, None)
