@@ -31,7 +31,7 @@ from vecfmt import transfer
 from vecfmt.errors import StoreError
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.schema import vectors_array
-from vecfmt.stores.base import open_exporter, open_importer
+from vecfmt.stores.base import Slice, open_exporter, open_importer
 from vecfmt.stores.milvus.catalog import dense_matrix, narrow
 
 
@@ -656,3 +656,131 @@ def test_abort_keeps_a_collection_it_created_once_another_writer_put_rows_in_it(
         assert [r["id"] for r in c.query("fresh", filter="", output_fields=["id"], limit=10)] == ["by-other"]
     finally:
         release(db, c)
+
+
+# --- slices: primary-key ranges ------------------------------------------------------------------------
+
+
+def read_slice(exporter, part, *, batch_size: int = 100, resume: str | None = None) -> list:
+    return list(exporter.batches(part, batch_size=batch_size, resume=resume))
+
+
+def table_of(chunks: list) -> pa.Table:
+    return pa.Table.from_batches([c.batch for c in chunks])
+
+
+def assert_slices_cover_once(exporter, namespace: str, want: pa.Table, key_of, *, at_least: int) -> list:
+    """The namespace's slices: JSON keys, ranges open at both ends and ascending, each row read in the one
+    slice whose range holds its key, and together every row once, as one whole read gives them."""
+    parts = exporter.slices(namespace)
+    assert len(parts) >= at_least
+    assert [json.loads(json.dumps(p.key)) for p in parts] == [p.key for p in parts]  # the job state keeps them
+    starts, ends = [p.key["pk"][0] for p in parts], [p.key["pk"][1] for p in parts]
+    assert starts[0] is None and ends[-1] is None and ends[:-1] == starts[1:] and starts[1:] == sorted(starts[1:])
+    tables = [table_of(read_slice(exporter, p, batch_size=7)) for p in parts]
+    for (low, high), got in zip(zip(starts, ends, strict=True), tables, strict=True):
+        assert got.num_rows > 0
+        for record_id in got.column("id").to_pylist():
+            key = key_of(record_id)
+            assert (low is None or key >= low) and (high is None or key < high), (record_id, low, high)
+    whole = table_of(read_slice(exporter, Slice(namespace)))
+    assert_identical(pa.concat_tables(tables), whole)
+    assert_identical(whole, want)
+    return parts
+
+
+def test_varchar_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
+    table = unicode_table(300, 8)
+    awkward = ['q"uote', "back\\slash", 'both\\"', "new\nline", "cr\rx", "tab\tx", "über-🙂", "a'b", "日本語", "",
+               " ", "~", "\U0010ffff"]  # fmt: skip
+    table = table.set_column(0, "id", pa.array(awkward + [f"id-{i}" for i in range(300 - len(awkward))]))
+    tables = {"": table, "acme": make_table(90, 8, seed=2, prefix="acme-", document=True)}
+    write_namespaced(str(tmp_path / "a"), tables)
+    source = uri(db)
+    transfer.import_dump(str(tmp_path / "a"), source)
+    exporter = open_exporter(source)
+    try:
+        exporter.describe()
+        monkeypatch.setattr("vecfmt.stores.milvus.exporter.SLICE_ROWS", 30)
+        assert exporter.slices("") == [Slice("")]  # Milvus Lite: one process, one slice
+        monkeypatch.setattr("vecfmt.stores.milvus.exporter.SPLIT_LOCAL", True)
+        parts = assert_slices_cover_once(exporter, "", table, str, at_least=10)
+        assert_slices_cover_once(exporter, "acme", tables["acme"], str, at_least=3)
+        # a cut holding a quote, a backslash or a line break is a literal, not filter text
+        cut = {"pk": [None, 'q"uote']}
+        below = table_of(read_slice(exporter, Slice("", cut))).column("id").to_pylist()
+        assert sorted(below) == sorted(i for i in table.column("id").to_pylist() if i < 'q"uote')
+        cut = {"pk": ["new\nline", "tab\tx"]}
+        inside = table_of(read_slice(exporter, Slice("", cut))).column("id").to_pylist()
+        assert sorted(inside) == sorted(i for i in table.column("id").to_pylist() if "new\nline" <= i < "tab\tx")
+        # a resume token continues inside its slice and stops at the slice's end
+        part = parts[3]
+        chunks = read_slice(exporter, part, batch_size=7)
+        assert len(chunks) >= 3
+        rest = read_slice(exporter, part, batch_size=7, resume=chunks[1].resume_token)
+        assert table_of(rest).column("id").to_pylist() == table_of(chunks[2:]).column("id").to_pylist()
+        with pytest.raises(StoreError, match="not a slice"):
+            read_slice(exporter, Slice("", {"pk": [1, None]}))  # an integer bound on a VARCHAR key
+    finally:
+        exporter.close()
+    # an export read slice by slice is the same dump as one read whole
+    transfer.export(source, str(tmp_path / "split"))
+    monkeypatch.undo()
+    transfer.export(source, str(tmp_path / "whole"))
+    assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
+
+
+def test_int64_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
+    from pymilvus import DataType
+
+    c = client(db)
+    try:
+        schema = c.create_schema(auto_id=False, enable_dynamic_field=True)
+        schema.add_field("pk", DataType.INT64, is_primary=True)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=8)
+        index = c.prepare_index_params()
+        index.add_index("vec", index_type="FLAT", metric_type="COSINE")
+        c.create_collection("ic", schema=schema, index_params=index)
+    finally:
+        release(db, c)
+    rng = np.random.default_rng(4)
+    edges = [-(2**63), -(2**63) + 1, -1, 0, 1, 2, 9, 10, 2**31, 2**63 - 2, 2**63 - 1]
+    spread = rng.integers(-(2**63), 2**63 - 1, size=250, dtype=np.int64).tolist()
+    keys = list(dict.fromkeys(edges + spread + list(range(100, 140))))
+    table = make_table(len(keys), 8).set_column(0, "id", pa.array([str(k) for k in keys]))
+    vecfmt.write_dump(str(tmp_path / "a"), table)
+    source = uri(db, "ic")
+    transfer.import_dump(str(tmp_path / "a"), source, if_exists="append")
+    exporter = open_exporter(source)
+    try:
+        exporter.describe()
+        monkeypatch.setattr("vecfmt.stores.milvus.exporter.SLICE_ROWS", 30)
+        monkeypatch.setattr("vecfmt.stores.milvus.exporter.SPLIT_LOCAL", True)
+        want = table_of(read_slice(exporter, Slice("")))
+        assert sorted(int(i) for i in want.column("id").to_pylist()) == sorted(keys)
+        parts = assert_slices_cover_once(exporter, "", want, int, at_least=10)
+        assert all(isinstance(p.key["pk"][0], int) for p in parts[1:])
+        with pytest.raises(StoreError, match="not a slice"):
+            read_slice(exporter, Slice("", {"pk": ["1 or true", None]}))  # text never reaches an INT64 filter
+    finally:
+        exporter.close()
+    transfer.export(source, str(tmp_path / "split"))
+    monkeypatch.undo()
+    transfer.export(source, str(tmp_path / "whole"))
+    assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
+
+
+def test_export_with_workers_on_milvus_lite_is_one_clear_line(tmp_path, db):
+    """Milvus Lite locks its folder to one process, and the job's own process holds it: a second worker is
+    refused at once (not retried), naming what to do."""
+    tables = {ns: make_table(20, 4, seed=s, prefix=f"{ns}-") for s, ns in enumerate(["a", "b"])}  # two partitions
+    write_namespaced(str(tmp_path / "a"), tables)
+    transfer.import_dump(str(tmp_path / "a"), uri(db))
+    run = vecfmt_cli("export", uri(db), str(tmp_path / "b"), "--workers", "2")
+    assert_one_clear_error(run, "one process at a time", "--workers", "not retried")
+    assert "retries)" not in run.stderr  # refused at once
+    run = vecfmt_cli("export", uri(db), str(tmp_path / "b"), "--workers", "1", "--resume")  # the same job
+    assert run.code == 0, run.stderr
+    dump = vecfmt.open_dump(str(tmp_path / "b"))
+    for ns, table in tables.items():
+        assert_identical(dump.table(ns), table)

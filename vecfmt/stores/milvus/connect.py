@@ -147,15 +147,20 @@ class Target:
                 if self.lite:
                     with _lite_lock:
                         _lite_users[self.path] = _lite_users.get(self.path, 0) + 1
+                locked = ""
                 try:
                     self._client = pymilvus.MilvusClient(**kwargs)
                 except Exception as exc:
                     self._release_lite()
-                    if self.lite and os.path.exists(os.path.join(self.path, "LOCK")):
-                        raise StoreError(f"{self.label}: cannot open it: {self.clean(message_of(exc))} (Milvus Lite "
-                                         "opens a .db folder in one process at a time: is another one using it?)"
-                                         ) from None
-                    raise
+                    if not (self.lite and os.path.exists(os.path.join(self.path, "LOCK"))):
+                        raise
+                    locked = self.clean(message_of(exc))
+                if locked:
+                    # Raised here, without the client's error in its chain: a partitioned export's worker is
+                    # refused at once rather than retried, since the job's own process holds the folder.
+                    raise StoreError(f"{self.label}: cannot open it: {locked} (Milvus Lite opens a .db folder in one "
+                                     "process at a time, so no export with --workers above 1: is another one using "
+                                     "it?)")
         return self._client
 
     def describe(self, name: str | None = None) -> dict[str, Any] | None:

@@ -1,11 +1,18 @@
 """Export: each partition (namespace) read in primary-key order, ``page`` rows a query, each query asking for
 the rows after the last key handed out (``pk > last``, as pymilvus's ``query_iterator`` does internally, with the
 key quoted properly: the iterator pastes a VARCHAR key between double quotes unescaped, so an id holding ``"``
-breaks it). The resume token is that last key. Vectors become one NumPy matrix per page."""
+breaks it). The resume token is that last key. Vectors become one NumPy matrix per page.
+
+Slices: a big namespace on a server splits into primary-key ranges, ``pk >= start and pk < end`` added to each
+page's filter (keys as literals: integers through ``int``, strings through ``connect.literal``). The cuts are
+the keys at equal row counts of the namespace, read in key order from a scan of the key field alone (pages of
+16,384 keys); the first range is open at the start and the last at the end, so every row is in exactly one,
+whatever was written since the scan."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -32,6 +39,16 @@ from vecfmt.stores.milvus.search import nearest
 # Vectors per query answer, at most, so that an answer stays far below the result sizes a Milvus server
 # returns by default (no server runs here to test against); 10,000 rows of 768 dimensions are 29 MiB.
 PAGE_BYTES = 64 << 20
+# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), and a namespace
+# of more than SLICE_ROWS rows splits into at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that
+# smaller collections too spread over a machine's workers: pgvector's rule (stores import no other store).
+SLICE_BYTES = 64 << 20
+SLICE_ROWS = 10_000
+SPREAD_SLICES = 16
+# Milvus Lite runs in one process (its folder is locked): a partitioned export's workers could not open it, and
+# one process reading ranges one after another only pays more queries (each gathers the partition's rows). So
+# it keeps one slice per namespace; tests turn this on to read Milvus Lite's ranges.
+SPLIT_LOCAL = False
 
 
 class MilvusExporter:
@@ -65,6 +82,7 @@ class MilvusExporter:
         self.columns = {f.name: vector_column(f.name, i == 0) for i, f in enumerate(self.order)}
         t.load()
         self.partitions: list[str] = []
+        self.counts: dict[str, int | None] = {}
 
     def identity(self) -> tuple[str, ...]:
         return self.target.identity()
@@ -131,21 +149,85 @@ class MilvusExporter:
             self.partitions = [DEFAULT_PARTITION]
         counted = sum(stats[p] for p in self.partitions)
         known = counted == total
-        return {namespace_of(p): (stats[p] if known else None) for p in self.partitions}
+        self.counts = {namespace_of(p): (stats[p] if known else None) for p in self.partitions}
+        return self.counts
 
     def slices(self, namespace: str) -> list[Slice]:
-        return [Slice(namespace)]
+        """Primary-key ranges (``{"pk": [start, end]}``: keys of the field's type, the first start and the last
+        end None: open), as many as the namespace's size asks for; one slice for a namespace that fits one, or
+        on Milvus Lite (``SPLIT_LOCAL``)."""
+        if self.target.lite and not SPLIT_LOCAL:
+            return [Slice(namespace)]
+        if namespace not in self.counts:
+            self._counts()
+        rows = self.counts.get(namespace)
+        if rows is None:  # the statistics count deleted rows: the collection's count bounds the namespace's
+            rows = self.target.count()
+        row_bytes = 64 + sum(4 + 4 * f.dim for f in self.order)
+        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        if count <= 1:
+            return [Slice(namespace)]
+        cuts = self._cuts(namespace, sorted({rows * i // count for i in range(1, count)} - {0}))
+        starts: list[Any] = [None, *cuts]
+        ends = [*cuts, None]
+        return [Slice(namespace, {"pk": [start, end]}) for start, end in zip(starts, ends, strict=True)]
+
+    def _cuts(self, namespace: str, positions: list[int]) -> list[Any]:
+        """The keys at these row positions of the namespace in key order (fewer when it holds fewer rows now),
+        read from the key field alone, ``MAX_QUERY_ROWS`` keys a query."""
+        t, c = self.target, self.collection
+        pk = c.pk.name
+        partitions = None if c.partition_key is not None else [partition_of(namespace)]
+        cuts: list[Any] = []
+        after, seen = None, 0
+        wanted = iter(positions)
+        position = next(wanted, None)
+        while position is not None:
+            with t.errors("cannot read the primary keys"):
+                page = t.client().query(c.name, filter=self._where(after, None, None), output_fields=[pk],
+                                        limit=MAX_QUERY_ROWS, partition_names=partitions, iterator="True",
+                                        reduce_stop_for_best="True")  # fmt: skip
+            while position is not None and position < seen + len(page):
+                cuts.append(page[position - seen][pk])
+                position = next(wanted, None)
+            if len(page) < MAX_QUERY_ROWS:
+                break
+            seen += len(page)
+            after = page[-1][pk]
+        return cuts
+
+    def _where(self, after: Any, start: Any, end: Any) -> str:
+        """A page's filter: the keys after the last one handed out (else from the slice's start), before the
+        slice's end."""
+        pk = self.collection.pk.name
+        terms = [f"{pk} > {self._literal(after)}" if after is not None else
+                 f"{pk} >= {self._literal(start)}" if start is not None else ""]  # fmt: skip
+        if end is not None:
+            terms.append(f"{pk} < {self._literal(end)}")
+        return " and ".join(term for term in terms if term)
+
+    def _literal(self, key: Any) -> str:
+        """A primary key as an expression literal: never text pasted into the filter as it is."""
+        return literal(key) if self.collection.pk.type == "VARCHAR" else str(int(key))
+
+    def _bounds(self, part: Slice) -> tuple[Any, Any]:
+        """A slice's ``[start, end)`` keys (None: open), checked to be of the key field's type."""
+        if part.key is None:
+            return None, None
+        kind = str if self.collection.pk.type == "VARCHAR" else int
+        key = part.key.get("pk") if isinstance(part.key, dict) else None
+        if not (isinstance(key, list) and len(key) == 2 and all(b is None or type(b) is kind for b in key)):
+            raise StoreError(f"{self.target.label}: {json.dumps(part.key)} is not a slice of this collection")
+        return key[0], key[1]
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def _page(self, namespace: str, after: Any, limit: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    def _page(self, namespace: str, after: Any, bounds: tuple[Any, Any],
+              limit: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:  # fmt: skip
         """One page: its rows (dicts) and the FLOAT_VECTOR fields read as whole matrices when pymilvus lets
         them be (``columnar``); a field without a matrix is in the rows."""
         t, c = self.target, self.collection
-        pk = c.pk.name
-        where = ""
-        if after is not None:
-            where = f"{pk} > {literal(after) if c.pk.type == 'VARCHAR' else int(after)}"
+        where = self._where(after, *bounds)
         partitions = None if c.partition_key is not None else [partition_of(namespace)]
         with t.errors("cannot read rows"):
             # iterator=True and reduce_stop_for_best: Milvus returns the first ``limit`` rows in key order
@@ -158,18 +240,19 @@ class MilvusExporter:
             return columnar(page) or (list(page), {})
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
+        bounds = self._bounds(part)
         state = json.loads(resume) if resume else {"after": None, "rows": 0}
         after, rows = state["after"], int(state["rows"])
         limit = self.page_rows(batch_size)
         pk = self.collection.pk.name
-        pending: Future[Any] | None = self.pool.submit(self._page, part.namespace, after, limit)
+        pending: Future[Any] | None = self.pool.submit(self._page, part.namespace, after, bounds, limit)
         while pending is not None:
             page, matrices = pending.result()
             if not page:
                 break
             after = page[-1][pk]
             # The next page needs only the last key: fetch it while this one is converted.
-            pending = self.pool.submit(self._page, part.namespace, after, limit) if len(page) == limit else None
+            pending = self.pool.submit(self._page, part.namespace, after, bounds, limit) if len(page) == limit else None
             batch = self._batch(page, matrices)
             rows += batch.num_rows
             yield Chunk(batch, json.dumps({"after": after, "rows": rows}))
