@@ -770,6 +770,34 @@ def test_int64_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
     assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
 
 
+def test_a_partition_key_collection_splits_as_one_namespace(tmp_path, db, monkeypatch):
+    from pymilvus import DataType
+
+    c = client(db)
+    try:
+        schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=True)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=4)
+        index = c.prepare_index_params()
+        index.add_index("vec", index_type="FLAT", metric_type="L2")
+        c.create_collection("pkc", schema=schema, index_params=index, num_partitions=4)
+        vectors = np.random.default_rng(6).standard_normal((90, 4)).astype(np.float32)
+        c.insert("pkc", [{"pk": f"k{i:03d}", "tenant": f"t{i % 3}", "vec": vectors[i].tolist()} for i in range(90)])
+    finally:
+        release(db, c)
+    monkeypatch.setattr("vecfmt.stores.milvus.exporter.SLICE_ROWS", 15)
+    monkeypatch.setattr("vecfmt.stores.milvus.exporter.SPLIT_LOCAL", True)
+    exporter = open_exporter(uri(db, "pkc"))
+    try:
+        assert exporter.describe().namespaces == {"": 90}
+        want = table_of(read_slice(exporter, Slice("")))
+        assert want.num_rows == 90
+        assert_slices_cover_once(exporter, "", want, str, at_least=5)
+    finally:
+        exporter.close()
+
+
 def test_export_with_workers_on_milvus_lite_is_one_clear_line(tmp_path, db):
     """Milvus Lite locks its folder to one process, and the job's own process holds it: a second worker is
     refused at once (not retried), naming what to do."""

@@ -727,6 +727,18 @@ def test_slices_split_point_ids_and_cover_every_point_once(tmp_path, monkeypatch
         assert read_slice(exporter, part, batch_size=7, resume=chunks[-1].resume_token) == []
     finally:
         exporter.close()
+    # a collection vecfmt made without namespaces is counted another way: it splits too
+    vecfmt.write_dump(str(tmp_path / "p"), make_table(90, 4), metric="dot")
+    transfer.import_dump(str(tmp_path / "p"), q(tmp_path / "db", "plain"))
+    exporter = open_exporter(q(tmp_path / "db", "plain"))
+    try:
+        exporter.describe()
+        parts = exporter.slices("")
+        assert len(parts) >= 2
+        got = pa.concat_tables([table_of(read_slice(exporter, p, batch_size=7)) for p in parts])
+        assert_tables_identical(by_id(got), by_id(make_table(90, 4)))
+    finally:
+        exporter.close()
     # an export read slice by slice is the same dump as one read whole
     transfer.export(uri, str(tmp_path / "split"))
     monkeypatch.undo()

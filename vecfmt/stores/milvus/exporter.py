@@ -137,7 +137,8 @@ class MilvusExporter:
         total = t.count()
         if c.partition_key is not None:
             self.partitions = []
-            return {"": total}
+            self.counts = {"": total}
+            return dict(self.counts)
         client = t.client()
         with t.errors("cannot list the partitions"):
             names = list(client.list_partitions(c.name))
@@ -150,7 +151,7 @@ class MilvusExporter:
         counted = sum(stats[p] for p in self.partitions)
         known = counted == total
         self.counts = {namespace_of(p): (stats[p] if known else None) for p in self.partitions}
-        return self.counts
+        return dict(self.counts)
 
     def slices(self, namespace: str) -> list[Slice]:
         """Primary-key ranges (``{"pk": [start, end]}``: keys of the field's type, the first start and the last

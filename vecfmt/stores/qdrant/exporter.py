@@ -149,7 +149,8 @@ class QdrantExporter:
             total = int(client.count(self.real, exact=True).count)
             if self.collection.marks.get("namespaces") is False:  # made by vecfmt, never given namespaces
                 self.namespaced = False
-                return {"": total}
+                self.counts = {"": total}
+                return dict(self.counts)
             default = int(client.count(self.real, count_filter=namespace_filter(""), exact=True).count)
         others: dict[str, int | None] = {}
         if default != total:
@@ -169,7 +170,7 @@ class QdrantExporter:
         self.namespaced = bool(others)
         out: dict[str, int | None] = {"": default} if default or not others else {}
         out.update(sorted(others.items()))
-        self.counts = out
+        self.counts = dict(out)
         return out
 
     def _namespaced(self) -> bool:
