@@ -21,11 +21,12 @@ from vecfmt.errors import InvalidDataError, VecfmtError
 from vecfmt.manifest import EmbeddingModel
 from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
-from vecfmt.ops.incremental import compact, export_delta, restore
+from vecfmt.ops.incremental import BY_MARKER, FOUND_BY, compact, export_delta, restore
 from vecfmt.ops.report import DEFAULT_SAMPLE as REPORT_SAMPLE
 from vecfmt.ops.report import write_report
 from vecfmt.ops.validate import validate_chain
 from vecfmt.parallel import export_partitioned, import_partitioned
+from vecfmt.process import map_large_blocks
 from vecfmt.quality.plan import plan
 from vecfmt.quality.reembed import DEFAULT_BATCH_SIZE as REEMBED_BATCH
 from vecfmt.quality.reembed import reembed
@@ -139,8 +140,12 @@ def export_cmd(
     if as_json:
         _print_json(manifest.to_dict())
     elif not quiet and manifest.is_delta:
+        found = manifest.extra.get(FOUND_BY) or {}
+        how = ("found by the store's change marker" if found.get("found_by") == BY_MARKER else
+               f"found by comparing row digests: {found.get('why', 'no change marker')}")
         out.print(f"exported {manifest.total_rows:,} added or changed rows and "
-                  f"{sum(ns.deleted or 0 for ns in manifest.namespaces):,} deleted ids to {dump}", markup=False)
+                  f"{sum(ns.deleted or 0 for ns in manifest.namespaces):,} deleted ids to {dump} ({how})",
+                  markup=False)
     elif not quiet:
         out.print(f"exported {manifest.total_rows:,} rows in {len(manifest.files)} files to {dump}")
 
@@ -592,6 +597,7 @@ def _error_line(exc: VecfmtError | OSError) -> str:
 
 
 def main() -> None:
+    map_large_blocks()
     try:
         app()
     except (VecfmtError, OSError) as exc:

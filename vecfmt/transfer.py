@@ -20,6 +20,8 @@ from vecfmt.reader import Dump
 from vecfmt.schema import ID, namespace_dir
 from vecfmt.storage import redact, resolve
 from vecfmt.stores.base import (
+    CHANGE_MARKER,
+    ChangeTracking,
     Description,
     Exporter,
     IfExists,
@@ -74,6 +76,10 @@ def export(
         origin = _origin(exporter, desc)
         if resume:  # before the writer takes up the interrupted export's files
             _check_same_origin(dump_uri, origin)
+        # The store's marker of the snapshot read, so that a first delta reads only what changed since (spec
+        # 6.3). Not when resuming: the rows then come from more than one snapshot, which no one marker covers.
+        marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) and not resume else None
+        extra = desc.extra if marker is None else {**desc.extra, CHANGE_MARKER: marker}
         with (
             DumpWriter(
                 dump_uri,
@@ -82,7 +88,7 @@ def export(
                 document=desc.document,
                 model=model or desc.embedding_model,
                 source=desc.source,
-                extra=desc.extra,
+                extra=extra,
                 overwrite=overwrite,
                 options=options,
                 resumable=resume,

@@ -48,7 +48,16 @@ from vecfmt.schema import (
     vectors_numpy,
 )
 from vecfmt.storage import Location, redact, resolve
-from vecfmt.stores.base import Exporter, IfExists, Importer, open_exporter, open_importer
+from vecfmt.stores.base import (
+    CHANGE_MARKER,
+    ChangeSet,
+    ChangeTracking,
+    Exporter,
+    IfExists,
+    Importer,
+    open_exporter,
+    open_importer,
+)
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, TransferResult
 from vecfmt.writer import (
     DumpWriter,
@@ -70,6 +79,10 @@ DIGESTS_SCHEMA = pa.schema([pa.field(ID, pa.string(), nullable=False),
                             pa.field("digest", pa.uint64(), nullable=False)])
 DIGESTS_PREFIX = "digests"
 DIGEST_ALGORITHM = "vecfmt-row-digest-1"  # row_digests; another algorithm gets another name
+# A delta's manifest says under extra[FOUND_BY] how its changes were found: {"found_by": BY_MARKER} or
+# {"found_by": BY_DIGESTS, "why": the reason the base's change marker could not be used}.
+FOUND_BY = "changes"
+BY_MARKER, BY_DIGESTS = "change_marker", "row_digests"
 
 # --- row digests ------------------------------------------------------------------------------------
 
@@ -537,11 +550,14 @@ def export_delta(
     """Export only what changed in a store since a dump: a delta at ``dump_uri`` (format 1.1).
 
     ``since`` is the base dump (if it is itself a delta, its chain is followed through the bases its
-    manifests record) or the whole chain in order, full dump first. Every row of the store is read and
-    checked as a full export checks it (dimensions, NaN/inf, metadata, duplicate ids); each row's content
-    digest (``row_digests``) is compared with the resolved state's, and only added or changed rows are
-    written, plus per namespace the ids the state holds and the store no longer does. Nothing is written
-    over the chain's own dumps; an export that fails or is interrupted leaves no manifest."""
+    manifests record) or the whole chain in order, full dump first. When the store has a change marker
+    (``ChangeTracking``) and the base recorded one it accepts, only the rows written since are read (spec
+    6.3); otherwise every row of the store is read and its content digest (``row_digests``) compared with
+    the resolved state's. Either way the rows written are checked as a full export checks them (dimensions,
+    NaN/inf, metadata, duplicate ids), and per namespace the ids the state holds and the store no longer
+    does are deleted. ``extra[FOUND_BY]`` of the manifest says which way was taken, and ``extra[CHANGE_MARKER]``
+    holds the store's marker of this export when it gives one. Nothing is written over the chain's own
+    dumps; an export that fails or is interrupted leaves no manifest."""
     links = follow_chain(since) if isinstance(since, str) else open_chain(since)
     base = links[-1]
     location = _target_location(links, dump_uri, "delta")
@@ -557,12 +573,25 @@ def export_delta(
             raise InvalidDataError(f"the source's vectors or columns differ from those of {base.shown}: a delta "
                                    "cannot change them; take a full export")
         schema = template.arrow_schema()
+        changes = _changes_since(exporter, base)
+        marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) else None
+        if marker is not None:
+            template.extra[CHANGE_MARKER] = marker
+        if isinstance(changes, str):
+            template.extra[FOUND_BY] = {"found_by": BY_DIGESTS, "why": changes}
+        else:
+            template.extra[FOUND_BY] = {"found_by": BY_MARKER}
         _prepare(location, overwrite)
         entries: list[NamespaceEntry] = []
-        with RowProgress("export", desc.total_rows, progress) as bar:
+        # by marker only the changed rows are read, how many is not known ahead
+        with RowProgress("export", None if not isinstance(changes, str) else desc.total_rows, progress) as bar:
             for name in desc.namespaces:
-                rows, deleted = _export_namespace(exporter, name, base, state.pop(name, None), template, schema,
-                                                  location, writers, batch_size, bar)
+                if isinstance(changes, str):
+                    rows, deleted = _export_namespace(exporter, name, base, state.pop(name, None), template,
+                                                      schema, location, writers, batch_size, bar)
+                else:
+                    rows, deleted = _export_changes(exporter, changes, name, state.pop(name, None), template,
+                                                    schema, writers, batch_size, bar)
                 expected = desc.namespaces[name]
                 if expected is not None and rows != expected:
                     raise InvalidDataError(f"namespace {name!r}: the store reported {expected:,} rows but {rows:,} "
@@ -578,15 +607,58 @@ def export_delta(
         template.namespaces = entries
         files = writers.close("part")
         template.deletes = writers.close(DELETES_PREFIX)
-        template.digests = Digests(DIGEST_ALGORITHM, writers.close(DIGESTS_PREFIX))
+        # By marker no digests: they need every row (a later delta by digests computes them from the chain).
+        by_digests = isinstance(changes, str)
+        template.digests = Digests(DIGEST_ALGORITHM, writers.close(DIGESTS_PREFIX)) if by_digests else None
         # on disk before the manifest vouches for them (spec 7.1); commit_manifest syncs the part files' folders
-        sync_folders(location, [*template.deletes, *template.digests.files])
+        sync_folders(location, [*template.deletes, *template.digest_files])
         return commit_manifest(location, template, files)
     except BaseException:
         writers.abort()
         raise
     finally:
         exporter.close()
+
+
+def _changes_since(exporter: Exporter, base: Link) -> ChangeSet | str:
+    """The store's changes since the base's snapshot by the change marker the base recorded, or why not."""
+    if not isinstance(exporter, ChangeTracking):
+        return "the store has no change marker"
+    marker = base.manifest.extra.get(CHANGE_MARKER)
+    if marker is None:
+        return f"{base.shown} records no change marker"
+    return exporter.changes_since(marker)
+
+
+def _export_changes(exporter: Exporter, changes: ChangeSet, name: str, base: _Namespace | None, template: Manifest,
+                    schema: pa.Schema, writers: _Writers, batch_size: int, bar: RowProgress) -> tuple[int, int]:
+    """One namespace by the store's change marker: the rows written since the base (all of them in a namespace
+    the base does not hold), and the ids of the resolved state the store no longer holds; returns (rows the
+    namespace holds, ids deleted)."""
+    if base is None:
+        batches = checked_batches(exporter, name, schema, template, batch_size)
+    else:
+        batches = (check_batch(chunk.batch, schema, template.vectors)
+                   for chunk in changes.batches(name, batch_size=batch_size))
+    written: list[pa.Array] = []
+    for batch in batches:
+        written.append(kept_ids(batch))
+        writers.of("part", name, schema).write(batch)
+        bar.advance(batch.num_rows)
+    ids = changes.ids(name)
+    check_unique_ids(ids, name)
+    written_ids = pa.chunked_array(written, pa.string()).combine_chunks()
+    check_unique_ids(written_ids, name)
+    if not pc.all(pc.is_in(written_ids, value_set=ids), min_count=0).as_py():  # read in one snapshot
+        raise StoreError(f"namespace {name!r}: rows written since the base are not among the ids the store "
+                         "holds; the dump is not written")
+    if base is not None:
+        gone = base.ids.filter(pc.invert(pc.is_in(base.ids, value_set=ids)))
+        if len(gone):
+            writers.of(DELETES_PREFIX, name, DELETES_SCHEMA).write(
+                pa.RecordBatch.from_arrays([gone], schema=DELETES_SCHEMA))
+        return len(ids), len(gone)
+    return len(ids), 0
 
 
 def digests_problems(links: Sequence[Link]) -> list[str]:
@@ -777,9 +849,11 @@ def compact(
     namespaces = resolve_chain(links)
     _target_location(links, out, "compacted dump")
     m = links[-1].manifest
+    # How the newest delta found its changes is not a fact of the state; its change marker is (of its snapshot).
+    extra = {key: value for key, value in m.extra.items() if key != FOUND_BY}
     with (
         DumpWriter(out, vectors=m.vectors, sparse_values=m.sparse_values, document=m.document,
-                   model=m.embedding_model, source=m.source, extra=m.extra, overwrite=overwrite,
+                   model=m.embedding_model, source=m.source, extra=extra, overwrite=overwrite,
                    options=options) as writer,
         RowProgress("compact", sum(ns.rows for ns in namespaces), progress) as bar,
     ):

@@ -304,6 +304,40 @@ class Tunable(Protocol):
         ...
 
 
+# The key of a manifest's ``extra`` under which an export records its ``ChangeTracking.change_marker()``.
+CHANGE_MARKER = "change_marker"
+
+
+@runtime_checkable
+class ChangeSet(Protocol):
+    """What ``ChangeTracking.changes_since`` gives: both read in the exporter's one snapshot."""
+
+    def batches(self, namespace: str, *, batch_size: int) -> Iterator[Chunk]:
+        """Canonical batches of the namespace's rows written since the marker: every such row, and maybe rows
+        that did not change (writing one again is harmless), never a row the namespace no longer holds."""
+        ...
+
+    def ids(self, namespace: str) -> pa.Array:
+        """Every id the namespace holds now (string), read alone: what tells the deletes."""
+        ...
+
+
+@runtime_checkable
+class ChangeTracking(Protocol):
+    """Optional, on an ``Exporter``: a store's own marker of what changed, which lets ``export --since`` read
+    only the rows written since its base instead of digesting every row (spec 6.3).
+
+    ``change_marker()`` is a JSON-able token of the snapshot this exporter reads (None when the store cannot
+    give one, e.g. no permission), which an export records in its manifest's ``extra[CHANGE_MARKER]``.
+    ``changes_since(marker)`` is the ``ChangeSet`` since a marker an export of this store kind recorded, or,
+    when the marker cannot be proven to cover every change (another table or server, too old, other export
+    options), the reason as one line: the delta then compares row digests instead."""
+
+    def change_marker(self) -> dict[str, Any] | None: ...
+
+    def changes_since(self, marker: dict[str, Any]) -> ChangeSet | str: ...
+
+
 def supports_resume(exporter: Exporter) -> bool:
     return bool(getattr(exporter, "supports_resume", False))
 

@@ -30,7 +30,8 @@ from vecfmt.schema import (
     vector_column,
     vectors_array,
 )
-from vecfmt.stores.base import Chunk, Description, KnobInfo, Slice, StoreURI, require_sdk
+from vecfmt.stores.base import ChangeSet, Chunk, Description, KnobInfo, Slice, StoreURI, require_sdk
+from vecfmt.stores.pgvector import changes
 from vecfmt.stores.pgvector.catalog import (
     DEFAULT_NAMESPACE_COLUMN,
     JSON_TYPES,
@@ -97,6 +98,7 @@ class PgvectorExporter:
         self._counts: dict[str, int | None] | None = None  # rows per namespace, once counted
         self._spans: dict[str, tuple[int, int]] = {}  # namespace -> its first and last page, once counted
         self._search_conn: psycopg.Connection | None = None
+        self._marker: dict[str, Any] | str | None = None  # change_marker(), or why there is none; None: not yet
         self.conn = t.connect(autocommit=False, read_only=True)
         try:
             with t.errors("cannot read the source"):
@@ -346,10 +348,25 @@ class PgvectorExporter:
                 self._adbc.close()
             self._adbc = None
         self.snapshot = snapshot
+        self._marker = "it reads another exporter's snapshot"  # which this one's marker would not describe
 
-    def select_sql(self, namespace: str, pages: list[int | None] | None = None) -> sql.Composable:
+    def change_marker(self) -> dict[str, Any] | None:
+        """``ChangeTracking``: the marker of the snapshot this exporter reads (changes.py), taken once."""
+        if self._marker is None:
+            self._marker = changes.snapshot_marker(self)
+        return self._marker if isinstance(self._marker, dict) else None
+
+    def changes_since(self, marker: dict[str, Any]) -> ChangeSet | str:
+        """``ChangeTracking``: the rows written since ``marker``'s snapshot, or why it cannot tell (changes.py)."""
+        self.change_marker()
+        assert self._marker is not None
+        return changes.changes_since(self, marker, self._marker)
+
+    def select_sql(self, namespace: str, pages: list[int | None] | None = None,
+                   condition: sql.Composable | None = None) -> sql.Composable:
         """The SELECT that one namespace's COPY runs (public so that its plan can be checked), for a slice's
-        ``pages`` ([first, end), end None for the rest of the table) when given."""
+        ``pages`` ([first, end), end None for the rest of the table) when given, of the rows that meet
+        ``condition`` when given."""
         columns: list[sql.Composable] = [sql.SQL("{}::text").format(sql.Identifier(self.id_column))]
         columns += [sql.Identifier(c.attr.name) for c in self.dense]
         if self.sparse_column is not None:
@@ -367,9 +384,18 @@ class PgvectorExporter:
             conditions.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)")))
             if end is not None:
                 conditions.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({int(end)},0)")))
+        if condition is not None:
+            conditions.append(condition)
         if conditions:
             query = sql.SQL("{} WHERE {}").format(query, sql.SQL(" AND ").join(conditions))
         return query
+
+    def ids_sql(self, namespace: str) -> sql.Composable:
+        """The ids of one namespace, alone, as ``select_sql`` gives them."""
+        query = sql.SQL("SELECT {}::text FROM {}").format(sql.Identifier(self.id_column), self.source_sql)
+        if self.namespace_column is None:
+            return query
+        return sql.SQL("{} WHERE {}").format(query, self._namespace_filter(namespace))
 
     def _namespace_filter(self, namespace: str) -> sql.Composable:
         """Rows of ``namespace`` as describe() groups them (by text form, NULL and '' both ""). The
@@ -420,9 +446,13 @@ class PgvectorExporter:
         return self._adbc
 
     def batches(self, part: Slice, *, batch_size: int, resume: str | None = None) -> Iterator[Chunk]:
-        t = self.target
         pages = part.key.get("pages") if isinstance(part.key, dict) else None
-        query = self.select_sql(part.namespace, pages).as_string(self.conn)
+        yield from self.read(self.select_sql(part.namespace, pages), batch_size=batch_size)
+
+    def read(self, select: sql.Composable, *, batch_size: int) -> Iterator[Chunk]:
+        """The canonical batches of a ``select_sql`` query, read in this exporter's snapshot."""
+        t = self.target
+        query = select.as_string(self.conn)
         hint = int(min(64 << 20, max(1 << 20, batch_size * self._row_bytes())))
         conn = self._adbc_connection()
         with t.errors("cannot read the rows"):

@@ -1,0 +1,169 @@
+"""Change markers (spec 6.3): the rows of a table written since an earlier export's snapshot, found by ``xmin``.
+
+A marker names the snapshot an export read: the cluster (``pg_control_system()``'s system identifier and the
+WAL timeline), the database and the table by oid, a fingerprint of how rows become dump rows (the export's
+columns and options, the session settings that shape text), and the snapshot's xmin as a 64-bit ``xid8``.
+Every transaction whose rows that snapshot did not see has an xid at or after its xmin (one running then is
+at or after it; one that had no xid yet gets a later one; a subtransaction's xid is later than its parent's),
+and every row version it wrote (an insert, or an update of any column, TOASTed or not) carries that xid in
+``xmin``. So the rows whose ``xmin`` is at or after the marker's are every row written since, plus maybe rows
+written by transactions the snapshot did see (written again: harmless). Deleted rows leave no version: they
+are the ids the base holds and the table no longer does, from the table's ids read in the same snapshot.
+
+``xmin`` is a 32-bit xid, so rows are picked with ``age(xmin) <= age(marker)``, one ``now`` for the whole
+transaction (``age()`` is stable within it). That is exact while the reading transaction is less than 2^31
+xids after the marker, which is checked in that very transaction before any row is read. A frozen row keeps
+its raw xmin, which may be older than 2^31 xids and then look new: written again, never missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from vecfmt.errors import InvalidDataError
+from vecfmt.stores.base import Chunk
+from vecfmt.stores.pgvector.connect import SCHEME, driver_message, log
+
+if TYPE_CHECKING:
+    from vecfmt.stores.pgvector.exporter import PgvectorExporter
+
+MARKER_VERSION = 1
+XID_SPAN = 1 << 32
+# age() is a signed 32-bit distance: exact below 2^31; the marker is not used from 2^31 - 2^24 xids on.
+MAX_XID_DISTANCE = (1 << 31) - (1 << 24)
+FIRST_NORMAL_XID = 3  # xids 0-2 are special: age() calls them infinitely old
+# Session settings that change the text of values folded into metadata (timestamps, intervals, floats,
+# bytea, money): a row unchanged since the base must read back as the base has it.
+OUTPUT_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output", "lc_monetary")
+
+# One statement, in the export's snapshot transaction. An administrator may have revoked pg_control_system()
+# from PUBLIC; pg_current_snapshot() needs PostgreSQL 13. The timeline is the one WAL is written on (a
+# standby: the one its last restartpoint recorded); it changes with a restore to a point in time or a
+# promotion, after which transaction ids need not follow those the marker saw.
+#
+# Rows can also change what they read as without a new row version, which no marker could see; then there is
+# no marker: a table whose rows come from elsewhere too (a view, a partitioned table whose partitions can be
+# attached, inheritance children), row-level security (a policy changed shows rows written long ago). What the
+# marker's column fingerprint holds covers the rest it can: columns added, dropped, renamed or retyped,
+# defaults and generated columns' expressions (a virtual column's is computed as it is read), enum labels.
+_FACTS = sql.SQL(
+    "SELECT s.system_identifier::text, "
+    "CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
+    "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::bigint, "
+    "pg_snapshot_xmin(pg_current_snapshot())::text, "
+    "(SELECT c.relkind IN ('r', 'm') AND NOT c.relhassubclass AND NOT c.relrowsecurity FROM pg_class c "
+    "WHERE c.oid = %(relid)s), "
+    "(SELECT string_agg(concat_ws(':', a.attname, a.attgenerated, pg_get_expr(d.adbin, d.adrelid), "
+    "(SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = a.atttypid)"
+    "), ';' ORDER BY a.attnum) FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND "
+    "d.adnum = a.attnum WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped), "
+    "{settings} FROM pg_control_system() s"
+).format(settings=sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(name))
+                                     for name in OUTPUT_SETTINGS))
+
+
+def snapshot_marker(exporter: PgvectorExporter) -> dict[str, Any] | str:
+    """The marker of the snapshot ``exporter.conn`` reads in, or why there is none.
+
+    Read under a savepoint: an error must not end the transaction whose snapshot the export shares."""
+    conn = exporter.conn
+    if exporter.relid is None:
+        return "a query has no change marker"
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        return "the export's snapshot transaction is not open"
+    try:
+        with conn.transaction():
+            row = conn.execute(_FACTS, {"relid": exporter.relid}).fetchone()
+    except psycopg.Error as exc:
+        message = exporter.target.clean(driver_message(exc))
+        log.info("pgvector: no change marker (%s); a delta against this export compares row digests", message)
+        return f"the server gives no change marker ({message})"
+    system, timeline, database, xmin, trackable, definitions, *settings = row
+    if not trackable:
+        return ("the table's rows can change without a new row version (a view, a partitioned table, inheritance "
+                "children or row-level security): it has no change marker")
+    shape = {k: v for k, v in exporter._shape().items() if k != "indexes"}  # an index changes no row
+    fingerprint = json.dumps({"shape": shape, "definitions": definitions,
+                              "settings": dict(zip(OUTPUT_SETTINGS, settings, strict=True))}, sort_keys=True)
+    return {"store": SCHEME, "version": MARKER_VERSION, "system_identifier": str(system), "timeline": int(timeline),
+            "database_oid": int(database), "table_oid": int(exporter.relid), "xmin": int(xmin),
+            "columns": hashlib.sha256(fingerprint.encode()).hexdigest()}
+
+
+# marker key -> what differs when it does not match
+_SAME = {
+    "system_identifier": "another PostgreSQL cluster",
+    "timeline": "another WAL timeline (a restore to a point in time, or a promoted standby): its transaction ids "
+                "need not follow those of the base's snapshot",
+    "database_oid": "another database",
+    "table_oid": "another table (or the table was created again)",
+    "columns": "other columns, export options or session settings (TimeZone, DateStyle, ...)",
+}
+
+
+def changes_since(exporter: PgvectorExporter, marker: dict[str, Any], now: dict[str, Any] | str) -> XminChanges | str:
+    """The rows written since ``marker``'s snapshot, or why the marker cannot be proven to cover them; ``now`` is
+    the marker of the exporter's own snapshot (``snapshot_marker``)."""
+    if not isinstance(marker, dict) or marker.get("store") != SCHEME:
+        return "the base's change marker was not written by a pgvector export"
+    if marker.get("version") != MARKER_VERSION:
+        return f"the base's change marker is of version {marker.get('version')!r}, this vecfmt reads {MARKER_VERSION}"
+    xmin = marker.get("xmin")
+    if type(xmin) is not int or not all(key in marker for key in _SAME):
+        return "the base's change marker is malformed"
+    if isinstance(now, str):
+        return now
+    for key, differs in _SAME.items():
+        if marker[key] != now[key]:
+            return f"the base was exported from {differs}"
+    low = xmin % XID_SPAN
+    if low < FIRST_NORMAL_XID:
+        return "the base's change marker is malformed"
+    conn = exporter._adbc_connection()
+    with exporter.target.errors("cannot check the change marker"), conn.cursor() as cur:
+        # In the transaction that reads the rows: its snapshot's next xid (64 bits) and age() of the marker,
+        # with the same "now" as the age(xmin) of every row read after it.
+        cur.execute(sql.SQL("SELECT pg_snapshot_xmax(pg_current_snapshot())::text, age({}::xid)").format(
+            sql.Literal(str(low))).as_string(exporter.conn))
+        xmax, age = cur.fetchone()
+    distance = int(xmax) - xmin
+    if distance < 0:
+        return "transaction ids went back since the base's snapshot (the cluster was restored to an earlier point)"
+    if distance >= MAX_XID_DISTANCE:
+        return f"the base's snapshot is {distance:,} transactions back, too far for age() to compare xmin exactly"
+    # now - marker is at least distance (now is at or after xmax) and below 2^32 (PostgreSQL stops assigning
+    # xids 2^31 after the oldest unfrozen one, at most this snapshot's xmin): a signed 32-bit age of at least
+    # distance means it is below 2^31, where age(xmin) <= age(marker) misses no xid after the marker.
+    if age is None or int(age) < distance:
+        return "age() of the base's snapshot does not match its 64-bit distance"
+    return XminChanges(exporter, low)
+
+
+class XminChanges:
+    """``ChangeSet``: the rows whose ``xmin`` is at or after the marker's, and the ids, in the reading snapshot."""
+
+    def __init__(self, exporter: PgvectorExporter, marker_xid: int) -> None:
+        self.exporter = exporter
+        self.since = sql.SQL("age(xmin) <= age({}::xid)").format(sql.Literal(str(marker_xid)))
+
+    def batches(self, namespace: str, *, batch_size: int) -> Iterator[Chunk]:
+        query = self.exporter.select_sql(namespace, condition=self.since)
+        yield from self.exporter.read(query, batch_size=batch_size)
+
+    def ids(self, namespace: str) -> pa.Array:
+        exporter = self.exporter
+        with exporter.target.errors("cannot read the ids"), exporter._adbc_connection().cursor() as cur:
+            cur.execute(exporter.ids_sql(namespace).as_string(exporter.conn))
+            ids = cur.fetch_arrow_table().column(0)
+        if ids.null_count:
+            raise InvalidDataError(f"column {exporter.id_column!r} is NULL in some rows; every row needs an id")
+        # an own copy, as the exporter's batches hand over: ADBC's buffers stay alive with any slice of them
+        return pa.concat_arrays([chunk.cast(pa.string()) for chunk in ids.chunks] or [pa.array([], pa.string())])
