@@ -18,6 +18,7 @@ import vecfmt
 from tests.helpers import make_table, vecfmt_cli
 from tests.stores.test_pgvector import pg, run_sql
 from vecfmt import transfer
+from vecfmt.errors import InvalidDataError
 from vecfmt.manifest import MANIFEST_NAME
 from vecfmt.ops import incremental
 from vecfmt.ops.diff import diff_dumps
@@ -308,3 +309,15 @@ def test_a_table_whose_rows_can_change_without_a_new_version_has_no_marker(tmp_p
     manifest = export_delta(uri, d1, f0)
     assert manifest.extra[FOUND_BY] == {"found_by": BY_DIGESTS, "why": f"{f0} records no change marker"}
     assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "untracked")
+
+
+def test_duplicate_ids_are_refused_by_marker_too(tmp_path, pg_db, monkeypatch):
+    uri = seed(tmp_path, pg_db)
+    f0, d1 = str(tmp_path / "f0"), str(tmp_path / "d1")
+    transfer.export(uri, f0)
+    no_digest_path(monkeypatch)  # dropping the primary key changes no row: the marker still applies
+    run_sql(pg_db, "ALTER TABLE items DROP CONSTRAINT items_pkey",
+            "INSERT INTO items SELECT * FROM items WHERE namespace = '' AND id = 'p-3'")
+    with pytest.raises(InvalidDataError, match="duplicate ids in namespace '': 'p-3'"):
+        export_delta(uri, d1, f0)
+    assert not (tmp_path / "d1" / MANIFEST_NAME).exists()

@@ -646,19 +646,35 @@ def _export_changes(exporter: Exporter, changes: ChangeSet, name: str, base: _Na
         writers.of("part", name, schema).write(batch)
         bar.advance(batch.num_rows)
     ids = changes.ids(name)
-    check_unique_ids(ids, name)
     written_ids = pa.chunked_array(written, pa.string()).combine_chunks()
     check_unique_ids(written_ids, name)
-    if not pc.all(pc.is_in(written_ids, value_set=ids), min_count=0).as_py():  # read in one snapshot
+    base_ids = pa.array([], pa.string()) if base is None else base.ids
+    unique, (kept, among) = _among(ids, base_ids, written_ids)
+    if not unique:
+        check_unique_ids(ids, name)  # raises, naming the duplicates
+    if not among.all():  # both are read in one snapshot
         raise StoreError(f"namespace {name!r}: rows written since the base are not among the ids the store "
                          "holds; the dump is not written")
-    if base is not None:
-        gone = base.ids.filter(pc.invert(pc.is_in(base.ids, value_set=ids)))
-        if len(gone):
-            writers.of(DELETES_PREFIX, name, DELETES_SCHEMA).write(
-                pa.RecordBatch.from_arrays([gone], schema=DELETES_SCHEMA))
-        return len(ids), len(gone)
-    return len(ids), 0
+    gone = base_ids.filter(pa.array(~kept))
+    if len(gone):
+        deletes = pa.RecordBatch.from_arrays([gone], schema=DELETES_SCHEMA)
+        writers.of(DELETES_PREFIX, name, DELETES_SCHEMA).write(deletes)
+    return len(ids), len(gone)
+
+
+def _among(ids: pa.Array, *others: pa.Array) -> tuple[bool, list[np.ndarray]]:
+    """Whether ``ids`` are unique, and for each of ``others`` which of its values are among ``ids``, in one hash
+    pass over them all (a dictionary encoding: equal values get one code), where a uniqueness check and a
+    membership test per array would each hash every id again."""
+    codes = pc.dictionary_encode(pa.concat_arrays([ids, *others])).indices.to_numpy(zero_copy_only=False)
+    present = np.zeros(int(codes.max()) + 1 if len(codes) else 0, dtype=bool)
+    present[codes[:len(ids)]] = True
+    unique = int(np.count_nonzero(present)) == len(ids)
+    found, start = [], len(ids)
+    for other in others:
+        found.append(present[codes[start:start + len(other)]])
+        start += len(other)
+    return unique, found
 
 
 def digests_problems(links: Sequence[Link]) -> list[str]:
