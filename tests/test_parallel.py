@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,15 +19,17 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
 import vecfmt
-from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli, write_namespaced
+from tests.helpers import Run, assert_one_clear_error, make_table, vecfmt_cli, write_namespaced
 from tests.servers.postgres import PgServer
 from tests.stores.test_pgvector import PASSWORD, assert_same_rows, pg, run_sql
 from vecfmt import transfer
@@ -34,6 +37,8 @@ from vecfmt.errors import DumpError, InvalidDataError, StoreError
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.validate import validate_dump
 from vecfmt.parallel import JOB_STATE, default_workers, export_partitioned, import_partitioned
+from vecfmt.parallel.engines import Engine, retryable, run_tasks
+from vecfmt.parallel.export import BYTES_PER_WORKER, interrupted_job
 from vecfmt.stores.base import open_exporter
 from vecfmt.stores.pgvector.files import FILES_TABLE
 
@@ -75,10 +80,11 @@ def job_state(dump: str) -> dict | None:
         return None
 
 
-def start_job(source_uri: str, dump: str, *, workers: int = 2) -> subprocess.Popen:
-    """The job in its own process group, so that the test can kill it with its workers."""
-    script = f"from vecfmt.parallel import export_partitioned; export_partitioned({source_uri!r}, {dump!r}, " \
-             f"workers={workers}, batch_size=2000)"  # fmt: skip
+def start_job(source_uri: str, dump: str, *, workers: int = 2, retries: int = 2, before: str = "") -> subprocess.Popen:
+    """The job in its own process group, so that the test can kill it with its workers (``before``: Python to
+    run first)."""
+    script = f"{before}\nfrom vecfmt.parallel import export_partitioned; export_partitioned({source_uri!r}, " \
+             f"{dump!r}, workers={workers}, batch_size=2000, retries={retries})"  # fmt: skip
     return subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
 
 
@@ -146,9 +152,79 @@ def test_a_query_source_is_one_slice(source):
 
 
 def test_default_workers():
+    cores = os.cpu_count() or 1
     assert default_workers(partitions=3, namespaces=3) == 1  # one slice per namespace: nothing to split
-    assert default_workers(partitions=4, namespaces=1) == min(os.cpu_count() or 1, 4)
-    assert default_workers(partitions=100, namespaces=1) == min(os.cpu_count() or 1, 8)
+    assert default_workers(partitions=4, namespaces=1) == min(cores, 4)  # size unknown: as many as the cores
+    assert default_workers(partitions=100, namespaces=1) == min(cores, 8)
+    # A small job runs in this process (at 100k x 768, ~300 MB, two workers were 0.23-0.43x of one process).
+    assert default_workers(partitions=10, namespaces=1, planned_bytes=100_000 * (768 * 4 + 68)) == 1
+    assert default_workers(partitions=64, namespaces=1, planned_bytes=2 * BYTES_PER_WORKER) == min(cores, 2)
+    assert default_workers(partitions=64, namespaces=1, planned_bytes=100 * BYTES_PER_WORKER) == min(cores, 8)
+
+
+# --- the engine: a dead worker, what is retried ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sleeper:
+    """A partition of ``run_slowly``: sleeps; one marked ``kill`` SIGKILLs its worker on its first attempt."""
+
+    index: int
+    marker: str
+    kill: bool = False
+
+    def describe(self) -> str:
+        return f"partition {self.index + 1}"
+
+
+def run_slowly(task: Sleeper) -> int:
+    if task.kill and not os.path.exists(task.marker):
+        Path(task.marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.3)
+    return task.index
+
+
+def test_a_dead_worker_charges_only_the_partitions_that_were_running(tmp_path, caplog):
+    """Two workers die, one after the other, with retries=1: each time only the two partitions running in the
+    pool are charged an attempt (and logged), not the ten still queued in it, so the job completes. (Charged
+    every queued partition, as before, the second death exhausted the retries of partitions that never ran.)"""
+    tasks = [Sleeper(i, str(tmp_path / f"killed-{i}"), kill=i in (1, 8)) for i in range(12)]
+    reports: list[int] = []
+    with caplog.at_level(logging.WARNING, logger="vecfmt.parallel"):
+        failure = run_tasks(Engine(), tasks, run_slowly, lambda: None, reports.append, workers=2, retries=1)
+    assert failure is None
+    assert sorted(reports) == list(range(12))  # each once
+    retried = [r.getMessage() for r in caplog.records if "running it again" in r.getMessage()]
+    assert 2 <= len(retried) <= 4, retried  # the killed ones, and at most one partner each
+    assert all("its worker process died" in line for line in retried)
+
+
+def test_what_a_retry_may_cure():
+    """Lost connections, timeouts and storage errors may pass; a store's refusal, a corrupt dump and bad rows
+    do not (told by the driver error a StoreError was raised from, as the stores raise them)."""
+    def raised(error: type[Exception], cause: BaseException | None) -> BaseException:
+        try:
+            try:
+                if cause is not None:
+                    raise cause
+                raise error("pgvector: cannot load part-00000.parquet: something")
+            except Exception:
+                raise error("pgvector: cannot load part-00000.parquet: something") from None
+        except Exception as exc:
+            return exc
+
+    assert retryable(raised(StoreError, psycopg.errors.AdminShutdown("terminating connection")))
+    assert retryable(raised(StoreError, psycopg.OperationalError("server closed the connection unexpectedly")))
+    assert retryable(raised(StoreError, psycopg.errors.LockNotAvailable("lock timeout")))
+    assert retryable(raised(DumpError, OSError("When reading information for key 'dump/manifest.json': timeout")))
+    assert retryable(OSError("AWS Error NETWORK_CONNECTION during GetObject operation"))
+    assert not retryable(raised(StoreError, psycopg.errors.UniqueViolation("duplicate key value")))
+    assert not retryable(raised(StoreError, psycopg.errors.DataError("expected 64 dimensions, not 32")))
+    assert not retryable(raised(StoreError, None))  # refused by vecfmt or the store itself
+    assert not retryable(raised(DumpError, None))  # "is corrupt: its SHA-256 differs from the manifest's"
+    assert not retryable(raised(InvalidDataError, OSError("no")))  # bad rows, whatever the chain
+    assert not retryable(ValueError("a bug"))
 
 
 # --- partitioned export ------------------------------------------------------------------------------
@@ -220,6 +296,15 @@ def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path)
 
     with pytest.raises(DumpError, match=r"interrupted partitioned export \(pass resume"):
         export_partitioned(pg(dsn), dump, workers=2)  # not resuming: refused, nothing touched
+    # What a single-process export (without --workers) says there (vecfmt.transfer.export asks for it).
+    assert interrupted_job(dump) == (f"{dump} holds an interrupted partitioned export: resume it with `--workers N "
+                                     "--resume` (any number of workers), or replace it with `--workers N --overwrite`")
+    # The coordinator killed while it replaced the job state leaves Location.write_atomic's temp file beside it;
+    # a file vecfmt does not write under such a name stays.
+    stray = Path(dump, f"{JOB_STATE}.tmp-{uuid.uuid4().hex}")
+    stray.write_text('{"format": 1, "ori')
+    not_ours = Path(dump, f"{JOB_STATE}.tmp-notes")
+    not_ours.write_text("mine")
     finished = Path(dump) / next(iter(done.values()))[0]["path"]
     original = finished.read_bytes()
     finished.write_bytes(original[:1000] + bytes([original[1000] ^ 1]) + original[1001:])  # same size
@@ -227,6 +312,8 @@ def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path)
         export_partitioned(pg(dsn), dump, workers=2, resume=True)  # hostile review: sizes alone let it through
     finished.write_bytes(original)
     manifest = export_partitioned(pg(dsn), dump, workers=2, resume=True)
+    assert not stray.exists() and not_ours.read_text() == "mine"
+    assert interrupted_job(dump) is None  # a complete dump
 
     assert_exact(dump, single)
     listed = {f.path: f for f in manifest.files}
@@ -238,18 +325,104 @@ def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path)
     assert rerun == set(range(PARTITIONS)) - set(done)  # exactly the missing ones ran, in the new run
 
 
-def test_a_killed_worker_is_replaced_and_its_partitions_run_again(source, tmp_path):
-    dsn, single = source
+@pytest.fixture(scope="module")
+def many(source, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """``many``: 160,000 x 8 in the source's database, 16 slices; and its single-process export: (uri, dump)."""
+    dsn, _ = source
+    root = tmp_path_factory.mktemp("many")
+    vecfmt.write_dump(str(root / "table"), make_table(160_000, 8))
+    transfer.import_dump(str(root / "table"), pg(dsn, table="many", index="none"))
+    transfer.export(pg(dsn, table="many"), str(root / "single"))
+    return pg(dsn, table="many"), str(root / "single")
+
+
+def test_a_killed_worker_is_replaced_and_its_partitions_run_again(many, tmp_path):
+    """16 partitions, retries=1: the pool the killed worker broke is replaced; only the partitions that were
+    running in it are charged an attempt (one line each), not the ones still queued in it."""
+    uri, single = many
     dump = str(tmp_path / "worker")
-    proc = start_job(pg(dsn), dump)
+    proc = start_job(uri, dump, retries=1)
     state = wait_for_partitions_done(proc, dump)
     victims = workers_of(proc.pid)
-    assert victims and len(state["done"]) < PARTITIONS
+    assert victims and len(state["done"]) < 16
     os.kill(victims[0], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
-    assert "its worker process died); running it again" in stderr, stderr
+    retried = [line for line in stderr.splitlines() if "running it again" in line]
+    assert 1 <= len(retried) <= 2, stderr  # the two workers' partitions at most
+    assert all("its worker process died); running it again (1 of 1 retries)" in line for line in retried)
     assert_exact(dump, single)
+
+
+def test_a_stray_temp_of_the_job_state_is_removed_by_the_next_run(many, tmp_path):
+    """Killed while it wrote its first job state, a job leaves only Location.write_atomic's temp file: the next
+    run removes it (not refused as a folder of unknown files) and exports; so does an overwrite."""
+    uri, single = many
+    dump = tmp_path / "stray"
+    dump.mkdir()
+    stray = dump / f"{JOB_STATE}.tmp-{uuid.uuid4().hex}"
+    stray.write_text("{")
+    export_partitioned(uri, str(dump), workers=1)
+    assert not stray.exists()
+    assert_exact(str(dump), single)
+    stray.write_text("{")
+    export_partitioned(uri, str(dump), workers=1, overwrite=True)
+    assert not stray.exists()
+    assert_exact(str(dump), single)
+
+
+# What vecfmt.stores.pgvector's exporter offers as ``changes()`` (the hook in its exporter.py), set here.
+WITH_CHANGES = ("from vecfmt.stores.pgvector.exporter import PgvectorExporter\n"
+                "from vecfmt.stores.pgvector.plan import table_changes\n"
+                "if not hasattr(PgvectorExporter, 'changes'):\n"
+                "    PgvectorExporter.changes = lambda self: table_changes(self.conn, self.relid)")
+
+
+@pytest.mark.parametrize("recorded", [False, True], ids=["counted-at-the-end", "changes-recorded"])
+def test_a_row_updated_before_the_resume_is_said_to_be_a_change_of_the_source(source, tmp_path, recorded):
+    """A killed job, then an UPDATE of a row a finished partition exported: its new version is on a page of a
+    partition not done, which the resume would read again. Without ``changes()`` the rows do not add up at
+    the end (40,001 of 40,000): said as the source's change, not the store's miscount, and the job's files
+    removed. With it the resume is refused before it runs anything, with the job left as it was. Either way
+    one line that says what to do, and no manifest."""
+    dsn, _ = source
+    table = f"moved_{int(recorded)}"
+    run_sql(dsn, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} AS SELECT * FROM items")
+    uri, dump = pg(dsn, table=table), str(tmp_path / "moved")
+    proc = start_job(uri, dump, before=WITH_CHANGES if recorded else "")
+    wait_for_partitions_done(proc, dump)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = job_state(dump)
+    assert 1 <= len(state["done"]) < PARTITIONS, "the job finished before it could be killed"
+    done_file = next(iter(state["done"].values()))["files"][0]["path"]
+    moved_id = pq.read_table(Path(dump, done_file), columns=["id"]).column("id")[0].as_py()
+    run_sql(dsn, sql.SQL("UPDATE {} SET id = id WHERE id = {}").format(sql.Identifier(table), sql.Literal(moved_id)))
+    page = run_sql(dsn, sql.SQL("SELECT (ctid::text::point)[0]::int FROM {} WHERE id = {}").format(
+        sql.Identifier(table), sql.Literal(moved_id)))[0][0]  # fmt: skip
+    not_done = [p["key"]["pages"] for i, p in enumerate(state["partitions"]) if str(i) not in state["done"]]
+    assert any(first <= page and (end is None or page < end) for first, end in not_done), (page, not_done)
+
+    command = ["vecfmt", "export", uri, dump, "--workers", "2", "--resume"]  # the command, with the hook set first
+    script = f"{WITH_CHANGES if recorded else ''}\nimport runpy, sys\nsys.argv = {command!r}\n" \
+             "runpy.run_module('vecfmt.cli', run_name='__main__')"  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert_one_clear_error(Run(done.returncode, done.stdout, done.stderr), "changed since the interrupted export")
+    message = done.stderr.strip()
+    assert PASSWORD not in message and "the store reported" not in message
+    assert not Path(dump, "manifest.json").exists()
+    if recorded:
+        assert "changed since the interrupted export (rows were inserted, updated or deleted" in message, message
+        assert message.endswith("start again with overwrite")
+        assert job_state(dump)["done"] == state["done"]  # refused before anything ran: the job as it was
+        manifest = export_partitioned(uri, dump, workers=2, overwrite=True)
+    else:
+        assert "changed since the interrupted export: namespace '' holds 40,000 rows, but the partitions read by " \
+               "the interrupted run (then) and by this one (now) hold 40,001" in message, message
+        assert message.endswith("the job's files are removed: export it again")
+        assert not any(files for _, _, files in os.walk(dump))
+        manifest = export_partitioned(uri, dump, workers=2)
+    assert manifest.total_rows == ROWS
 
 
 def test_a_partition_whose_connection_is_cut_runs_again(source, tmp_path):
@@ -415,7 +588,7 @@ def test_replace_loads_beside_the_old_table_and_swaps_it_in(ten_files, pg_db, tm
 
 
 @on_pg18
-def test_a_corrupt_file_names_itself_and_what_the_target_holds(ten_files, pg_db, tmp_path):
+def test_a_corrupt_file_names_itself_and_what_the_target_holds(ten_files, pg_db, tmp_path, caplog):
     dump, _ = ten_files
     broken = tmp_path / "broken"
     shutil.copytree(dump, broken)
@@ -423,12 +596,33 @@ def test_a_corrupt_file_names_itself_and_what_the_target_holds(ten_files, pg_db,
     data = bytearray((broken / last.path).read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, another SHA-256
     (broken / last.path).write_bytes(bytes(data))
-    with pytest.raises(DumpError) as caught:
+    with caplog.at_level(logging.WARNING, logger="vecfmt.parallel"), pytest.raises(DumpError) as caught:
         import_partitioned(str(broken), pg(pg_db), workers=1)  # one worker: the files load in order
+    assert not [r for r in caplog.records if "running it again" in r.getMessage()]  # a checksum never passes
     message = str(caught.value)
     assert message == (f"file {last.path}: {last.path} is corrupt: its SHA-256 differs from the manifest's "
                        f"({IMPORT_ROWS - FILE_ROWS:,} of the dump's rows are in the target, which is incomplete)")
     assert run_sql(pg_db, "SELECT count(*) FROM items") == [(IMPORT_ROWS - FILE_ROWS,)]
+
+
+@on_pg18
+def test_a_row_the_target_refuses_fails_at_once_without_a_resume_command(ten_files, pg_db, tmp_path, caplog):
+    """An append whose last file holds an id the table has (its primary key refuses it): not retried (each
+    attempt would end the same), and the one line names the file and what the target holds, with no
+    ``--resume`` (which would fail the same way)."""
+    dump, table = ten_files
+    vecfmt.write_dump(str(tmp_path / "one"), table.slice(IMPORT_ROWS - 1, 1))
+    transfer.import_dump(str(tmp_path / "one"), pg(pg_db))  # the table, with its primary key and that id
+    last = vecfmt.open_dump(dump).manifest.files[-1]
+    with caplog.at_level(logging.WARNING, logger="vecfmt.parallel"), pytest.raises(StoreError) as caught:
+        import_partitioned(dump, pg(pg_db), workers=1, if_exists="append")  # one worker: the files load in order
+    assert not [r for r in caplog.records if "running it again" in r.getMessage()]
+    message = str(caught.value)
+    assert message.startswith(f"file {last.path}: pgvector ") and "duplicate key value" in message, message
+    assert message.endswith(f"(not retried: it would fail the same way); {IMPORT_ROWS - FILE_ROWS:,} of the dump's "
+                            "rows are in the target"), message
+    assert "--resume" not in message and "\n" not in message and PASSWORD not in message
+    assert run_sql(pg_db, "SELECT count(*) FROM items") == [(IMPORT_ROWS - FILE_ROWS + 1,)]
 
 
 def test_a_store_whose_importer_takes_one_writer_refuses_workers(ten_files, tmp_path):

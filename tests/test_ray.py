@@ -5,10 +5,13 @@ dump validates, and neither it nor the imported table read back differs from a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,9 +30,10 @@ from tests.servers.postgres import unavailable
 from tests.stores.test_pgvector import PASSWORD, pg, run_sql
 from tests.test_parallel import files_loaded
 from vecfmt import transfer
+from vecfmt.errors import StoreError
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.validate import validate_dump
-from vecfmt.parallel import JOB_STATE, export_partitioned, import_partitioned
+from vecfmt.parallel import JOB_STATE, engines, export_partitioned, import_partitioned
 from vecfmt.storage import resolve
 
 ROWS, DIM = 50_000, 64  # five ctid slices (one per 10,000 rows): five partitions, five files
@@ -146,3 +150,87 @@ def test_export_to_s3_and_import_back_on_ray_with_a_worker_killed_each_time(ray_
     assert validate_dump(str(tmp_path / "back")) == []
     assert diff_dumps(single, str(tmp_path / "back")).identical
     assert PASSWORD not in json.dumps(vecfmt.open_dump(s3_uri).manifest.to_dict())
+
+
+def test_a_ray_worker_is_replaced_after_its_share_of_partitions(ray_cluster, databases, tmp_path, monkeypatch):
+    """A Ray worker process keeps native memory from one export partition to the next (it grew to 1.1 GB over
+    19 partitions of 768 dimensions): Ray replaces it after RAY_TASKS_PER_WORKER partitions (``max_calls``).
+    Here 2 a worker, 5 partitions, one at a time: at least three worker processes ran them."""
+    source, _, single = databases
+    monkeypatch.setattr(engines, "RAY_TASKS_PER_WORKER", 2)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(running_partitions())
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        export_partitioned(pg(source), str(tmp_path / "dump"), engine="ray", workers=1, batch_size=2000)
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(seen) >= 3, seen
+    assert diff_dumps(single, str(tmp_path / "dump")).identical
+
+
+def test_a_row_the_target_refuses_is_not_retried_by_ray(ray_cluster, databases, tmp_path):
+    """Ray retries only what may pass (retry_exceptions): a unique key the target enforces fails on the first
+    attempt, with one line and no --resume."""
+    _, target, _ = databases
+    table = make_table(2_000, DIM)
+    vecfmt.write_dump(str(tmp_path / "dump"), table, options=vecfmt.ParquetOptions(max_file_rows=1_000))
+    vecfmt.write_dump(str(tmp_path / "one"), table.slice(1_999, 1))
+    transfer.import_dump(str(tmp_path / "one"), pg(target, table="refuses"))  # the last id, under a primary key
+    with pytest.raises(StoreError) as caught:
+        import_partitioned(str(tmp_path / "dump"), pg(target, table="refuses"), engine="ray", workers=1,
+                           if_exists="append")  # fmt: skip
+    message = str(caught.value)
+    assert "duplicate key value" in message and "(not retried: it would fail the same way)" in message, message
+    assert "--resume" not in message and " times" not in message and PASSWORD not in message
+
+
+def test_the_cluster_vecfmt_starts_is_gone_when_the_job_ends(databases, tmp_path):
+    """Without an address vecfmt starts a local cluster for the job; when the job ends (here: fails), every
+    process of it has ended too (Ray's agents used to linger a minute or two). The job runs in a session of
+    its own, whose processes are then all there is to look for."""
+    source, _, _ = databases
+    script = ("from vecfmt.parallel import export_partitioned\n"
+              f"export_partitioned({pg(source, table='missing')!r}, {str(tmp_path / 'dump')!r}, engine='ray', "
+              "workers=1)")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    seen: set[int] = set()
+    while proc.poll() is None:
+        seen.update(in_session(proc.pid))
+        time.sleep(0.05)
+    _, stderr = proc.communicate()
+    assert "does not exist" in stderr, stderr  # the job failed, after the cluster had started
+    assert len(seen) >= 3, seen  # gcs_server, raylet, agents...
+    deadline = time.monotonic() + 2
+    while in_session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = in_session(proc.pid)
+    for pid in left:  # the test's own cleanup: a leftover would live on for a minute or two
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in left if Path(f"/proc/{pid}").exists()]
+
+
+def in_session(session: int) -> set[int]:
+    """The processes (not zombies) of session ``session``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found

@@ -9,9 +9,13 @@ only the partitions not done. Once all are done, ids are checked unique per name
 rows per namespace against what the store reported, and the manifest is committed once
 (``commit_manifest``), by this process: workers only write part files and report them.
 
-Exporters may offer two optional members, read here with ``getattr``: ``shared_snapshot() -> str | None``
+Exporters may offer optional members, read here with ``getattr``: ``shared_snapshot() -> str | None``
 on the planning exporter (which stays open for the whole job) and ``use_snapshot(snapshot)`` on each
-worker's, so that every partition reads the same snapshot of the store (pgvector: ``pg_export_snapshot``).
+worker's, so that every partition reads the same snapshot of the store (pgvector: ``pg_export_snapshot``);
+and ``changes()`` on the planning exporter: a JSON value that differs once the source's rows changed
+(pgvector: ``plan.table_changes``), recorded with the plan, so that a resume refuses a source changed
+since (a row updated in between may move from a partition not done to one done). Without it, such a
+change is found when the rows are counted at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from typing import Any
 
 from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError, first_line
 from vecfmt.manifest import MANIFEST_NAME, EmbeddingModel, FileEntry, Manifest
-from vecfmt.parallel.engines import DEFAULT_RETRIES, Engine, WorkerLost, ray_cpus, ray_session, run_tasks
+from vecfmt.parallel.engines import (
+    DEFAULT_RETRIES,
+    Engine,
+    WorkerLost,
+    ray_cpus,
+    ray_session,
+    retryable,
+    run_tasks,
+)
 from vecfmt.progress import RowProgress
 from vecfmt.storage import Location, lock_for_writing, redact, resolve
 from vecfmt.stores.base import Exporter, Slice, StoreURI, open_exporter
@@ -47,7 +59,13 @@ JOB_STATE_FORMAT = 1
 # What a partition names its files: p<partition>-<run>-<file>.parquet. The run (random, one per job run)
 # keeps a resumed job from ever writing a file under a name an earlier run's worker might still hold.
 _JOB_PART = re.compile(r"^[^/.][^/]*/p\d{5}-[0-9a-f]{6}-\d{5}\.parquet$")
+# What the atomic write of the job state (``Location.write_atomic``) leaves when killed mid-write.
+_JOB_STATE_TEMP = re.compile(rf"^{re.escape(JOB_STATE)}\.tmp-[0-9a-f]{{32}}$")
 MAX_DEFAULT_WORKERS = 8
+# A worker process costs 1-2 s to start (an interpreter importing pyarrow and the store's client), about
+# what one process takes to export 50-100 MiB: each worker the default starts gets at least this much of
+# the job, so a small job runs in this process (at 100,000 x 768, 300 MB, two workers took 2-4x as long).
+BYTES_PER_WORKER = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -122,12 +140,19 @@ def _export(source: str, dump_uri: str, location: Location, runner: Engine, work
         chosen = _choose_namespaces(list(desc.namespaces), namespaces)
         template = desc.manifest_template()
         template.embedding_model = model or desc.embedding_model
-        job = _Job(location, dump_uri, source, template, _origin(exporter, desc), chosen)
-        if not (resume and job.load()):
+        job = _Job(location, dump_uri, source, template, _origin(exporter, desc), chosen, _changes(exporter))
+        _remove_stray_temps(location)  # a killed run's half-written job state (the lock is ours: no run writes)
+        resumed = resume and job.load()
+        if not resumed:
             _prepare(location, overwrite, resume)
             job.plan([Slice(ns, part.key) for ns in chosen for part in exporter.slices(ns)])
-        if workers is None:
-            workers = ray_cpus() if runner.name == "ray" else default_workers(len(job.partitions), len(chosen))
+        if workers is None and runner.name == "ray":
+            workers = ray_cpus()
+        elif workers is None:
+            left = len(job.partitions) - len(job.done)
+            planned = _planned_bytes(desc, template, chosen)
+            workers = default_workers(left, len(chosen), None if planned is None else
+                                      planned * left // max(1, len(job.partitions)))  # fmt: skip
         workers = max(1, min(workers, len(job.partitions) - len(job.done) or 1))
         run = secrets.token_hex(3)
         snapshot = _shared_snapshot(exporter)
@@ -146,18 +171,61 @@ def _export(source: str, dump_uri: str, location: Location, runner: Engine, work
                                 retries=retries)  # fmt: skip
         if failure is not None:
             raise job.failed(*failure, workers, runner)
-        return job.commit(desc.namespaces)
+        return job.commit(desc.namespaces, resumed)
     finally:
         exporter.close()
 
 
-def default_workers(partitions: int, namespaces: int) -> int:
-    """As many workers as the machine has cores, at most ``MAX_DEFAULT_WORKERS`` (each holds a store
-    connection and a row group in memory); 1 when the store gives one slice per namespace (nothing to
-    split) and never more than there are partitions."""
+def default_workers(partitions: int, namespaces: int, planned_bytes: int | None = None) -> int:
+    """The workers a job runs on when not told: one per ``BYTES_PER_WORKER`` (512 MiB) of data planned
+    (``planned_bytes``: rows x bytes a row takes as vectors; unknown, None: not limited by it), so that a
+    small job runs in this process, where a worker's start-up (1-2 s) would cost more than it gains; at
+    most as many as the machine has cores and ``MAX_DEFAULT_WORKERS`` (each holds a store connection and a
+    row group in memory); 1 when the store gives one slice per namespace (nothing to split); never more
+    than there are partitions."""
     if partitions <= namespaces:
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS, partitions))
+    by_size = partitions if planned_bytes is None else planned_bytes // BYTES_PER_WORKER
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS, partitions, by_size))
+
+
+def _planned_bytes(desc: Any, template: Manifest, chosen: list[str]) -> int | None:
+    """About how many bytes the chosen namespaces' rows take as vectors (None: a count is unknown)."""
+    counts = [desc.namespaces.get(namespace) for namespace in chosen]
+    if any(count is None for count in counts):
+        return None
+    row_bytes = 64 + sum(4 + spec.dimension * 4 for spec in template.vectors)  # ids, metadata: a little
+    return sum(counts) * row_bytes
+
+
+def interrupted_job(dump_uri: str) -> str | None:
+    """One line for a single-process export asked to write where an interrupted partitioned export is (a
+    job state and no manifest): it cannot resume nor replace that job, ``export_partitioned`` can; None
+    when there is no such job (or the location cannot be read: the export then says why)."""
+    try:
+        location = resolve(dump_uri)
+        if not location.exists(JOB_STATE) or location.exists(MANIFEST_NAME):
+            return None
+    except (VecfmtError, OSError):
+        return None
+    return (f"{location.uri} holds an interrupted partitioned export: resume it with `--workers N --resume` "
+            "(any number of workers), or replace it with `--workers N --overwrite`")
+
+
+def _remove_stray_temps(location: Location) -> None:
+    """Delete the temp files a run killed while it replaced the job state left (``{JOB_STATE}.tmp-<uuid>``,
+    local disks only: object storage writes in one PUT); nothing else."""
+    if not location.local:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(location.root):
+            if _JOB_STATE_TEMP.match(name):
+                location.delete(name)
+
+
+def _changes(exporter: Exporter) -> Any:
+    changes = getattr(exporter, "changes", None)  # optional (module docstring)
+    return changes() if callable(changes) else None
 
 
 # --- the job state ------------------------------------------------------------------------------------
@@ -167,9 +235,10 @@ class _Job:
     """The plan and the partitions done, kept in ``JOB_STATE`` beside the dump."""
 
     def __init__(self, location: Location, dump_uri: str, source: str, template: Manifest,
-                 origin: dict[str, Any], namespaces: list[str]) -> None:  # fmt: skip
+                 origin: dict[str, Any], namespaces: list[str], changes: Any = None) -> None:  # fmt: skip
         self.location, self.dump_uri, self.source = location, dump_uri, source
         self.template, self.origin, self.namespaces = template, origin, namespaces
+        self.changes = json.loads(json.dumps(changes))  # as the state file reads it back
         self.partitions: list[Slice] = []
         self.done: dict[int, _Report] = {}
 
@@ -199,6 +268,11 @@ class _Job:
         if recorded["counts"] != self.origin["counts"]:
             raise DumpError(f"{where}: {_label(self.origin)} changed since the interrupted export (rows per namespace "
                             f"then {recorded['counts']}, now {self.origin['counts']}); start again with overwrite")
+        recorded_changes = state.get("changes")
+        if recorded_changes is not None and self.changes is not None and recorded_changes != self.changes:
+            raise DumpError(f"{where}: {_label(self.origin)} changed since the interrupted export (rows were inserted, "
+                            "updated or deleted: an updated row may have moved from a partition not done to one "
+                            "done, or back); start again with overwrite")  # fmt: skip
         if state["definition"] != self._definition():
             raise DumpError(f"{where}: the source's vectors or columns changed since the interrupted export; start "
                             "again with overwrite")
@@ -231,6 +305,7 @@ class _Job:
         state = {
             "format": JOB_STATE_FORMAT,
             "origin": self.origin,
+            "changes": self.changes,
             "definition": self._definition(),
             "namespaces": self.namespaces,
             "partitions": [{"namespace": p.namespace, "key": p.key} for p in self.partitions],
@@ -244,19 +319,35 @@ class _Job:
     def _files(self) -> list[FileEntry]:
         return [f for i in sorted(self.done) for f in self.done[i].files]
 
-    def commit(self, reported: dict[str, int | None]) -> Manifest:
-        """All partitions are done: check rows and ids, remove strays, and commit the manifest once."""
+    def commit(self, reported: dict[str, int | None], resumed: bool) -> Manifest:
+        """All partitions are done: check rows and ids, remove strays, and commit the manifest once. On a
+        resumed job, rows that do not add up are the source's changes since the interrupted run (the
+        partitions done read it then, the others now), and said so."""
         rows: dict[str, int] = {}
         for report in self.done.values():
             namespace = self.partitions[report.index].namespace
             rows[namespace] = rows.get(namespace, 0) + report.rows
+        moved = [ns for ns in self.namespaces if resumed and reported.get(ns) not in (None, rows.get(ns, 0))]
+        if moved:
+            self.discard()
+            namespace = moved[0]
+            raise DumpError(f"{redact(self.dump_uri)}: {_label(self.origin)} changed since the interrupted export: "
+                            f"namespace {namespace!r} holds {reported[namespace]:,} rows, but the partitions read by "
+                            f"the interrupted run (then) and by this one (now) hold {rows.get(namespace, 0):,} (rows "
+                            "moved between them: updated, or deleted and inserted); the job's files are removed: "
+                            "export it again")  # fmt: skip
         try:
             _check_counts(rows, reported, self.namespaces)
             _remove_unlisted(self.location, self.location.sizes(), self._listed())
             # Sizes confirmed, and ids read back from every part: unique per namespace across partitions.
             manifest = commit_manifest(self.location, self.template, self._files(), check_ids=True)
-        except InvalidDataError:
+        except InvalidDataError as exc:
             self.discard()  # the store's rows themselves are wrong: no resume can mend them
+            if resumed and first_line(exc).startswith("duplicate ids"):
+                raise InvalidDataError(f"{first_line(exc)} (the interrupted export's partitions read the source "
+                                       "then, the others now: an id in both moved with an update in between, "
+                                       "unless the source holds it twice); the job's files are removed: export it "
+                                       "again") from None  # fmt: skip
             raise
         self.location.delete(JOB_STATE)
         return manifest
@@ -275,12 +366,18 @@ class _Job:
             return exc  # a bug: shown as one, with its traceback
         what = f"{exc} (killed, or out of memory)" if isinstance(exc, WorkerLost) else first_line(exc)
         left = len(self.partitions) - len(self.done)
-        times = f" {attempts} times" if attempts > 1 else ""
         command = (f"vecfmt export {StoreURI.parse(self.source)} {redact(self.dump_uri)} --workers {workers}"
                    f"{runner.cli_options} --resume")
-        message = (f"partition {task.index + 1} of {len(self.partitions)} (namespace {task.namespace!r}, "
-                   f"{json.dumps(task.key)}) failed{times}: {what}; `{command}` runs the {left} "
-                   f"partition{'s' if left != 1 else ''} not done")
+        rest = f"`{command}` runs the {left} partition{'s' if left != 1 else ''} not done"
+        partition = (f"partition {task.index + 1} of {len(self.partitions)} (namespace {task.namespace!r}, "
+                     f"{json.dumps(task.key)})")  # fmt: skip
+        if retryable(exc):  # it may pass: it ran 1 + retries times, and may pass by the time of a resume
+            times = f" {attempts} times" if attempts > 1 else ""
+            message = f"{partition} failed{times}: {what}; {rest}"
+        elif isinstance(exc, InvalidDataError):  # the source's rows: they stay wrong until mended there
+            message = f"{partition}: {what} (not retried); once the source's rows are mended, {rest}"
+        else:  # the store refuses the same way each time (not retried): what it said is what to fix
+            message = f"{partition}: {what} (not retried: it would fail the same way)"
         # The kind of the failure (a worker's death is the store's: its client crashed, or memory ran out).
         kinds = (InvalidDataError, StoreError, DumpError)
         kind = next((k for k in kinds if isinstance(exc, k)), StoreError if isinstance(exc, WorkerLost) else

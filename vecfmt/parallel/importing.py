@@ -24,7 +24,15 @@ import pyarrow as pa
 
 from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError, first_line
 from vecfmt.manifest import FileEntry, Manifest
-from vecfmt.parallel.engines import DEFAULT_RETRIES, Engine, WorkerLost, ray_cpus, ray_session, run_tasks
+from vecfmt.parallel.engines import (
+    DEFAULT_RETRIES,
+    Engine,
+    WorkerLost,
+    ray_cpus,
+    ray_session,
+    retryable,
+    run_tasks,
+)
 from vecfmt.parallel.export import default_workers
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
@@ -130,7 +138,8 @@ def _run(importer: Any, manifest: Manifest, dump_uri: str, target: str, runner: 
             tasks.append(_FileTask(index, dump_uri, target, identity, namespaces, entry, first_row, batch_size))
         first_row += entry.rows
     if workers is None:
-        workers = ray_cpus() if runner.name == "ray" else default_workers(len(tasks), 1)
+        workers = ray_cpus() if runner.name == "ray" else default_workers(len(tasks), 1,
+                                                                          sum(t.entry.bytes for t in tasks))
     workers = max(1, min(workers, len(tasks) or 1))
     skipped = sum(loaded.values())
     moved = 0
@@ -157,12 +166,12 @@ def _run(importer: Any, manifest: Manifest, dump_uri: str, target: str, runner: 
 
 def _failed(importer: Any, task: _FileTask, exc: BaseException, attempts: int, dump_uri: str, target: str,
             workers: int, runner: Engine, files: int) -> BaseException:  # fmt: skip
-    """One line naming the file and what the target holds now; for a failure a resume may cure, the command."""
+    """One line naming the file and what the target holds now; for a failure that may pass (retried, and
+    still failing), the command that resumes the import."""
     if not isinstance(exc, (VecfmtError, OSError, WorkerLost)):
         return exc  # a bug: shown as one, with its traceback
     what = f"{exc} (killed, or out of memory)" if isinstance(exc, WorkerLost) else first_line(exc)
-    times = f" {attempts} times" if attempts > 1 else ""
-    if isinstance(exc, (InvalidDataError, DumpError)):  # a broken dump: no resume can mend it
+    if isinstance(exc, (InvalidDataError, DumpError)) and not retryable(exc):  # a broken dump: nothing mends it
         with contextlib.suppress(Exception):
             importer.abort()  # what a replace staged goes; a plain import keeps what it committed
         committed = _rows_committed(importer)
@@ -170,6 +179,11 @@ def _failed(importer: Any, task: _FileTask, exc: BaseException, attempts: int, d
             "the target is incomplete" if committed is None else
             f"{committed:,} of the dump's rows are in the target, which is incomplete")  # fmt: skip
         return type(exc)(f"{task.describe()}: {what} ({holds})")
+    if not retryable(exc):  # the store refuses the rows (a unique key, a column's dimension): every time
+        committed = _rows_committed(importer)
+        holds = "" if committed is None else f"; {committed:,} of the dump's rows are in the target"
+        return type(exc)(f"{task.describe()}: {what} (not retried: it would fail the same way){holds}")
+    times = f" {attempts} times" if attempts > 1 else ""
     try:
         loaded: dict[str, int] | None = importer.files_loaded()
     except VecfmtError:  # the store is gone: what it holds is for the resume to find out

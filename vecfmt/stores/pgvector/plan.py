@@ -381,3 +381,17 @@ def definitions_comment(manifest: Manifest, plan: Plan) -> str:
                                                        "dimension": model.dimension},
     }  # fmt: skip
     return json.dumps({COMMENT_KEY: definitions}, ensure_ascii=False)
+
+
+def table_changes(conn: psycopg.Connection, relid: int | None) -> list[int] | None:
+    """The rows inserted, updated and deleted in a table as the server counts them (``pg_stat_user_tables``):
+    read without a scan, and different once any row of the table changed, so that a partitioned export
+    resumed later can tell the table changed in between (an updated row moves to another page, so to
+    another partition: it would be read by a partition done and again by one not done). None for a query
+    source or a relation without statistics. A session's counts are published when its transaction ends
+    (within about a second); a reset of the statistics reads as a change."""
+    if relid is None:
+        return None
+    row = conn.execute("SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relid = %s",
+                       (relid,)).fetchone()  # fmt: skip
+    return None if row is None else [int(value) for value in row]
