@@ -47,7 +47,7 @@ DEFAULT_RETRIES = 2  # a failed partition runs at most 1 + DEFAULT_RETRIES times
 # running export partitions back to back keeps about one row group (~30-50 MB) more native memory per
 # partition, freed only when the process ends (it grew to 1.1 GB over 19 partitions where a local worker
 # stays under 0.5 GB; neither Arrow's release_unused nor malloc_trim gave it back): a new process every 8
-# partitions keeps a worker under about 0.6 GB, for one start-up (1-2 s) per 8 partitions.
+# partitions kept a worker under 0.76 GB, for one start-up (~2 s) per 8 partitions (docs/parallel.md).
 RAY_TASKS_PER_WORKER = 8
 
 
