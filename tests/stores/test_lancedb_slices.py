@@ -48,7 +48,7 @@ def fragments(tmp_path, chunks: list[pa.Table]):
 @pytest.fixture
 def small_slices(monkeypatch):
     """Slices of about 1,000 rows (the planning happens in this process: workers only read their keys)."""
-    monkeypatch.setattr("vecfmt.stores.lancedb.slices.SLICE_ROWS", 1_000)
+    monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 1_000)
 
 
 def plan(uri: str) -> dict[str, list[Slice]]:
@@ -159,7 +159,7 @@ def test_a_namespace_too_small_to_split_is_read_at_the_planned_version_too(tmp_p
 
 
 def test_namespaces_split_by_the_namespace_column(tmp_path, monkeypatch, identical):
-    monkeypatch.setattr("vecfmt.stores.lancedb.slices.SLICE_ROWS", 500)
+    monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 500)
     chunks = [chunk(2_400, 0, ["a", "b"]), chunk(1_500, 1, ["c"]), chunk(2_600, 2, ["b", "a", None, "a"])]
     fragments(tmp_path, chunks)
     slices = plan(lance(tmp_path))

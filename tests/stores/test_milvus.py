@@ -701,7 +701,7 @@ def test_varchar_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
     exporter = open_exporter(source)
     try:
         exporter.describe()
-        monkeypatch.setattr("vecfmt.stores.milvus.exporter.SLICE_ROWS", 30)
+        monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 30)
         assert exporter.slices("") == [Slice("")]  # Milvus Lite: one process, one slice
         monkeypatch.setattr("vecfmt.stores.milvus.exporter.SPLIT_LOCAL", True)
         parts = assert_slices_cover_once(exporter, "", table, str, at_least=10)
@@ -754,7 +754,7 @@ def test_int64_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
     exporter = open_exporter(source)
     try:
         exporter.describe()
-        monkeypatch.setattr("vecfmt.stores.milvus.exporter.SLICE_ROWS", 30)
+        monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 30)
         monkeypatch.setattr("vecfmt.stores.milvus.exporter.SPLIT_LOCAL", True)
         want = table_of(read_slice(exporter, Slice("")))
         assert sorted(int(i) for i in want.column("id").to_pylist()) == sorted(keys)
@@ -786,7 +786,7 @@ def test_a_partition_key_collection_splits_as_one_namespace(tmp_path, db, monkey
         c.insert("pkc", [{"pk": f"k{i:03d}", "tenant": f"t{i % 3}", "vec": vectors[i].tolist()} for i in range(90)])
     finally:
         release(db, c)
-    monkeypatch.setattr("vecfmt.stores.milvus.exporter.SLICE_ROWS", 15)
+    monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 15)
     monkeypatch.setattr("vecfmt.stores.milvus.exporter.SPLIT_LOCAL", True)
     exporter = open_exporter(uri(db, "pkc"))
     try:

@@ -696,7 +696,7 @@ def test_slices_split_point_ids_and_cover_every_point_once(tmp_path, monkeypatch
     exporter = open_exporter(uri)
     try:
         exporter.describe()
-        monkeypatch.setattr("vecfmt.stores.qdrant.exporter.SLICE_ROWS", 30)
+        monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 30)
         assert exporter.slices("") == [Slice("")]  # local mode: one process, one slice
         monkeypatch.setattr("vecfmt.stores.qdrant.exporter.SPLIT_LOCAL", True)
         for ns, table in tables.items():

@@ -369,7 +369,7 @@ def test_slices_split_the_uuid_space_and_cover_every_object_once(tmp_path, weavi
         exporter.describe()
         assert exporter.slices("") == [Slice("")]  # 322 objects: one slice
         whole = table_of(read_slice(exporter, Slice("")))
-        monkeypatch.setattr("vecfmt.stores.weaviate.exporter.SLICE_ROWS", 20)
+        monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 20)
         parts = exporter.slices("")
         assert [json.loads(json.dumps(p.key)) for p in parts] == [p.key for p in parts]  # job state keeps them
         starts = [p.key["uuids"][0] for p in parts]
@@ -412,7 +412,7 @@ def test_partitioned_export_of_split_tenants_equals_a_single_process_one(tmp_pat
     transfer.import_dump(str(tmp_path / "a"), uri)
     transfer.export(uri, str(tmp_path / "single"))
     # 160 objects a tenant, 40 a slice: four slices each (the workers read the keys the plan gives them)
-    monkeypatch.setattr("vecfmt.stores.weaviate.exporter.SLICE_ROWS", 40)
+    monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 40)
     manifest = export_partitioned(uri, str(tmp_path / "parts"), workers=2)
     assert len(manifest.files) >= 8  # every partition wrote its own part files
     assert diff_dumps(str(tmp_path / "single"), str(tmp_path / "parts")).identical

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -145,6 +146,20 @@ class Description:
     def total_rows(self) -> int | None:
         counts = list(self.namespaces.values())
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+
+
+# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), so that a
+# partitioned export's partitions write full files, and a namespace of more than SLICE_ROWS rows splits into
+# at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that smaller ones too spread over a machine's
+# workers. Every store that splits uses this rule (stores import no other store, so it lives here).
+SLICE_BYTES = 64 << 20
+SLICE_ROWS = 10_000
+SPREAD_SLICES = 16
+
+
+def slice_count(rows: int, row_bytes: float) -> int:
+    """How many slices a namespace of ``rows`` rows of about ``row_bytes`` bytes each splits into (<= 1: one)."""
+    return max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
 
 
 @dataclass(frozen=True)

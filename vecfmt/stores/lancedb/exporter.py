@@ -13,7 +13,7 @@ from vecfmt.errors import StoreError
 from vecfmt.manifest import EmbeddingModel, Source, VectorSpec
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, check_metric, vector_column
 from vecfmt.storage import redact, secrets_of
-from vecfmt.stores.base import Chunk, Description, KnobInfo, Slice, StoreURI
+from vecfmt.stores.base import Chunk, Description, KnobInfo, Slice, StoreURI, slice_count
 from vecfmt.stores.lancedb.connect import (
     NAMESPACE_COLUMN,
     PRIMARY_COLUMN,
@@ -26,7 +26,7 @@ from vecfmt.stores.lancedb.connect import (
     _table_names,
 )
 from vecfmt.stores.lancedb.search import SEARCH_KNOBS, _checked_settings, _search
-from vecfmt.stores.lancedb.slices import address_filter, namespace_rows, plan_ranges, scan_layout, slice_count
+from vecfmt.stores.lancedb.slices import address_filter, namespace_rows, plan_ranges, scan_layout
 
 
 class LanceDBExporter:

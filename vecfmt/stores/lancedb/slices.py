@@ -8,29 +8,18 @@ version: no row falls outside every slice, none in two.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), and a namespace
-# of more than SLICE_ROWS rows splits into at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that
-# smaller tables too spread over a machine's workers: pgvector's rule (stores import no other store).
-SLICE_BYTES = 64 << 20
-SLICE_ROWS = 10_000
-SPREAD_SLICES = 16
 ROW_ADDRESS = "_rowaddr"
 _OFFSET_BITS = 32
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
 _LAYOUT_BATCH = 1 << 20  # row addresses per batch of the layout scan: bounded memory on any table size
 
 Bound = list[int] | None  # [fragment, offset], None: open
-
-
-def slice_count(rows: int, row_bytes: int) -> int:
-    return max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
 
 
 def scan_layout(query: Any, namespace_column: str | None) -> pa.Table:

@@ -12,7 +12,6 @@ whatever was written since the scan."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -24,7 +23,7 @@ from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import Source, VectorSpec
 from vecfmt.metadata import dumps
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_TYPE, SPARSE_VALUES, vector_column, vectors_array
-from vecfmt.stores.base import Chunk, Description, Slice, StoreURI
+from vecfmt.stores.base import Chunk, Description, Slice, StoreURI, slice_count
 from vecfmt.stores.milvus.catalog import (
     DEFAULT_PARTITION,
     Collection,
@@ -39,12 +38,6 @@ from vecfmt.stores.milvus.search import nearest
 # Vectors per query answer, at most, so that an answer stays far below the result sizes a Milvus server
 # returns by default (no server runs here to test against); 10,000 rows of 768 dimensions are 29 MiB.
 PAGE_BYTES = 64 << 20
-# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), and a namespace
-# of more than SLICE_ROWS rows splits into at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that
-# smaller collections too spread over a machine's workers: pgvector's rule (stores import no other store).
-SLICE_BYTES = 64 << 20
-SLICE_ROWS = 10_000
-SPREAD_SLICES = 16
 # Milvus Lite runs in one process (its folder is locked): a partitioned export's workers could not open it, and
 # one process reading ranges one after another only pays more queries (each gathers the partition's rows). So
 # it keeps one slice per namespace; tests turn this on to read Milvus Lite's ranges.
@@ -165,7 +158,7 @@ class MilvusExporter:
         if rows is None:  # the statistics count deleted rows: the collection's count bounds the namespace's
             rows = self.target.count()
         row_bytes = 64 + sum(4 + 4 * f.dim for f in self.order)
-        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        count = slice_count(rows, row_bytes)
         if count <= 1:
             return [Slice(namespace)]
         cuts = self._cuts(namespace, sorted({rows * i // count for i in range(1, count)} - {0}))

@@ -14,7 +14,6 @@ import bisect
 import itertools
 import json
 import logging
-import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -25,7 +24,7 @@ import pyarrow as pa
 from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import Source, VectorSpec
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_TYPE, SPARSE_VALUES, vector_column, vectors_array
-from vecfmt.stores.base import Chunk, Description, Slice, StoreURI
+from vecfmt.stores.base import Chunk, Description, Slice, StoreURI, slice_count
 from vecfmt.stores.qdrant import catalog
 from vecfmt.stores.qdrant.catalog import DEFAULT_VECTOR, FROM_QDRANT, UNNAMED, namespace_filter
 from vecfmt.stores.qdrant.connect import SCHEME, Target
@@ -33,12 +32,6 @@ from vecfmt.stores.qdrant.ids import ID_KEY, NAMESPACE_KEY, point_order, record_
 from vecfmt.stores.qdrant.search import nearest
 
 MAX_NAMESPACES = 100_000
-# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), and a namespace
-# of more than SLICE_ROWS points splits into at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that
-# smaller collections too spread over a machine's workers: pgvector's rule (stores import no other store).
-SLICE_BYTES = 64 << 20
-SLICE_ROWS = 10_000
-SPREAD_SLICES = 16
 # Ids sampled per slice to place the cuts (the sample is one request without payloads or vectors).
 SAMPLES_PER_SLICE = 64
 MAX_SAMPLES = 10_000
@@ -189,7 +182,7 @@ class QdrantExporter:
             self._namespaces()
         rows = self.counts.get(namespace) or 0
         row_bytes = 64 + sum(4 + 4 * self.collection.dense[n]["size"] for n in self.order)
-        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        count = slice_count(rows, row_bytes)
         if count <= 1:
             return [Slice(namespace)]
         cuts = self._cuts(namespace, count)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,18 +24,12 @@ import pyarrow as pa
 from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import Source, VectorSpec
 from vecfmt.schema import DOCUMENT, ID, METADATA, vector_column, vectors_array
-from vecfmt.stores.base import Chunk, Description, Slice, StoreURI
+from vecfmt.stores.base import Chunk, Description, Slice, StoreURI, slice_count
 from vecfmt.stores.weaviate import schema
 from vecfmt.stores.weaviate.catalog import decode, namespace_of, tenant_of
 from vecfmt.stores.weaviate.connect import SCHEME, Target, proto
 from vecfmt.stores.weaviate.search import identity, nearest
 
-# A slice holds about one part file's worth of exported data (ParquetOptions' max_file_bytes), and a tenant of
-# more than SLICE_ROWS objects splits into at least rows / SLICE_ROWS slices (up to SPREAD_SLICES), so that
-# smaller collections too spread over a machine's workers: pgvector's rule (stores import no other store).
-SLICE_BYTES = 64 << 20
-SLICE_ROWS = 10_000
-SPREAD_SLICES = 16
 UUID_SPACE = 1 << 128
 
 
@@ -112,7 +105,7 @@ class WeaviateExporter:
         (sequential UUIDs) give uneven slices, never a missed or doubled object."""
         rows = self.counts[namespace] if namespace in self.counts else self._count(namespace)
         row_bytes = 64 + sum(4 + 4 * dim for dim in self.dims.values())
-        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        count = slice_count(rows, row_bytes)
         if count <= 1:
             return [Slice(namespace)]
         starts: list[str | None] = [None, *(str(uuid.UUID(int=UUID_SPACE * i // count)) for i in range(1, count))]
