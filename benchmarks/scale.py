@@ -9,8 +9,9 @@ Data: N x DIM unit-length float32 vectors, short ids and small JSON metadata (be
 written as a dump by ``DumpWriter`` (untimed) and imported into a table without a vector index (the source).
 
 Every configuration runs in a fresh child process of its own (``python -c``: nothing but the job in it, and no
-script for ``spawn`` workers to import again), after a CHECKPOINT. The child times the call alone (interpreter
-start and imports left out) and measures:
+script for ``spawn`` workers to import again), after a CHECKPOINT, with the malloc setting the ``vecfmt`` command
+gives its process (``vecfmt.process.map_large_blocks``; workers set it themselves). The child times the call
+alone (interpreter start and imports left out) and measures:
 
 * CPU seconds of the client: the job process and every process under it (local workers, Ray's processes),
   from ``psutil`` ``cpu_times`` of that tree (a process already reaped counts in its parent's children
@@ -197,6 +198,9 @@ def child() -> None:
     """One configuration, as ``run_child`` starts it: prints one JSON line with its figures."""
     spec = json.loads(sys.argv[1])
     from vecfmt import transfer
+    from vecfmt.process import map_large_blocks
+
+    map_large_blocks()  # as the vecfmt command does for its own process (workers do it themselves)
 
     ray_temp, ray_start = None, None
     if spec["engine"] == "ray":

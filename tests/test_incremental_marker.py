@@ -321,3 +321,24 @@ def test_duplicate_ids_are_refused_by_marker_too(tmp_path, pg_db, monkeypatch):
     with pytest.raises(InvalidDataError, match="duplicate ids in namespace '': 'p-3'"):
         export_delta(uri, d1, f0)
     assert not (tmp_path / "d1" / MANIFEST_NAME).exists()
+
+
+def test_a_partitioned_export_records_the_marker_its_workers_read_in(tmp_path, pg_db, monkeypatch):
+    """export --workers: the coordinator's snapshot is the one every worker reads, so its marker covers them,
+    and the next delta reads by it; the chain stays exact."""
+    from vecfmt.parallel import export_partitioned
+
+    monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 500)  # several partitions
+    uri = seed(tmp_path, pg_db)
+    f0, d1 = str(tmp_path / "f0"), str(tmp_path / "d1")
+    export_partitioned(uri, f0, workers=2)
+    assert len(vecfmt.open_dump(f0).manifest.files) > 2
+    marker = vecfmt.open_dump(f0).manifest.extra[CHANGE_MARKER]
+    assert marker["store"] == "pgvector" and isinstance(marker["xmin"], int)
+    expected = change(pg_db, 1)
+    with monkeypatch.context() as patch:
+        no_digest_path(patch)
+        manifest = export_delta(uri, d1, f0)
+    assert manifest.extra[FOUND_BY] == {"found_by": BY_MARKER}
+    assert written_ids(d1) == expected["written"] and deleted_ids(d1) == expected["deleted"]
+    assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "partitioned")

@@ -38,9 +38,10 @@ from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.validate import validate_dump
 from vecfmt.parallel import JOB_STATE, default_workers, export_partitioned, import_partitioned
 from vecfmt.parallel.engines import Engine, retryable, run_tasks
-from vecfmt.parallel.export import BYTES_PER_WORKER, interrupted_job
+from vecfmt.parallel.export import BYTES_PER_WORKER
 from vecfmt.stores.base import open_exporter
 from vecfmt.stores.pgvector.files import FILES_TABLE
+from vecfmt.transfer import interrupted_job
 
 ROWS, DIM = 40_000, 768
 PARTITIONS = 4  # 40,000 rows: one slice per 10,000 (SLICE_ROWS)
@@ -299,6 +300,10 @@ def test_a_killed_job_resumes_with_only_the_missing_partitions(source, tmp_path)
     # What a single-process export (without --workers) says there (vecfmt.transfer.export asks for it).
     assert interrupted_job(dump) == (f"{dump} holds an interrupted partitioned export: resume it with `--workers N "
                                      "--resume` (any number of workers), or replace it with `--workers N --overwrite`")
+    for flags in ([], ["--resume"]):  # the CLI without --workers says so, and touches nothing
+        assert_one_clear_error(vecfmt_cli("export", pg(dsn), dump, *flags), "interrupted partitioned export",
+                               "--workers N --resume")
+    assert job_state(dump) == state
     # The coordinator killed while it replaced the job state leaves Location.write_atomic's temp file beside it;
     # a file vecfmt does not write under such a name stays.
     stray = Path(dump, f"{JOB_STATE}.tmp-{uuid.uuid4().hex}")
@@ -371,17 +376,15 @@ def test_a_stray_temp_of_the_job_state_is_removed_by_the_next_run(many, tmp_path
     assert_exact(str(dump), single)
 
 
-# What vecfmt.stores.pgvector's exporter offers as ``changes()`` (the hook in its exporter.py), set here.
-WITH_CHANGES = ("from vecfmt.stores.pgvector.exporter import PgvectorExporter\n"
-                "from vecfmt.stores.pgvector.plan import table_changes\n"
-                "if not hasattr(PgvectorExporter, 'changes'):\n"
-                "    PgvectorExporter.changes = lambda self: table_changes(self.conn, self.relid)")
+# A pgvector exporter without ``change_counts()`` (what a store without such counts is like), set in the job.
+WITHOUT_COUNTS = ("from vecfmt.stores.pgvector.exporter import PgvectorExporter\n"
+                  "del PgvectorExporter.change_counts")
 
 
 @pytest.mark.parametrize("recorded", [False, True], ids=["counted-at-the-end", "changes-recorded"])
 def test_a_row_updated_before_the_resume_is_said_to_be_a_change_of_the_source(source, tmp_path, recorded):
     """A killed job, then an UPDATE of a row a finished partition exported: its new version is on a page of a
-    partition not done, which the resume would read again. Without ``changes()`` the rows do not add up at
+    partition not done, which the resume would read again. Without ``change_counts()`` the rows do not add up at
     the end (40,001 of 40,000): said as the source's change, not the store's miscount, and the job's files
     removed. With it the resume is refused before it runs anything, with the job left as it was. Either way
     one line that says what to do, and no manifest."""
@@ -389,7 +392,7 @@ def test_a_row_updated_before_the_resume_is_said_to_be_a_change_of_the_source(so
     table = f"moved_{int(recorded)}"
     run_sql(dsn, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} AS SELECT * FROM items")
     uri, dump = pg(dsn, table=table), str(tmp_path / "moved")
-    proc = start_job(uri, dump, before=WITH_CHANGES if recorded else "")
+    proc = start_job(uri, dump, before="" if recorded else WITHOUT_COUNTS)
     wait_for_partitions_done(proc, dump)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -404,7 +407,7 @@ def test_a_row_updated_before_the_resume_is_said_to_be_a_change_of_the_source(so
     assert any(first <= page and (end is None or page < end) for first, end in not_done), (page, not_done)
 
     command = ["vecfmt", "export", uri, dump, "--workers", "2", "--resume"]  # the command, with the hook set first
-    script = f"{WITH_CHANGES if recorded else ''}\nimport runpy, sys\nsys.argv = {command!r}\n" \
+    script = f"{'' if recorded else WITHOUT_COUNTS}\nimport runpy, sys\nsys.argv = {command!r}\n" \
              "runpy.run_module('vecfmt.cli', run_name='__main__')"  # fmt: skip
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert_one_clear_error(Run(done.returncode, done.stdout, done.stderr), "changed since the interrupted export")
@@ -464,8 +467,8 @@ def test_duplicate_ids_across_partitions_are_refused(source, tmp_path):
 
 
 def test_a_failed_partition_names_itself_and_the_resume_command(source, tmp_path):
-    """A NULL id in the last slice: bad rows are not retried; the partitions before it stay done, and once the
-    row is mended (same row count) a resume runs only the failed partition."""
+    """A NULL id in the last slice: bad rows are not retried, and the line says to export again once the row is
+    mended: mending changes the table, which a resume refuses (a mended row may move between partitions)."""
     dsn, single = source
     run_sql(dsn, "DROP TABLE IF EXISTS holes", "CREATE TABLE holes AS SELECT * FROM items",
             "UPDATE holes SET id = NULL WHERE id = (SELECT id FROM holes ORDER BY ctid DESC LIMIT 1)")  # fmt: skip
@@ -476,16 +479,16 @@ def test_a_failed_partition_names_itself_and_the_resume_command(source, tmp_path
     assert "\n" not in message and PASSWORD not in message
     assert message.startswith(f"partition {PARTITIONS} of {PARTITIONS} (namespace '', ")
     assert "is NULL in some rows" in message
-    assert "--workers 1 --resume` runs the 1 partition not done" in message
+    assert "once the source's rows are mended, export again: `vecfmt export " in message
+    assert message.endswith("--workers 1 --overwrite`")
     assert len(job_state(dump)["done"]) == PARTITIONS - 1
 
     original = run_sql(dsn, "SELECT i.id FROM items i LEFT JOIN holes h ON h.id = i.id WHERE h.id IS NULL")[0][0]
     run_sql(dsn, sql.SQL("UPDATE holes SET id = {} WHERE id IS NULL").format(sql.Literal(original)))
-    done_before = job_state(dump)["done"]
-    manifest = export_partitioned(pg(dsn, table="holes"), dump, workers=2, resume=True)
-    kept = {f["path"] for r in done_before.values() for f in r["files"]}
-    assert kept <= {f.path for f in manifest.files}
-    assert len(manifest.files) - len(kept) >= 1
+    time.sleep(1)  # the server publishes a session's row counts within about a second of its commit
+    with pytest.raises(DumpError, match="changed since the interrupted export"):
+        export_partitioned(pg(dsn, table="holes"), dump, workers=2, resume=True)
+    export_partitioned(pg(dsn, table="holes"), dump, workers=2, overwrite=True)
     assert diff_dumps(single, dump).identical
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from vecfmt.errors import DumpError, InvalidDataError, StoreError, first_line
+from vecfmt.errors import DumpError, InvalidDataError, StoreError, VecfmtError, first_line
 from vecfmt.manifest import MANIFEST_NAME, EmbeddingModel, Manifest, NamespaceEntry
 from vecfmt.progress import RowProgress
 from vecfmt.reader import Dump
@@ -32,7 +32,7 @@ from vecfmt.stores.base import (
     store_identity,
     supports_resume,
 )
-from vecfmt.writer import EXPORT_STATE, DumpWriter, ParquetOptions, check_batch, check_unique_ids, kept_ids
+from vecfmt.writer import EXPORT_STATE, JOB_STATE, DumpWriter, ParquetOptions, check_batch, check_unique_ids, kept_ids
 
 DEFAULT_BATCH_SIZE = 10_000
 
@@ -65,6 +65,8 @@ def export(
 
     With ``resume``, the export checkpoints each time a part file is finished (the store must give
     resume tokens), and a re-run with ``resume`` from the same source continues from the last one."""
+    if (job := interrupted_job(dump_uri)) is not None:
+        raise DumpError(job)
     exporter = open_exporter(source)
     try:
         if resume and not supports_resume(exporter):
@@ -409,6 +411,20 @@ def _checked(
             seen.append(kept_ids(batch))
             yield batch
     check_unique_ids(pa.chunked_array(seen, pa.string()), namespace)
+
+
+def interrupted_job(dump_uri: str) -> str | None:
+    """One line for a single-process export asked to write where an interrupted partitioned export is (a
+    job state and no manifest): it cannot resume nor replace that job, ``export_partitioned`` can; None
+    when there is no such job (or the location cannot be read: the export then says why)."""
+    try:
+        location = resolve(dump_uri)
+        if not location.exists(JOB_STATE) or location.exists(MANIFEST_NAME):
+            return None
+    except (VecfmtError, OSError):
+        return None
+    return (f"{location.uri} holds an interrupted partitioned export: resume it with `--workers N --resume` "
+            "(any number of workers), or replace it with `--workers N --overwrite`")
 
 
 def _rows_committed(importer: Importer) -> int | None:

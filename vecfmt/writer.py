@@ -57,6 +57,7 @@ from vecfmt.storage import HashingSink, Location, lock_for_writing, resolve
 MiB = 1024 * 1024
 # Beside the manifest while an export runs with checkpoints; removed once the manifest is written.
 EXPORT_STATE = "vecfmt-export-state.json"
+JOB_STATE = "vecfmt-export-job.json"  # a partitioned export's state (vecfmt/parallel/export.py)
 # What a manifest or export state may list (spec/manifest.schema.json): the only files --overwrite deletes.
 _DUMP_FILE = re.compile(r"^[^/.][^/]*/[^/]+\.parquet$")
 # What DumpWriter names its own part files: an interrupted export's later ones are not in its state.

@@ -8,8 +8,10 @@
 """
 
 from vecfmt.parallel.engines import DEFAULT_RETRIES, ENGINES
-from vecfmt.parallel.export import JOB_STATE, default_workers, export_partitioned, interrupted_job, run_partition
+from vecfmt.parallel.export import default_workers, export_partitioned, run_partition
 from vecfmt.parallel.importing import import_partitioned
+from vecfmt.transfer import interrupted_job
+from vecfmt.writer import JOB_STATE
 
 __all__ = ["DEFAULT_RETRIES", "ENGINES", "JOB_STATE", "default_workers", "export_partitioned", "import_partitioned",
            "interrupted_job", "run_partition"]  # fmt: skip

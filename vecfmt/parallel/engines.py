@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from vecfmt.errors import DumpError, InvalidDataError, StoreError, first_line
+from vecfmt.process import map_large_blocks
 from vecfmt.storage import Location
 
 log = logging.getLogger("vecfmt.parallel")
@@ -248,6 +249,7 @@ def _worker_started(started: Any) -> None:
     state lists."""
     global _started
     _started = started
+    map_large_blocks()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             pr_set_pdeathsig = 1
@@ -408,6 +410,7 @@ class _MayPass(Exception):
 def _on_ray_worker(run: Callable[[Any], Any], release: Callable[[], None], task: Any) -> Any:
     """A Ray task: one partition, with nothing kept open after it (a Ray worker outlives the job, and an
     open store connection may hold a snapshot the store cannot vacuum past)."""
+    map_large_blocks()  # a process of vecfmt's while it runs the task (vecfmt/process.py)
     try:
         return run(task)
     except Exception as exc:

@@ -12,7 +12,7 @@ rows per namespace against what the store reported, and the manifest is committe
 Exporters may offer optional members, read here with ``getattr``: ``shared_snapshot() -> str | None``
 on the planning exporter (which stays open for the whole job) and ``use_snapshot(snapshot)`` on each
 worker's, so that every partition reads the same snapshot of the store (pgvector: ``pg_export_snapshot``);
-and ``changes()`` on the planning exporter: a JSON value that differs once the source's rows changed
+and ``change_counts()`` on the planning exporter: a JSON value that differs once the source's rows changed
 (pgvector: ``plan.table_changes``), recorded with the plan, so that a resume refuses a source changed
 since (a row updated in between may move from a partition not done to one done). Without it, such a
 change is found when the rows are counted at the end.
@@ -41,10 +41,11 @@ from vecfmt.parallel.engines import (
 )
 from vecfmt.progress import RowProgress
 from vecfmt.storage import Location, lock_for_writing, redact, resolve
-from vecfmt.stores.base import Exporter, Slice, StoreURI, open_exporter
+from vecfmt.stores.base import CHANGE_MARKER, ChangeTracking, Exporter, Slice, StoreURI, open_exporter
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, _check_counts, _choose_namespaces, _label, _origin
 from vecfmt.writer import (
     EXPORT_STATE,
+    JOB_STATE,
     ParquetOptions,
     PartWriter,
     check_batch,
@@ -54,7 +55,6 @@ from vecfmt.writer import (
 )
 
 # Beside the manifest while a partitioned export runs; removed once the manifest is written.
-JOB_STATE = "vecfmt-export-job.json"
 JOB_STATE_FORMAT = 1
 # What a partition names its files: p<partition>-<run>-<file>.parquet. The run (random, one per job run)
 # keeps a resumed job from ever writing a file under a name an earlier run's worker might still hold.
@@ -140,6 +140,11 @@ def _export(source: str, dump_uri: str, location: Location, runner: Engine, work
         chosen = _choose_namespaces(list(desc.namespaces), namespaces)
         template = desc.manifest_template()
         template.embedding_model = model or desc.embedding_model
+        # The coordinator's snapshot marker (spec 6.3): workers read in its snapshot (shared_snapshot), so it
+        # covers every row they read; none on a resume (the partitions were read in more than one snapshot).
+        marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) and not resume else None
+        if marker is not None:
+            template.extra[CHANGE_MARKER] = marker
         job = _Job(location, dump_uri, source, template, _origin(exporter, desc), chosen, _changes(exporter))
         _remove_stray_temps(location)  # a killed run's half-written job state (the lock is ours: no run writes)
         resumed = resume and job.load()
@@ -198,20 +203,6 @@ def _planned_bytes(desc: Any, template: Manifest, chosen: list[str]) -> int | No
     return sum(counts) * row_bytes
 
 
-def interrupted_job(dump_uri: str) -> str | None:
-    """One line for a single-process export asked to write where an interrupted partitioned export is (a
-    job state and no manifest): it cannot resume nor replace that job, ``export_partitioned`` can; None
-    when there is no such job (or the location cannot be read: the export then says why)."""
-    try:
-        location = resolve(dump_uri)
-        if not location.exists(JOB_STATE) or location.exists(MANIFEST_NAME):
-            return None
-    except (VecfmtError, OSError):
-        return None
-    return (f"{location.uri} holds an interrupted partitioned export: resume it with `--workers N --resume` "
-            "(any number of workers), or replace it with `--workers N --overwrite`")
-
-
 def _remove_stray_temps(location: Location) -> None:
     """Delete the temp files a run killed while it replaced the job state left (``{JOB_STATE}.tmp-<uuid>``,
     local disks only: object storage writes in one PUT); nothing else."""
@@ -224,7 +215,7 @@ def _remove_stray_temps(location: Location) -> None:
 
 
 def _changes(exporter: Exporter) -> Any:
-    changes = getattr(exporter, "changes", None)  # optional (module docstring)
+    changes = getattr(exporter, "change_counts", None)  # optional (module docstring)
     return changes() if callable(changes) else None
 
 
@@ -374,8 +365,12 @@ class _Job:
         if retryable(exc):  # it may pass: it ran 1 + retries times, and may pass by the time of a resume
             times = f" {attempts} times" if attempts > 1 else ""
             message = f"{partition} failed{times}: {what}; {rest}"
-        elif isinstance(exc, InvalidDataError):  # the source's rows: they stay wrong until mended there
-            message = f"{partition}: {what} (not retried); once the source's rows are mended, {rest}"
+        elif isinstance(exc, InvalidDataError):
+            # The source's rows stay wrong until mended there, and mending them changes the source, which a
+            # resume must not mix with the partitions done (pgvector refuses it; LanceDB would read the
+            # planned version again): the whole export again.
+            again = command.replace(" --resume", " --overwrite")
+            message = f"{partition}: {what} (not retried); once the source's rows are mended, export again: `{again}`"
         else:  # the store refuses the same way each time (not retried): what it said is what to fix
             message = f"{partition}: {what} (not retried: it would fail the same way)"
         # The kind of the failure (a worker's death is the store's: its client crashed, or memory ran out).

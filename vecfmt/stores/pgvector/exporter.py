@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from vecfmt.schema import (
     vector_column,
     vectors_array,
 )
-from vecfmt.stores.base import ChangeSet, Chunk, Description, KnobInfo, Slice, StoreURI, require_sdk
+from vecfmt.stores.base import ChangeSet, Chunk, Description, KnobInfo, Slice, StoreURI, require_sdk, slice_count
 from vecfmt.stores.pgvector import changes
 from vecfmt.stores.pgvector.catalog import (
     DEFAULT_NAMESPACE_COLUMN,
@@ -48,6 +47,7 @@ from vecfmt.stores.pgvector.catalog import (
 )
 from vecfmt.stores.pgvector.connect import SCHEME, Target, comma_list, driver_message, log
 from vecfmt.stores.pgvector.copy_binary import DENSE_TYPES, TEXT_TYPES, decode_dense, decode_sparse
+from vecfmt.stores.pgvector.plan import table_changes
 from vecfmt.stores.pgvector.search import (
     IndexTrial,
     checked_settings,
@@ -63,13 +63,6 @@ from vecfmt.stores.pgvector.search import (
 TEXT_NAMESPACE_TYPES = {"text", "varchar"}
 INDEXABLE_NAMESPACE_TYPES = TEXT_NAMESPACE_TYPES | {"int2", "int4", "int8"}
 
-# A slice (one ctid page range) holds about one part file's worth of exported data (ParquetOptions'
-# max_file_bytes), so that a partitioned export's partitions write full files...
-SLICE_BYTES = 64 << 20
-# ... and a namespace of more than SLICE_ROWS rows splits into at least rows / SLICE_ROWS slices (up to
-# SPREAD_SLICES), so that smaller tables too spread over a machine's workers (default at most 8).
-SLICE_ROWS = 10_000
-SPREAD_SLICES = 16
 # TID range scans (a WHERE on ctid reads only those pages) came with PostgreSQL 14; before, every slice
 # would scan the whole table.
 TID_RANGE_SCAN_VERSION = 140000
@@ -233,6 +226,12 @@ class PgvectorExporter:
             digest = hashlib.sha256((self.target.query or "").encode()).hexdigest()[:16]
             return (*table_identity(self.conn, SCHEME, None, "")[:2], "query", digest)
 
+    def change_counts(self) -> list[int] | None:
+        """What a partitioned export records at plan time to tell, on resume, that the table changed since
+        (vecfmt/parallel/export.py): the server's counts of rows inserted, updated and deleted."""
+        with self.target.errors("cannot read the table's statistics"):
+            return table_changes(self.conn, self.relid)
+
     def describe(self) -> Description:
         t = self.target
         with t.errors("cannot count the rows"):
@@ -310,7 +309,7 @@ class PgvectorExporter:
         rows = counts.get(namespace) or 0
         total = sum(c or 0 for c in counts.values())
         row_bytes = max(self._row_bytes(), table_bytes / max(1, total))  # metadata and documents count too
-        count = max(math.ceil(rows * row_bytes / SLICE_BYTES), min(SPREAD_SLICES, rows // SLICE_ROWS))
+        count = slice_count(rows, row_bytes)
         first, last = self._spans.get(namespace, (0, pages - 1))
         span = last + 1 - first
         count = min(count, span)

@@ -259,8 +259,9 @@ class PgvectorImporter:
             return int(progress["rows"])
         if resume and found is not None and self.dump_identity is not None:
             raise StoreError(
-                f"pgvector {t.where}: nothing to resume: table {schema}.{t.table} is not being loaded from "
-                "this dump (its import finished, or was of another dump); run without resume"
+                f"pgvector {t.where}: nothing to resume in table {schema}.{t.table}: no interrupted import of this "
+                "dump (with the namespaces chosen) is in it (it finished, or was of another dump or other "
+                "namespaces); resume with the target and --namespace of the interrupted import, or run without resume"
             )
         if found is not None and if_exists == IfExists.FAIL:
             interrupted = "" if progress is None or self.dump_identity is None else (
