@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import jsonschema
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +29,7 @@ from vecfmt.manifest import (
     Manifest,
     Source,
     VectorSpec,
-    manifest_json_schema,
+    check_manifest_schema,
 )
 from vecfmt.metadata import fold
 from vecfmt.schema import (
@@ -740,7 +739,7 @@ def commit_manifest(
                 for f in manifest.files_of(namespace)
             ]
             check_unique_ids(pa.chunked_array([c for col in ids for c in col.chunks], pa.string()), namespace)
-    jsonschema.validate(manifest.to_dict(), manifest_json_schema())
+    check_manifest_schema(manifest.to_dict())
     sync_folders(location, files)
     location.write_atomic(MANIFEST_NAME, manifest.to_json().encode())
     return manifest
