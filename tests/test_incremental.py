@@ -21,14 +21,15 @@ import pytest
 import vecfmt
 from tests.helpers import assert_one_clear_error, make_table, vecfmt_cli
 from vecfmt import transfer
-from vecfmt.errors import DumpError, InvalidDataError
+from vecfmt.errors import DumpError, InvalidDataError, StoreError
 from vecfmt.manifest import MANIFEST_NAME
 from vecfmt.ops import incremental
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.incremental import compact, export_delta, open_chain, restore, row_digests
 from vecfmt.ops.inspect import inspect_dump
-from vecfmt.ops.validate import validate_chain, validate_dump
+from vecfmt.ops.validate import validate_chain, validate_dump, validate_dumps
 from vecfmt.schema import vectors_array
+from vecfmt.writer import ParquetOptions
 
 DIM = 8
 
@@ -176,7 +177,8 @@ def test_a_source_of_other_vectors_is_refused(tmp_path):
     transfer.export(uri, str(tmp_path / "f0"))
     vecfmt.write_dump(str(tmp_path / "other"), make_table(10, DIM + 1), metric="dot")
     transfer.import_dump(str(tmp_path / "other"), lance(tmp_path / "db2"))
-    with pytest.raises(InvalidDataError, match=r"differ from those of .*f0: a delta cannot change them"):
+    with pytest.raises(InvalidDataError, match=r"differ from those of .*f0 \(vector 'default' has dimension 9 "
+                                               r"here, 8 in the base\): a delta cannot change them"):
         export_delta(lance(tmp_path / "db2"), str(tmp_path / "d"), str(tmp_path / "f0"))
 
 
@@ -279,8 +281,9 @@ def chain(tmp_path):
     ([2], r"d2 is a delta given without its base"),
     ([0, 2, 1], r"deltas out of order: .*d2 is based on .*d1, which is given after it"),
     ([2, 0, 1], r"deltas out of order: .*d2 is based on .*d1, which is given after it"),
-    ([0, 1, 0], r"f0 is a full dump, not a delta of .*d1: a chain has one full dump, first"),
-    ([0, 1, 1], r"d1 is based on .*f0, not on .*d1 given right before it"),
+    ([1, 0], r"deltas out of order: .*d1 is based on .*f0, which is given after it"),
+    ([0, 1, 0], r"f0 is given twice \(as dump 1 and 3 of the chain\)"),
+    ([0, 1, 1], r"d1 is given twice \(as dump 2 and 3 of the chain\)"),
 ])
 def test_broken_chains_are_refused_with_one_line(tmp_path, chain, order, message):
     _, paths = chain
@@ -390,6 +393,11 @@ def test_pgvector_chain_restored_into_lancedb_equals_a_fresh_export(tmp_path, pg
     compact([f0, d1], str(tmp_path / "c"))
     assert_identical(str(tmp_path / "c"), fresh)
     restore([f0, d1], pg(pg_db, "restored"))  # and into pgvector itself, beside the original
+    # run again (as after a killed restore): replace, not the importer's append/upsert/--resume advice
+    with pytest.raises(StoreError, match=r"table .*restored already exists: a restore does not resume; re-run it "
+                                         r"with if_exists replace") as refused:
+        restore([f0, d1], pg(pg_db, "restored"))
+    assert "choose" not in str(refused.value) and "--resume" not in str(refused.value)
     transfer.export(pg(pg_db, "restored"), str(tmp_path / "restored-pg"))
     assert_identical(str(tmp_path / "restored-pg"), fresh)
 
@@ -450,3 +458,162 @@ def test_validate_of_a_chain_recomputes_the_digests_the_next_export_trusts(tmp_p
     [problem] = validate_chain([f0, d1, d2])
     assert problem.message.endswith(f"1 row digests of namespace {entry['namespace']!r} differ from those of the "
                                     "chain's rows")
+
+
+# --- what a hostile review found (issue 13) -------------------------------------------------------------------
+
+
+def dump_files(path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def test_a_chain_member_spelled_another_way_is_never_written_over(tmp_path, chain):
+    uri, (f0, d1, d2) = chain
+    before = dump_files(tmp_path / "f0")
+    (tmp_path / "alias").symlink_to(tmp_path / "f0")
+    spellings = [str(tmp_path / "alias"), f"{tmp_path}/d1/../f0/", f"{tmp_path}//f0"]
+    for out in spellings:
+        with pytest.raises(DumpError, match=r"is .*f0, a dump of the chain: write the delta elsewhere"):
+            export_delta(uri, out, d2, overwrite=True)
+        with pytest.raises(DumpError, match=r"is .*f0, a dump of the chain: write the compacted dump elsewhere"):
+            compact([f0, d1], out, overwrite=True)
+    # inside a link (a namespace folder of the base) or holding one
+    with pytest.raises(DumpError, match=r"kept/sub is inside .*f0, a dump of the chain"):
+        export_delta(uri, f"{f0}/kept/sub", f0)
+    assert not (tmp_path / "f0" / "kept" / "sub").exists()
+    with pytest.raises(DumpError, match=r"contains .*f0, a dump of the chain"):
+        compact([f0, d1], str(tmp_path), overwrite=True)
+    assert_one_clear_error(vecfmt_cli("export", uri, str(tmp_path / "alias"), "--since", d1, "--overwrite"),
+                           "a dump of the chain")
+    assert dump_files(tmp_path / "f0") == before and validate_chain([f0, d1, d2]) == []
+
+
+def test_object_store_paths_are_compared_normalised():
+    import pyarrow.fs as pafs
+
+    from vecfmt.storage import Location
+
+    s3 = pafs.S3FileSystem(region="us-east-1", anonymous=True)
+    spelled = Location(s3, "bucket/backups//./mon/", "s3://bucket/backups//./mon/")
+    assert incremental._place(spelled) == incremental._place(Location(s3, "bucket/backups/mon", "s3://x"))
+    inner = incremental._place(Location(s3, "bucket/backups/mon/kept/sub", "s3://y"))
+    assert incremental._overlap(inner, incremental._place(spelled)) == "is inside"
+    assert incremental._overlap(incremental._place(Location(s3, "bucket/backups/mo", "s3://z")),
+                                incremental._place(spelled)) is None
+
+
+def test_compact_with_out_forgotten_does_not_replace_the_last_delta(tmp_path, chain):
+    _, (f0, d1, d2) = chain
+    before = dump_files(tmp_path / "d2")
+    with pytest.raises(DumpError, match=r"d2 holds a delta of .*d1, a dump of the chain: it is not replaced"):
+        compact([f0, d1], d2, overwrite=True)
+    assert_one_clear_error(vecfmt_cli("compact", f0, d1, d2, "--overwrite"), "holds a delta of")
+    assert dump_files(tmp_path / "d2") == before and validate_chain([f0, d1, d2]) == []
+    compact([f0, d1, d2], str(tmp_path / "c"))  # a compacted dump may still be replaced with --overwrite
+    compact([f0, d1], str(tmp_path / "c"), overwrite=True)
+    assert validate_dump(str(tmp_path / "c")) == []
+
+
+def test_a_second_export_into_a_folder_being_written_fails_at_once(tmp_path, chain):
+    from vecfmt.storage import lock_for_writing, resolve
+
+    uri, (f0, d1, d2) = chain
+    d3 = tmp_path / "d3"
+    held = lock_for_writing(resolve(str(d3)))  # a first run writing d3
+    try:
+        with pytest.raises(DumpError, match="another vecfmt run is writing this dump; this one changed nothing"):
+            export_delta(uri, str(d3), d2)
+        assert_one_clear_error(vecfmt_cli("export", uri, str(d3), "--since", d2), "another vecfmt run is writing")
+        assert not d3.exists() or not list(d3.iterdir())
+    finally:
+        assert held is not None
+        held.close()
+    export_delta(uri, str(d3), d2)  # released: the folder is free again
+    assert validate_chain([f0, d1, d2, str(d3)]) == []
+
+
+def test_restore_of_a_chain_with_deletes_into_an_existing_target_is_refused(tmp_path, chain):
+    _, (f0, d1, d2) = chain
+    target = lance(tmp_path / "target")
+    restore([f0, d1], target)
+    rows = lancedb.connect(str(tmp_path / "target")).open_table("items").count_rows()
+    for if_exists in ("upsert", "append"):
+        with pytest.raises(InvalidDataError, match=r"d1 deletes 330 ids, which a restore with if_exists "
+                                                   f"{if_exists} would leave in the target"):
+            restore([f0, d1, d2], target, if_exists=if_exists)
+    assert lancedb.connect(str(tmp_path / "target")).open_table("items").count_rows() == rows
+    assert_one_clear_error(vecfmt_cli("restore", f0, d1, d2, target, "--if-exists", "upsert"),
+                           "into a new target or with --if-exists replace")
+    # an existing target: re-run with replace, never resume
+    with pytest.raises(StoreError, match="re-run it with if_exists replace") as refused:
+        restore([f0, d1, d2], target)
+    assert "choose if_exists" not in str(refused.value) and "--resume" not in str(refused.value)
+    done = vecfmt_cli("restore", f0, d1, d2, target)
+    assert_one_clear_error(done, "re-run it with --if-exists replace")
+    assert "resume`" not in done.stderr and "--resume" not in done.stderr
+    restore([f0, d1, d2], target, if_exists="replace")
+    transfer.export(target, str(tmp_path / "restored"))
+    compact([f0, d1, d2], str(tmp_path / "c"))
+    assert_identical(str(tmp_path / "restored"), str(tmp_path / "c"))
+
+
+def test_validate_of_a_delta_alone_checks_its_bases(tmp_path, chain):
+    _, (_, _, d2) = chain
+    done = vecfmt_cli("validate", d2)
+    assert done.code == 0 and "valid" in done.stdout, done.stderr
+    (tmp_path / "f0").rename(tmp_path / "f0-moved")
+    [problem] = validate_dumps([d2])
+    assert problem.message.startswith("base missing or changed, so this delta cannot be restored: ")
+    assert "f0" in problem.message
+    done = vecfmt_cli("validate", d2, "--json")
+    assert done.code == 1 and not json.loads(done.stdout)["valid"]
+
+
+def test_corruption_in_a_base_names_the_base(tmp_path, chain):
+    import pyarrow.parquet as pq
+
+    _, (f0, d1, _) = chain
+    part = tmp_path / "f0" / "__default__" / "part-00000.parquet"
+    size = part.stat().st_size
+    table = pq.read_table(part)
+    ids = table.column("id").to_pylist()
+    ids[1] = ids[0]  # the same bytes count, another id: what a corrupt page can decode to
+    table = table.set_column(0, "id", pa.array(ids, pa.string()))
+    options = ParquetOptions(compression_level=19).writer_kwargs(table.schema)  # smaller, then padded
+
+    def written(pad: int) -> int:
+        pq.write_table(table.replace_schema_metadata({"pad": "x" * pad}), part, **options)
+        return part.stat().st_size
+
+    # pad the footer so the size stays what the manifest lists (only the SHA-256 differs); the pad is stored
+    # twice (key-value metadata and the Arrow schema), so the length is searched for
+    low, high = 0, size
+    while low < high:
+        middle = (low + high) // 2
+        if written(middle) < size:
+            low = middle + 1
+        else:
+            high = middle
+    written(low)
+    assert part.stat().st_size == size
+    with pytest.raises(DumpError, match=r"f0: duplicate ids in namespace '': .*this dump's files may be corrupt; "
+                                        r"run `vecfmt validate` on the chain"):
+        compact([f0, d1], str(tmp_path / "c"))
+    assert any("SHA-256" in p.message for p in validate_chain([f0, d1]))
+
+
+def test_a_loop_of_bases_is_named(tmp_path, chain):
+    uri, (_, _, d2) = chain
+    manifest = json.loads((tmp_path / "d1" / MANIFEST_NAME).read_text())
+    manifest["base"]["uri"] = d2  # d1 now names d2 as its base, and d2 names d1
+    (tmp_path / "d1" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(DumpError, match=r"the chain of bases loops at .*d2"):
+        export_delta(uri, str(tmp_path / "d3"), d2)
+
+
+def test_messages_name_the_flag_and_the_delta_argument(tmp_path, chain):
+    uri, (f0, d1, d2) = chain
+    assert_one_clear_error(vecfmt_cli("export", uri, d2, "--since", d1), "already holds a dump; pass --overwrite")
+    with pytest.raises(DumpError, match=r"diff compares whole dumps, and B \(.*d1\) is a delta"):
+        diff_dumps(f0, d1)
+    assert_one_clear_error(vecfmt_cli("diff", d1, f0), "and A (", "is a delta")

@@ -19,12 +19,12 @@ from rich.table import Table
 from vecfmt import __version__
 from vecfmt.errors import InvalidDataError, VecfmtError
 from vecfmt.manifest import EmbeddingModel
-from vecfmt.ops import diff_dumps, inspect_dump, validate_dump
+from vecfmt.ops import diff_dumps, inspect_dump
 from vecfmt.ops.adopt import adopt, adopt_vdf, is_vdf
 from vecfmt.ops.incremental import BY_MARKER, FOUND_BY, compact, export_delta, restore
 from vecfmt.ops.report import DEFAULT_SAMPLE as REPORT_SAMPLE
 from vecfmt.ops.report import write_report
-from vecfmt.ops.validate import validate_chain
+from vecfmt.ops.validate import validate_dumps
 from vecfmt.parallel import export_partitioned, import_partitioned
 from vecfmt.process import map_large_blocks
 from vecfmt.quality.plan import plan
@@ -73,6 +73,20 @@ def _could_not_run_exits_2() -> Iterator[None]:
     except (VecfmtError, OSError) as exc:
         err.print(_error_line(exc), markup=False)
         raise typer.Exit(COULD_NOT_RUN) from None
+
+
+# The library's messages name its parameters; the commands' name their flags.
+_FLAG_WORDS = re.compile(r"\bpass overwrite\b|\bif_exists (?=fail|append|upsert|replace)")
+
+
+@contextmanager
+def _flags_named() -> Iterator[None]:
+    """A library message as a command's: ``pass overwrite`` and ``if_exists replace`` as the flags that do it."""
+    try:
+        yield
+    except VecfmtError as exc:
+        message = _FLAG_WORDS.sub(lambda m: "pass --overwrite" if "overwrite" in m[0] else "--if-exists ", str(exc))
+        raise type(exc)(message) from None
 
 
 def _model(name: str | None, provider: str | None) -> EmbeddingModel | None:
@@ -125,9 +139,10 @@ def export_cmd(
         if namespace or resume or _partitioned(workers, engine, ray_address):
             raise InvalidDataError("--since exports every namespace in one process and cannot resume: leave out "
                                    "--namespace, --resume, --workers and --engine")
-        manifest = export_delta(source, dump, since[0] if len(since) == 1 else since,
-                                model=_model(model, model_provider), batch_size=batch_size, overwrite=overwrite,
-                                progress=_progress(quiet, as_json))
+        with _flags_named():
+            manifest = export_delta(source, dump, since[0] if len(since) == 1 else since,
+                                    model=_model(model, model_provider), batch_size=batch_size, overwrite=overwrite,
+                                    progress=_progress(quiet, as_json))
     elif not _partitioned(workers, engine, ray_address):
         manifest = export(source, dump, namespaces=namespace, model=_model(model, model_provider),
                           batch_size=batch_size, overwrite=overwrite, resume=resume,
@@ -160,7 +175,9 @@ def restore_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a chain (a full dump, then its deltas in order) into a store: what applying them gives."""
-    result = restore(chain, target, if_exists=if_exists, batch_size=batch_size, progress=_progress(quiet, as_json))
+    with _flags_named():
+        result = restore(chain, target, if_exists=if_exists, batch_size=batch_size,
+                         progress=_progress(quiet, as_json))
     _report_transfer("restored", result, quiet, as_json)
 
 
@@ -173,7 +190,8 @@ def compact_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Fold a chain (a full dump, then its deltas in order) into one full dump."""
-    manifest = compact(chain, output, overwrite=overwrite, progress=_progress(quiet, as_json))
+    with _flags_named():
+        manifest = compact(chain, output, overwrite=overwrite, progress=_progress(quiet, as_json))
     if as_json:
         _print_json(manifest.to_dict())
     elif not quiet:
@@ -310,7 +328,7 @@ def validate_cmd(
     Exit 0 when it is valid, 1 when problems were found, 2 when it could not run (nothing at that location,
     a bad URI)."""
     with _could_not_run_exits_2():
-        problems = validate_dump(dumps[0]) if len(dumps) == 1 else validate_chain(dumps)
+        problems = validate_dumps(dumps)  # a delta alone is checked with the chain of its bases
     dump = " ".join(dumps)
     if as_json:
         _print_json({"valid": not problems,

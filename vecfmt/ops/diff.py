@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vecfmt.errors import InvalidDataError
+from vecfmt.errors import DumpError, InvalidDataError
 from vecfmt.manifest import Manifest
 from vecfmt.reader import Dump
 from vecfmt.schema import DOCUMENT, ID, METADATA, parse_metadata_json, vectors_numpy
-from vecfmt.storage import resolve
+from vecfmt.storage import redact, resolve
 from vecfmt.writer import check_unique_ids
 
 EXAMPLES = 5
@@ -109,7 +109,7 @@ def diff_dumps(
     other lacks is a difference; the contents of sparse and other named vectors are not compared.
     ``tolerance`` is the largest absolute difference of any vector component still counted as
     unchanged. ``output`` writes every differing row as Parquet. Ids must be unique on both sides."""
-    a, b = Dump.open(a_uri), Dump.open(b_uri)
+    a, b = _open_side(a_uri, "A"), _open_side(b_uri, "B")
     column_a, column_b = _vector_columns(a.manifest, b.manifest, vector)
     result = DiffResult(a.uri, b.uri, tolerance, {},
                         columns_only_in_a=[c for c in a.schema.names if c not in b.schema.names],
@@ -124,6 +124,16 @@ def diff_dumps(
         if writer is not None:
             writer.close()
     return result
+
+
+def _open_side(uri: str, side: str) -> Dump:
+    """One dump to compare; a delta is refused naming which argument it is (the reader's line does not)."""
+    try:
+        return Dump.open(uri)
+    except DumpError as exc:
+        if "this is a delta dump" not in str(exc):
+            raise
+        raise DumpError(f"diff compares whole dumps, and {side} ({redact(uri)}) is a delta: {exc}") from None
 
 
 def _vector_columns(a: Manifest, b: Manifest, name: str | None) -> tuple[str | None, str | None]:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import re
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +50,7 @@ from vecfmt.schema import (
     vector_digests,
     vectors_numpy,
 )
-from vecfmt.storage import Location, redact, resolve
+from vecfmt.storage import Location, lock_for_writing, redact, resolve
 from vecfmt.stores.base import (
     CHANGE_MARKER,
     ChangeSet,
@@ -310,17 +313,20 @@ def follow_chain(uri: str) -> list[Link]:
     """The chain that ends with the dump at ``uri``: its bases opened at the URIs their deltas record, back
     to a full dump, each checked against the SHA-256 its delta records."""
     links = [open_link(uri)]
+    seen = {links[0].manifest_sha256}
     while links[0].manifest.is_delta:
         delta = links[0]
         base = delta.manifest.base
         assert base is not None
-        if len(links) > 1000:
-            raise DumpError(f"{delta.shown}: the chain of bases does not end in a full dump")
         try:
             link = open_link(base.uri)
         except DumpError as exc:
             raise DumpError(f"{delta.shown} is a delta of {base.uri}, which cannot be opened ({exc}); give the "
                             "whole chain, full dump first") from None
+        if link.manifest_sha256 in seen:  # a chain of any length is followed; a loop is not
+            raise DumpError(f"the chain of bases loops at {link.shown}: {delta.shown} is based on it, a dump already "
+                            "met on the way, so the chain never reaches a full dump")
+        seen.add(link.manifest_sha256)
         links.insert(0, link)
     check_links(links)
     return links
@@ -330,7 +336,12 @@ def check_links(links: Sequence[Link]) -> None:
     """Refuse a broken chain with one line: a delta without its base, a full dump after the first link,
     a delta whose base is not the link before it (missing, changed since, or given later), or links whose
     vectors or columns differ."""
-    by_sha = {link.manifest_sha256: n for n, link in enumerate(links)}
+    by_sha: dict[str, int] = {}
+    for n, link in enumerate(links):
+        if link.manifest_sha256 in by_sha:
+            raise DumpError(f"{link.shown} is given twice (as dump {by_sha[link.manifest_sha256] + 1} and {n + 1} of "
+                            "the chain): give each dump once, full dump first, then the deltas in order")
+        by_sha[link.manifest_sha256] = n
     first = links[0]
     if first.manifest.is_delta:
         base = first.manifest.base
@@ -361,27 +372,80 @@ def check_links(links: Sequence[Link]) -> None:
                                 f"({before.manifest_sha256[:12]}...): the chain is broken")
             raise DumpError(f"a missing link: {link.shown} is based on {base.uri} (made {base.created_at}), which is "
                             f"not {before.shown} given before it")
-        if _definition(link.manifest) != _definition(before.manifest):
-            raise DumpError(f"{link.shown} has other vectors or columns than its base {before.shown}")
+        difference = definition_difference(link.manifest, before.manifest)
+        if difference:
+            raise DumpError(f"{link.shown} has other vectors or columns than its base {before.shown}: {difference}")
+
+
+def _place(location: Location) -> tuple[str, str]:
+    """Where a location is, however it is spelled: a local folder by its real path (symlinks and ``..``
+    resolved), an object store's by its path with ``/./``, ``//`` and trailing ``/`` collapsed."""
+    if location.local:
+        return location.fs.type_name, os.path.realpath(location.root)
+    parts = [part for part in location.root.split("/") if part not in ("", ".")]
+    return location.fs.type_name, "/".join(parts)
 
 
 def _same_place(a: str, b: str) -> bool:
     try:
-        first, second = resolve(a), resolve(b)
+        return _place(resolve(a)) == _place(resolve(b))
     except DumpError:
         return False
-    return (first.fs.type_name, first.root) == (second.fs.type_name, second.root)
 
 
-def _definition(m: Manifest) -> tuple[object, ...]:
-    return [(v.name, v.column, v.dimension, v.metric) for v in m.vectors], m.sparse_values, m.document
+def _overlap(first: tuple[str, str], second: tuple[str, str]) -> str | None:
+    """How two places overlap: "is", "is inside" (first within second), "contains", or None."""
+    if first[0] != second[0]:
+        return None
+    a, b = first[1].rstrip("/"), second[1].rstrip("/")
+    if a == b:
+        return "is"
+    if a.startswith(f"{b}/") or not b:
+        return "is inside"
+    if b.startswith(f"{a}/") or not a:
+        return "contains"
+    return None
 
 
-def _target_location(links: Sequence[Link], uri: str, what: str) -> Location:
+def definition_difference(new: Manifest, old: Manifest) -> str | None:
+    """Which field of the vectors or columns differs between two manifests (``new`` first), or None."""
+    new_vectors, old_vectors = {v.name: v for v in new.vectors}, {v.name: v for v in old.vectors}
+    if list(new_vectors) != list(old_vectors):
+        return f"vectors {list(new_vectors)} here, {list(old_vectors)} in the base"
+    for name, vector in new_vectors.items():
+        for what in ("dimension", "metric", "column"):
+            here, there = getattr(vector, what), getattr(old_vectors[name], what)
+            if here != there:
+                return f"vector {name!r} has {what} {here} here, {there} in the base"
+    for what in ("sparse_values", "document"):
+        here, there = getattr(new, what), getattr(old, what)
+        if here != there:
+            return f"{what} {'present' if here else 'absent'} here, {'present' if there else 'absent'} in the base"
+    return None
+
+
+def _target_location(links: Sequence[Link], uri: str, what: str, *, refuse_later_deltas: bool = False) -> Location:
+    """The location to write at ``uri``, refused (whatever overwrite says) when it is a dump of the chain
+    however spelled (a symlink, ``..``, ``//``), lies inside one or holds one; with ``refuse_later_deltas``
+    also when it holds a delta based on a link (a compact whose OUT was forgotten would take the last delta
+    for OUT and replace its changes)."""
     location = resolve(uri)
+    place = _place(location)
     for link in links:
-        if _same_place(link.uri, uri):
+        overlap = _overlap(place, _place(link.dump.location))
+        if overlap == "is":
             raise DumpError(f"{location.uri} is {link.shown}, a dump of the chain: write the {what} elsewhere")
+        if overlap is not None:
+            raise DumpError(f"{location.uri} {overlap} {link.shown}, a dump of the chain: write the {what} "
+                            "elsewhere")
+    held: Manifest | None = None
+    if refuse_later_deltas and location.exists(MANIFEST_NAME):
+        with contextlib.suppress(DumpError):  # an unreadable manifest is prepare_location's to refuse
+            held = read_manifest(location)[1]
+    by_sha = {link.manifest_sha256: link for link in links}
+    if held is not None and held.base is not None and held.base.manifest_sha256 in by_sha:
+        raise DumpError(f"{location.uri} holds a delta of {by_sha[held.base.manifest_sha256].shown}, a dump of the "
+                        f"chain: it is not replaced (is it a link you meant to give?); write the {what} elsewhere")
     return location
 
 
@@ -432,13 +496,36 @@ def _stored_digests(link: Link, namespace: _Namespace) -> tuple[pa.Array, np.nda
     m = link.manifest
     if m.digests is None or m.digests.algorithm != DIGEST_ALGORITHM:
         return None
-    tables = [load_listed_file(link.dump, entry, DIGESTS_SCHEMA) for entry in m.digests_of(namespace.name)]
+    with _naming(link):
+        tables = [load_listed_file(link.dump, entry, DIGESTS_SCHEMA) for entry in m.digests_of(namespace.name)]
     table = pa.concat_tables(tables) if tables else DIGESTS_SCHEMA.empty_table()
     ids = table.column(ID).combine_chunks()
     if len(ids) != namespace.rows or not pc.all(pc.is_in(ids, value_set=namespace.ids)).as_py():
         raise DumpError(f"{link.shown}: the digests of namespace {namespace.name!r} are not of its rows")
     check_unique_ids(ids, namespace.name)
     return ids, table.column("digest").to_numpy()
+
+
+@contextlib.contextmanager
+def _naming(link: Link) -> Iterator[None]:
+    """Errors raised while reading a link's files name the link: every link has a __default__/part-00000.parquet."""
+    try:
+        yield
+    except DumpError as exc:
+        message = str(exc)
+        if message.startswith((link.shown, link.dump.location.uri)):
+            raise
+        raise DumpError(f"{link.shown}: {message}") from None
+
+
+def _check_unique_in_link(link: Link, ids: pa.Array, name: str) -> None:
+    """Ids repeated within one link: its id columns are read without their files' SHA-256 (checked when rows
+    are streamed), and a dump is written with unique ids, so the likely cause is a corrupt file."""
+    try:
+        check_unique_ids(ids, name)
+    except InvalidDataError as exc:
+        raise DumpError(f"{link.shown}: {exc}: this dump's files may be corrupt; run `vecfmt validate` on the "
+                        "chain (every dump of it, full dump first)") from None
 
 
 def resolve_chain(links: Sequence[Link]) -> list[_Namespace]:
@@ -458,8 +545,9 @@ def resolve_chain(links: Sequence[Link]) -> list[_Namespace]:
         for link in links:
             m = link.manifest
             listed = {ns.name: ns for ns in m.namespaces}
-            ids = _ids(link.dump, m.files_of(name)) if name in listed else pa.array([], pa.string())
-            check_unique_ids(ids, name)
+            with _naming(link):
+                ids = _ids(link.dump, m.files_of(name)) if name in listed else pa.array([], pa.string())
+                _check_unique_in_link(link, ids, name)
             if not m.is_delta:
                 state, deleted = ids, pa.array([], pa.string())
             else:
@@ -470,8 +558,9 @@ def resolve_chain(links: Sequence[Link]) -> list[_Namespace]:
                     written.append(ids)
                     touched.append(ids)
                     continue
-                deleted = _deleted_ids(link.dump, m.deletes_of(name))
-                check_unique_ids(deleted, name)
+                with _naming(link):
+                    deleted = _deleted_ids(link.dump, m.deletes_of(name))
+                    _check_unique_in_link(link, deleted, name)
                 _check_delta(link, name, ids, deleted, state, listed[name].rows_after)
                 gone = pc.is_in(state, value_set=pa.concat_arrays([ids, deleted]))
                 state = pa.concat_arrays([state.filter(pc.invert(gone)), ids])
@@ -517,14 +606,15 @@ def _resolved_batches(namespace: _Namespace, *, columns: Sequence[str] | None = 
     for step in namespace.steps:
         position = 0
         files = step.link.manifest.files_of(namespace.name)
-        for _, batch in step.link.dump.stream(files, columns=columns, batch_size=batch_size):
-            if step.keep is not None:
-                keep = step.keep[position:position + batch.num_rows]
-                position += batch.num_rows
-                if not keep.all():
-                    batch = batch.filter(pa.array(keep))
-            if batch.num_rows:
-                yield batch
+        with _naming(step.link):
+            for _, batch in step.link.dump.stream(files, columns=columns, batch_size=batch_size):
+                if step.keep is not None:
+                    keep = step.keep[position:position + batch.num_rows]
+                    position += batch.num_rows
+                    if not keep.all():
+                        batch = batch.filter(pa.array(keep))
+                if batch.num_rows:
+                    yield batch
 
 
 def _full_template(m: Manifest, namespaces: list[_Namespace]) -> Manifest:
@@ -561,17 +651,25 @@ def export_delta(
     links = follow_chain(since) if isinstance(since, str) else open_chain(since)
     base = links[-1]
     location = _target_location(links, dump_uri, "delta")
-    state = {ns.name: ns for ns in resolve_chain(links)}
-    exporter = open_exporter(source)
+    # One writer per folder (as DumpWriter): two runs would delete each other's files and commit a manifest
+    # over files that are gone. Held until the manifest is committed, released on failure too.
+    lock = lock_for_writing(location)
+    try:
+        state = {ns.name: ns for ns in resolve_chain(links)}
+        exporter = open_exporter(source)
+    except BaseException:
+        _release(lock)
+        raise
     writers = _Writers(location, options)
     try:
         desc = exporter.describe()
         template = desc.manifest_template()
         if model is not None:
             template.embedding_model = model
-        if _definition(template) != _definition(base.manifest):
-            raise InvalidDataError(f"the source's vectors or columns differ from those of {base.shown}: a delta "
-                                   "cannot change them; take a full export")
+        difference = definition_difference(template, base.manifest)
+        if difference:
+            raise InvalidDataError(f"the source's vectors or columns differ from those of {base.shown} ({difference}): "
+                                   "a delta cannot change them; take a full export")
         schema = template.arrow_schema()
         changes = _changes_since(exporter, base)
         marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) else None
@@ -618,6 +716,12 @@ def export_delta(
         raise
     finally:
         exporter.close()
+        _release(lock)
+
+
+def _release(lock: IO[str] | None) -> None:
+    if lock is not None:
+        lock.close()
 
 
 def _changes_since(exporter: Exporter, base: Link) -> ChangeSet | str:
@@ -818,6 +922,8 @@ def restore(
     part file's SHA-256 is checked as it is read, before any of its rows is written."""
     started = time.perf_counter()
     links = open_chain(chain)
+    if_exists = IfExists(if_exists)
+    _refuse_deletes_into_existing(links, if_exists)
     namespaces = resolve_chain(links)
     template = _full_template(links[-1].manifest, namespaces)
     importer = open_importer(target)
@@ -826,7 +932,7 @@ def restore(
     moved = 0
     try:
         try:
-            importer.prepare(template, if_exists=IfExists(if_exists), resume=False)
+            importer.prepare(template, if_exists=if_exists, resume=False)
             schema = template.arrow_schema()
             with RowProgress("restore", template.total_rows, progress) as bar:
                 for namespace in namespaces:
@@ -836,12 +942,47 @@ def restore(
                         importer.write(namespace.name, batch, rows_done=moved)
                         bar.advance(batch.num_rows)
                 importer.finish()
-        except BaseException:
+        except BaseException as exc:
             _abort(importer)  # a restore does not resume: what it staged is of no use
+            if isinstance(exc, StoreError):  # the importer's advice (append, upsert, resume) is an import's
+                raise StoreError(_restore_refusal(str(exc))) from None
             raise
     finally:
         importer.close()
     return TransferResult(moved, 0, time.perf_counter() - started, [ns.name for ns in namespaces])
+
+
+def _refuse_deletes_into_existing(links: Sequence[Link], if_exists: IfExists) -> None:
+    """A restore writes the resolved state's rows through the importer, which cannot delete by (namespace,
+    id): appended or upserted into a table that holds the rows, the ids and namespaces the chain deletes would
+    stay. Such a chain restores into a new target, or with replace."""
+    if if_exists not in (IfExists.APPEND, IfExists.UPSERT):
+        return
+    for link in links:
+        m = link.manifest
+        if m.is_delta and (m.deletes or any(ns.deleted for ns in m.namespaces)):
+            deleted = sum(ns.deleted or 0 for ns in m.namespaces)
+            raise InvalidDataError(f"{link.shown} deletes {deleted:,} ids, which a restore with if_exists "
+                                   f"{if_exists.value} would leave in the target (importers add rows, they do not "
+                                   "delete them): restore a chain with deletes into a new target or with if_exists "
+                                   "replace; nothing was written")
+
+
+# The importers' refusals of an existing target suggest what an import may do (append, upsert, resume);
+# a restore writes a filtered chain and never resumes: it is run again with replace.
+_IMPORT_ADVICE = re.compile(r"[\s;:,(]*(?:\(?choose if_exists|an interrupted import|resume (?:it|that import)|"
+                            r"run without resume)", re.IGNORECASE)
+
+
+def _restore_refusal(message: str) -> str:
+    """An importer's refusal as a restore's: without advice on append, upsert or resume, which a restore
+    cannot follow, and saying to re-run it with if_exists replace when the target exists."""
+    cut = _IMPORT_ADVICE.search(message)
+    if cut is None and "resume" not in message.lower():
+        return message
+    head = message[:cut.start()] if cut is not None else message.split(";")[0]
+    return (f"{head.rstrip(' .;:,(')}: a restore does not resume; re-run it with if_exists replace to write the "
+            "chain over it (or restore into a new target)")
 
 
 def _abort(importer: Importer) -> None:
@@ -863,7 +1004,7 @@ def compact(
     (format 1.0, the newest link's vectors, source, model and extra)."""
     links = open_chain(chain)
     namespaces = resolve_chain(links)
-    _target_location(links, out, "compacted dump")
+    _target_location(links, out, "compacted dump", refuse_later_deltas=True)
     m = links[-1].manifest
     # How the newest delta found its changes is not a fact of the state; its change marker is (of its snapshot).
     extra = {key: value for key, value in m.extra.items() if key != FOUND_BY}

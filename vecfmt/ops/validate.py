@@ -13,7 +13,9 @@ from vecfmt.manifest import MANIFEST_NAME, FileEntry
 from vecfmt.ops.incremental import (
     DELETES_SCHEMA,
     DIGESTS_SCHEMA,
+    Link,
     digests_problems,
+    follow_chain,
     load_listed_file,
     open_chain,
     read_manifest,
@@ -80,6 +82,23 @@ def validate_dump(uri: str) -> list[Problem]:
     return problems
 
 
+def validate_dumps(uris: list[str]) -> list[Problem]:
+    """What ``vecfmt validate`` checks: one dump, or a chain given in order. A delta given alone is checked
+    with its chain, its bases followed through the URIs its manifest records (as ``export --since`` follows
+    them): a delta is only as good as its bases, and one whose base is gone or changed cannot be restored."""
+    if len(uris) != 1:
+        return validate_chain(uris)
+    problems = validate_dump(uris[0])
+    if problems or not read_manifest(resolve(uris[0]))[1].is_delta:
+        return problems
+    try:
+        links = follow_chain(uris[0])
+    except DumpError as exc:
+        return [Problem(None, None, f"base missing or changed, so this delta cannot be restored: {exc}")]
+    bases = [link.uri for link in links[:-1]]
+    return _each_dump(bases) or _links(links)
+
+
 def validate_chain(uris: list[str]) -> list[Problem]:
     """Check a chain (a full dump, then its deltas in order): every dump as ``validate_dump`` does (each
     problem's file prefixed by its dump's URI), then the links (each delta's base is the dump before it,
@@ -87,15 +106,29 @@ def validate_chain(uris: list[str]) -> list[Problem]:
     there, the rows it says it leaves), and the row digests the newest delta records against those of the
     chain's rows (the next ``export --since`` trusts them). Raises DumpError when a dump is not there at
     all."""
+    problems = _each_dump(uris)
+    if problems:
+        return problems
+    try:
+        links = open_chain(uris)
+    except DumpError as exc:
+        return [Problem(None, None, str(exc))]
+    return _links(links)
+
+
+def _each_dump(uris: list[str]) -> list[Problem]:
+    """``validate_dump`` of each, every problem's file prefixed by its dump's URI."""
     problems = []
     for uri in uris:
         shown = redact(uri)
         problems.extend(Problem(f"{shown}/{p.file}" if p.file else shown, p.row, p.message)
                         for p in validate_dump(uri))
-    if problems:
-        return problems
+    return problems
+
+
+def _links(links: list[Link]) -> list[Problem]:
+    """That each delta of an opened chain adds up, and the newest delta's digests."""
     try:
-        links = open_chain(uris)
         resolve_chain(links)
     except DumpError as exc:
         return [Problem(None, None, str(exc))]
