@@ -33,7 +33,7 @@ from vecfmt import transfer
 from vecfmt.errors import StoreError
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.validate import validate_dump
-from vecfmt.parallel import JOB_STATE, engines, export_partitioned, import_partitioned
+from vecfmt.parallel import JOB_STATE, export_partitioned, import_partitioned
 from vecfmt.storage import resolve
 
 ROWS, DIM = 50_000, 64  # five ctid slices (one per 10,000 rows): five partitions, five files
@@ -150,31 +150,6 @@ def test_export_to_s3_and_import_back_on_ray_with_a_worker_killed_each_time(ray_
     assert validate_dump(str(tmp_path / "back")) == []
     assert diff_dumps(single, str(tmp_path / "back")).identical
     assert PASSWORD not in json.dumps(vecfmt.open_dump(s3_uri).manifest.to_dict())
-
-
-def test_a_ray_worker_is_replaced_after_its_share_of_partitions(ray_cluster, databases, tmp_path, monkeypatch):
-    """A Ray worker process keeps native memory from one export partition to the next (it grew to 1.1 GB over
-    19 partitions of 768 dimensions): Ray replaces it after RAY_TASKS_PER_WORKER partitions (``max_calls``).
-    Here 2 a worker, 5 partitions, one at a time: at least three worker processes ran them."""
-    source, _, single = databases
-    monkeypatch.setattr(engines, "RAY_TASKS_PER_WORKER", 2)
-    seen: set[int] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.update(running_partitions())
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        export_partitioned(pg(source), str(tmp_path / "dump"), engine="ray", workers=1, batch_size=2000)
-    finally:
-        stop.set()
-        watcher.join()
-    assert len(seen) >= 3, seen
-    assert diff_dumps(single, str(tmp_path / "dump")).identical
 
 
 def test_a_row_the_target_refuses_is_not_retried_by_ray(ray_cluster, databases, tmp_path):

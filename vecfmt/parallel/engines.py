@@ -44,12 +44,6 @@ from vecfmt.storage import Location
 log = logging.getLogger("vecfmt.parallel")
 ENGINES = ("local", "ray")
 DEFAULT_RETRIES = 2  # a failed partition runs at most 1 + DEFAULT_RETRIES times
-# Partitions a Ray worker process runs before Ray replaces it with a new one (``max_calls``). A Ray worker
-# running export partitions back to back keeps about one row group (~30-50 MB) more native memory per
-# partition, freed only when the process ends (it grew to 1.1 GB over 19 partitions where a local worker
-# stays under 0.5 GB; neither Arrow's release_unused nor malloc_trim gave it back): a new process every 8
-# partitions kept a worker under 0.76 GB, for one start-up (~2 s) per 8 partitions (docs/parallel.md).
-RAY_TASKS_PER_WORKER = 8
 
 
 class Task(Protocol):
@@ -428,8 +422,7 @@ def _run_on_ray(tasks: list[T], run: Callable[[T], Any], release: Callable[[], N
     more times); its error after that is the job's failure. At most ``workers`` tasks are submitted at
     once, so that after a failure the others are simply never submitted."""
     ray = _ray()
-    remote = ray.remote(max_retries=retries, retry_exceptions=[_MayPass], num_cpus=1,
-                        max_calls=RAY_TASKS_PER_WORKER)(_on_ray_worker)  # fmt: skip
+    remote = ray.remote(max_retries=retries, retry_exceptions=[_MayPass], num_cpus=1)(_on_ray_worker)  # fmt: skip
     queue = list(tasks)
     running: dict[Any, T] = {}
     failure: Failure | None = None
