@@ -560,7 +560,10 @@ def test_restore_of_a_chain_with_deletes_into_an_existing_target_is_refused(tmp_
 def test_validate_of_a_delta_alone_checks_its_bases(tmp_path, chain):
     _, (_, _, d2) = chain
     done = vecfmt_cli("validate", d2)
-    assert done.code == 0 and "valid" in done.stdout, done.stderr
+    assert done.code == 0, done.stderr
+    assert done.stdout.strip() == f"valid: {d2} (with the chain of its bases: {tmp_path / 'f0'} {tmp_path / 'd1'} {d2})"
+    assert json.loads(vecfmt_cli("validate", d2, "--json").stdout)["chain"] == [
+        str(tmp_path / "f0"), str(tmp_path / "d1"), d2]
     (tmp_path / "f0").rename(tmp_path / "f0-moved")
     [problem] = validate_dumps([d2])
     assert problem.message.startswith("base missing or changed, so this delta cannot be restored: ")

@@ -327,11 +327,12 @@ def validate_cmd(
     """Check a dump (or a chain: each dump, and its links) completely, naming each problem's file and row.
     Exit 0 when it is valid, 1 when problems were found, 2 when it could not run (nothing at that location,
     a bad URI)."""
+    followed: list[str] = []  # a delta alone is checked with the chain of its bases
     with _could_not_run_exits_2():
-        problems = validate_dumps(dumps)  # a delta alone is checked with the chain of its bases
-    dump = " ".join(dumps)
+        problems = validate_dumps(dumps, followed)
+    dump = " ".join(dumps) + (f" (with the chain of its bases: {' '.join(followed)})" if followed else "")
     if as_json:
-        _print_json({"valid": not problems,
+        _print_json({"valid": not problems, **({"chain": followed} if followed else {}),
                      "problems": [{"file": p.file, "row": p.row, "message": p.message} for p in problems]})
     elif problems:
         for p in problems:

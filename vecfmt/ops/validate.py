@@ -82,10 +82,11 @@ def validate_dump(uri: str) -> list[Problem]:
     return problems
 
 
-def validate_dumps(uris: list[str]) -> list[Problem]:
+def validate_dumps(uris: list[str], followed: list[str] | None = None) -> list[Problem]:
     """What ``vecfmt validate`` checks: one dump, or a chain given in order. A delta given alone is checked
     with its chain, its bases followed through the URIs its manifest records (as ``export --since`` follows
-    them): a delta is only as good as its bases, and one whose base is gone or changed cannot be restored."""
+    them): a delta is only as good as its bases, and one whose base is gone or changed cannot be restored.
+    ``followed``, when given, receives the URIs of the chain so followed, full dump first."""
     if len(uris) != 1:
         return validate_chain(uris)
     problems = validate_dump(uris[0])
@@ -96,6 +97,8 @@ def validate_dumps(uris: list[str]) -> list[Problem]:
     except DumpError as exc:
         return [Problem(None, None, f"base missing or changed, so this delta cannot be restored: {exc}")]
     bases = [link.uri for link in links[:-1]]
+    if followed is not None:
+        followed.extend(redact(link.uri) for link in links)
     return _each_dump(bases) or _links(links)
 
 
