@@ -919,7 +919,8 @@ def restore(
     resolved state's rows, each link's rows less those later links replace or delete, checked as an
     import checks them. Before anything is written the chain is checked whole: its links (by manifest
     SHA-256), every file's size, the deletes files' SHA-256, unique ids, and that each delta adds up; each
-    part file's SHA-256 is checked as it is read, before any of its rows is written."""
+    part file's SHA-256 is checked as it is read, before any of its rows is written. A chain with deletes is
+    refused with ``if_exists`` append or upsert (importers cannot delete: the target would keep those ids)."""
     started = time.perf_counter()
     links = open_chain(chain)
     if_exists = IfExists(if_exists)
