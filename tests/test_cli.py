@@ -122,6 +122,7 @@ def test_unknown_store_scheme(good, tmp_path):
 
 
 def test_missing_lancedb_table(tmp_path):
+    (tmp_path / "db").mkdir()  # a database without that table (a missing folder: test_lancedb.py)
     assert_one_clear_error(vecfmt_cli("export", f"lancedb://{tmp_path}/db?table=nope", str(tmp_path / "out")),
                            "LanceDB table 'nope' does not exist")
 
