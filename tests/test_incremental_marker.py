@@ -230,6 +230,43 @@ def test_a_column_added_with_a_default_changes_every_row_without_xmin_so_digests
     assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "column")
 
 
+@pytest.mark.parametrize("readd", [
+    "ALTER TABLE items DROP COLUMN source; ALTER TABLE items ADD COLUMN source text",
+    "ALTER TABLE items DROP COLUMN source; ALTER TABLE items ADD COLUMN source text DEFAULT 'z'; "
+    "ALTER TABLE items ALTER source DROP DEFAULT",
+], ids=["null-again", "other-missing-value"])
+def test_a_column_dropped_and_added_again_alike_is_another_column(tmp_path, pg_db, readd):
+    """Hostile review: same name, type and (no) default, yet every row reads another value with no row written:
+    the fingerprint holds attnum and the value rows without it read, so digests are used."""
+    uri = seed(tmp_path, pg_db)
+    run_sql(pg_db, "ALTER TABLE items ADD COLUMN source text DEFAULT 'x'",
+            "ALTER TABLE items ALTER source DROP DEFAULT")
+    f0, d1 = str(tmp_path / "f0"), str(tmp_path / "d1")
+    transfer.export(uri, f0)
+    run_sql(pg_db, *readd.split("; "))
+    manifest = export_delta(uri, d1, f0)
+    assert manifest.extra[FOUND_BY]["found_by"] == BY_DIGESTS
+    assert "other columns" in manifest.extra[FOUND_BY]["why"]
+    assert manifest.total_rows == 1_700
+    assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "readded")
+
+
+@pytest.mark.parametrize("column", [
+    "CREATE TYPE pair AS (a int, b text); ALTER TABLE items ADD COLUMN extra_pair pair DEFAULT ROW(1, 'b')",
+    "CREATE TABLE ref_t (x int); ALTER TABLE items ADD COLUMN src regclass DEFAULT 'ref_t'",
+    "CREATE TYPE mood AS ENUM ('ok'); ALTER TABLE items ADD COLUMN moods mood[] DEFAULT '{ok}'",
+    "CREATE TYPE mood AS ENUM ('ok'); CREATE DOMAIN dmood AS mood; ALTER TABLE items ADD COLUMN dm dmood DEFAULT 'ok'",
+], ids=["composite", "regclass", "enum-array", "enum-domain"])
+def test_a_column_that_reads_differently_when_another_object_is_renamed_gives_no_marker(tmp_path, pg_db, column):
+    """Hostile review: ALTER TYPE ... RENAME ATTRIBUTE, a renamed table behind regclass, an enum label renamed
+    behind an array or a domain change rows' text with no row written, which no fingerprint of the table holds."""
+    uri = seed(tmp_path, pg_db)
+    run_sql(pg_db, *column.split("; "))
+    f0 = str(tmp_path / "f0")
+    transfer.export(uri, f0)
+    assert CHANGE_MARKER not in vecfmt.open_dump(f0).manifest.extra
+
+
 def test_without_permission_for_pg_control_system_there_is_no_marker(tmp_path, pg_db):
     uri = seed(tmp_path, pg_db)
     role, password = f"reader_{uuid.uuid4().hex[:8]}", "r3ader-pw"

@@ -41,6 +41,9 @@ MAX_XID_DISTANCE = (1 << 31) - (1 << 24)
 FIRST_NORMAL_XID = 3  # xids 0-2 are special: age() calls them infinitely old
 # Session settings that change the text of values folded into metadata (timestamps, intervals, floats,
 # bytea, money): a row unchanged since the base must read back as the base has it.
+# Types whose values are oids shown by name: the text of an unchanged row changes when the object is renamed.
+OID_ALIASES = ("regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator", "regconfig",
+               "regdictionary", "regnamespace", "regrole", "regcollation")
 OUTPUT_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output", "lc_monetary")
 
 # One statement, in the export's snapshot transaction. An administrator may have revoked pg_control_system()
@@ -51,8 +54,11 @@ OUTPUT_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits
 # Rows can also change what they read as without a new row version, which no marker could see; then there is
 # no marker: a table whose rows come from elsewhere too (a view, a partitioned table whose partitions can be
 # attached, inheritance children), row-level security (a policy changed shows rows written long ago). What the
-# marker's column fingerprint holds covers the rest it can: columns added, dropped, renamed or retyped,
-# defaults and generated columns' expressions (a virtual column's is computed as it is read), enum labels.
+# marker's column fingerprint holds covers the rest it can: columns added, dropped (also dropped and added again:
+# by attnum and the missing value rows read), renamed or retyped, defaults and generated columns' expressions
+# (a virtual column's is computed as it is read), enum labels. A column whose values read differently when
+# another object is renamed (composite attributes, oid aliases such as regclass, enums or composites behind an
+# array or a domain) has no fingerprint to hold: such a table has no marker.
 _FACTS = sql.SQL(
     "SELECT s.system_identifier::text, "
     "CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
@@ -61,13 +67,19 @@ _FACTS = sql.SQL(
     "pg_snapshot_xmin(pg_current_snapshot())::text, "
     "(SELECT c.relkind IN ('r', 'm') AND NOT c.relhassubclass AND NOT c.relrowsecurity FROM pg_class c "
     "WHERE c.oid = %(relid)s), "
-    "(SELECT string_agg(concat_ws(':', a.attname, a.attgenerated, pg_get_expr(d.adbin, d.adrelid), "
+    "NOT EXISTS (SELECT FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = "
+    "CASE WHEN t.typbasetype <> 0 THEN t.typbasetype WHEN t.typcategory = 'A' THEN t.typelem END "
+    "WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped AND (t.typtype = 'c' OR "
+    "e.typtype IN ('c', 'd', 'e') OR e.typcategory = 'A' OR t.oid = ANY({aliases}) OR e.oid = ANY({aliases}))), "
+    "(SELECT string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod, a.attgenerated, "
+    "pg_get_expr(d.adbin, d.adrelid), a.atthasmissing, a.attmissingval::text, "
     "(SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = a.atttypid)"
     "), ';' ORDER BY a.attnum) FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND "
     "d.adnum = a.attnum WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped), "
     "{settings} FROM pg_control_system() s"
 ).format(settings=sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(name))
-                                     for name in OUTPUT_SETTINGS))
+                                     for name in OUTPUT_SETTINGS),
+         aliases=sql.SQL("ARRAY[{}]::regtype[]").format(sql.SQL(", ").join(sql.Literal(name) for name in OID_ALIASES)))
 
 
 def snapshot_marker(exporter: PgvectorExporter) -> dict[str, Any] | str:
@@ -86,7 +98,11 @@ def snapshot_marker(exporter: PgvectorExporter) -> dict[str, Any] | str:
         message = exporter.target.clean(driver_message(exc))
         log.info("pgvector: no change marker (%s); a delta against this export compares row digests", message)
         return f"the server gives no change marker ({message})"
-    system, timeline, database, xmin, trackable, definitions, *settings = row
+    system, timeline, database, xmin, trackable, plain_types, definitions, *settings = row
+    if trackable and not plain_types:
+        return ("a column's values can read differently with no row written, when another object is renamed (a "
+                "composite type; an array or domain over an enum, composite, domain or array; an oid alias such as "
+                "regclass): the table has no change marker")
     if not trackable:
         return ("the table's rows can change without a new row version (a view, a partitioned table, inheritance "
                 "children or row-level security): it has no change marker")
@@ -105,7 +121,8 @@ _SAME = {
                 "need not follow those of the base's snapshot",
     "database_oid": "another database",
     "table_oid": "another table (or the table was created again)",
-    "columns": "other columns, export options or session settings (TimeZone, DateStyle, ...)",
+    "columns": "other columns (one dropped and added again counts), export options (the table's name among "
+               "them) or session settings (TimeZone, DateStyle, ...)",
 }
 
 
