@@ -99,10 +99,9 @@ def _lock_table(location: str, name: str) -> IO[str] | None:
     file: two imports of one table (two resumes of one interrupted import, say) would both append, and
     Lance rebases appends instead of refusing them. The OS releases a flock when its process ends, so a
     killed import leaves no stale lock. Object stores have no such lock (docs/lancedb.md)."""
-    parts = urlsplit(location)
-    if parts.scheme not in ("", "file"):
+    folder = _local_path(location)
+    if folder is None:
         return None
-    folder = unquote(parts.path) if parts.scheme == "file" else location
     try:
         handle = exclusive_lock(folder, name)
     except OSError as exc:
