@@ -145,3 +145,15 @@ def write_namespaced(uri: str, tables: dict[str, pa.Table], *, max_chunksize: in
         for ns, table in tables.items():
             for batch in table.to_batches(max_chunksize=max_chunksize):
                 writer.write_batch(batch, ns)
+
+
+def assert_split_export_is_the_whole(source: str, root: Any, monkeypatch: Any) -> None:
+    """An export of ``source`` read with the test's slicing patches in force is the same dump as one read with
+    them undone (``monkeypatch.undo()``): how a store's slices are checked end to end."""
+    from vecfmt import transfer
+    from vecfmt.ops.diff import diff_dumps
+
+    transfer.export(source, str(root / "split"))
+    monkeypatch.undo()
+    transfer.export(source, str(root / "whole"))
+    assert diff_dumps(str(root / "whole"), str(root / "split")).identical

@@ -22,6 +22,7 @@ pytest.importorskip("milvus_lite")
 import vecfmt
 from tests.helpers import (
     assert_one_clear_error,
+    assert_split_export_is_the_whole,
     make_table,
     rewrite_part,
     vecfmt_cli,
@@ -723,11 +724,7 @@ def test_varchar_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
             read_slice(exporter, Slice("", {"pk": [1, None]}))  # an integer bound on a VARCHAR key
     finally:
         exporter.close()
-    # an export read slice by slice is the same dump as one read whole
-    transfer.export(source, str(tmp_path / "split"))
-    monkeypatch.undo()
-    transfer.export(source, str(tmp_path / "whole"))
-    assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
+    assert_split_export_is_the_whole(source, tmp_path, monkeypatch)
 
 
 def test_int64_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
@@ -764,10 +761,7 @@ def test_int64_key_slices_cover_every_row_once(tmp_path, db, monkeypatch):
             read_slice(exporter, Slice("", {"pk": ["1 or true", None]}))  # text never reaches an INT64 filter
     finally:
         exporter.close()
-    transfer.export(source, str(tmp_path / "split"))
-    monkeypatch.undo()
-    transfer.export(source, str(tmp_path / "whole"))
-    assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
+    assert_split_export_is_the_whole(source, tmp_path, monkeypatch)
 
 
 def test_a_partition_key_collection_splits_as_one_namespace(tmp_path, db, monkeypatch):

@@ -22,6 +22,7 @@ import pytest
 import vecfmt
 from tests.helpers import (
     assert_one_clear_error,
+    assert_split_export_is_the_whole,
     assert_tables_identical,
     make_table,
     rewrite_part,
@@ -31,7 +32,6 @@ from tests.helpers import (
 )
 from vecfmt import transfer
 from vecfmt.errors import InvalidDataError, StoreError
-from vecfmt.ops.diff import diff_dumps
 from vecfmt.schema import vectors_array
 from vecfmt.stores.base import IfExists, Slice, StoreURI, open_exporter, open_importer
 from vecfmt.stores.qdrant.ids import ID_KEY, ID_NAMESPACE, NAMESPACE_KEY, point_id, point_order
@@ -739,11 +739,7 @@ def test_slices_split_point_ids_and_cover_every_point_once(tmp_path, monkeypatch
         assert_tables_identical(by_id(got), by_id(make_table(90, 4)))
     finally:
         exporter.close()
-    # an export read slice by slice is the same dump as one read whole
-    transfer.export(uri, str(tmp_path / "split"))
-    monkeypatch.undo()
-    transfer.export(uri, str(tmp_path / "whole"))
-    assert diff_dumps(str(tmp_path / "whole"), str(tmp_path / "split")).identical
+    assert_split_export_is_the_whole(uri, tmp_path, monkeypatch)
 
 
 def test_export_with_workers_on_local_mode_is_one_clear_line(tmp_path):
