@@ -20,8 +20,6 @@ from vecfmt.reader import Dump
 from vecfmt.schema import ID, namespace_dir
 from vecfmt.storage import redact, resolve
 from vecfmt.stores.base import (
-    CHANGE_MARKER,
-    ChangeTracking,
     Description,
     Exporter,
     IfExists,
@@ -31,6 +29,7 @@ from vecfmt.stores.base import (
     open_importer,
     store_identity,
     supports_resume,
+    with_change_marker,
 )
 from vecfmt.writer import EXPORT_STATE, JOB_STATE, DumpWriter, ParquetOptions, check_batch, check_unique_ids, kept_ids
 
@@ -80,8 +79,7 @@ def export(
             _check_same_origin(dump_uri, origin)
         # The store's marker of the snapshot read, so that a first delta reads only what changed since (spec
         # 6.3). Not when resuming: the rows then come from more than one snapshot, which no one marker covers.
-        marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) and not resume else None
-        extra = desc.extra if marker is None else {**desc.extra, CHANGE_MARKER: marker}
+        extra = desc.extra if resume else with_change_marker(exporter, desc.extra)
         with (
             DumpWriter(
                 dump_uri,

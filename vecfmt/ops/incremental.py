@@ -60,6 +60,7 @@ from vecfmt.stores.base import (
     Importer,
     open_exporter,
     open_importer,
+    with_change_marker,
 )
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, TransferResult
 from vecfmt.writer import (
@@ -672,9 +673,7 @@ def export_delta(
                                    "a delta cannot change them; take a full export")
         schema = template.arrow_schema()
         changes = _changes_since(exporter, base)
-        marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) else None
-        if marker is not None:
-            template.extra[CHANGE_MARKER] = marker
+        template.extra = with_change_marker(exporter, template.extra)
         if isinstance(changes, str):
             template.extra[FOUND_BY] = {"found_by": BY_DIGESTS, "why": changes}
         else:

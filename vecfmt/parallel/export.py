@@ -41,7 +41,7 @@ from vecfmt.parallel.engines import (
 )
 from vecfmt.progress import RowProgress
 from vecfmt.storage import Location, lock_for_writing, redact, resolve
-from vecfmt.stores.base import CHANGE_MARKER, ChangeTracking, Exporter, Slice, StoreURI, open_exporter
+from vecfmt.stores.base import Exporter, Slice, StoreURI, open_exporter, with_change_marker
 from vecfmt.transfer import DEFAULT_BATCH_SIZE, _check_counts, _choose_namespaces, _label, _origin
 from vecfmt.writer import (
     EXPORT_STATE,
@@ -142,9 +142,8 @@ def _export(source: str, dump_uri: str, location: Location, runner: Engine, work
         template.embedding_model = model or desc.embedding_model
         # The coordinator's snapshot marker (spec 6.3): workers read in its snapshot (shared_snapshot), so it
         # covers every row they read; none on a resume (the partitions were read in more than one snapshot).
-        marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) and not resume else None
-        if marker is not None:
-            template.extra[CHANGE_MARKER] = marker
+        if not resume:
+            template.extra = with_change_marker(exporter, template.extra)
         job = _Job(location, dump_uri, source, template, _origin(exporter, desc), chosen, _changes(exporter))
         _remove_stray_temps(location)  # a killed run's half-written job state (the lock is ours: no run writes)
         resumed = resume and job.load()

@@ -353,6 +353,13 @@ class ChangeTracking(Protocol):
     def changes_since(self, marker: dict[str, Any]) -> ChangeSet | str: ...
 
 
+def with_change_marker(exporter: Exporter, extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` with the exporter's ``ChangeTracking.change_marker()`` under ``CHANGE_MARKER``, when it gives one
+    (an export records it so that the next ``export --since`` can read only what changed since)."""
+    marker = exporter.change_marker() if isinstance(exporter, ChangeTracking) else None
+    return extra if marker is None else {**extra, CHANGE_MARKER: marker}
+
+
 def supports_resume(exporter: Exporter) -> bool:
     return bool(getattr(exporter, "supports_resume", False))
 
