@@ -114,6 +114,19 @@ def assert_chain_is_a_fresh_export(tmp_path, uri: str, chain: list[str], name: s
     assert result.identical, result.to_dict()["totals"]
 
 
+def assert_no_marker_and_digests_used(tmp_path, pg_db: str, source: str, table_uri: str, name: str) -> None:
+    """A full export of ``source`` records no marker, so a delta after ``change`` compares row digests, says
+    why, records none either, and the chain is exactly a fresh export of the table (``table_uri``)."""
+    f0, d1 = str(tmp_path / f"{name}-f0"), str(tmp_path / f"{name}-d1")
+    transfer.export(source, f0)
+    assert CHANGE_MARKER not in vecfmt.open_dump(f0).manifest.extra
+    change(pg_db, 1)
+    manifest = export_delta(source, d1, f0)
+    assert manifest.extra[FOUND_BY] == {"found_by": BY_DIGESTS, "why": f"{f0} records no change marker"}
+    assert CHANGE_MARKER not in manifest.extra
+    assert_chain_is_a_fresh_export(tmp_path, table_uri, [f0, d1], name)
+
+
 def no_digest_path(monkeypatch) -> None:
     monkeypatch.setattr(incremental, "_export_namespace", lambda *a, **k: pytest.fail("rows digested"))
 
@@ -254,9 +267,7 @@ def test_a_column_that_reads_differently_when_another_object_is_renamed_gives_no
     behind an array or a domain change rows' text with no row written, which no fingerprint of the table holds."""
     uri = seed(tmp_path, pg_db)
     run_sql(pg_db, *column.split("; "))
-    f0 = str(tmp_path / "f0")
-    transfer.export(uri, f0)
-    assert CHANGE_MARKER not in vecfmt.open_dump(f0).manifest.extra
+    assert_no_marker_and_digests_used(tmp_path, pg_db, uri, uri, "renamable")
 
 
 def test_without_permission_for_pg_control_system_there_is_no_marker(tmp_path, pg_db):
@@ -269,14 +280,7 @@ def test_without_permission_for_pg_control_system_there_is_no_marker(tmp_path, p
     try:
         rest = pg_db.split("@", 1)[1]
         reader = pg(f"postgresql://{role}:{password}@{rest}")
-        f0, d1 = str(tmp_path / "f0"), str(tmp_path / "d1")
-        transfer.export(reader, f0)
-        assert CHANGE_MARKER not in vecfmt.open_dump(f0).manifest.extra
-        change(pg_db, 1)
-        manifest = export_delta(reader, d1, f0)
-        assert manifest.extra[FOUND_BY] == {"found_by": BY_DIGESTS, "why": f"{f0} records no change marker"}
-        assert CHANGE_MARKER not in manifest.extra
-        assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "reader")
+        assert_no_marker_and_digests_used(tmp_path, pg_db, reader, uri, "reader")
     finally:
         run_sql(pg_db, sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)),
                 sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -331,13 +335,7 @@ def test_a_row_moved_to_another_namespace_is_written_there_and_deleted_here(tmp_
 def test_a_table_whose_rows_can_change_without_a_new_version_has_no_marker(tmp_path, pg_db, statement):
     uri = seed(tmp_path, pg_db)
     run_sql(pg_db, statement)
-    f0, d1 = str(tmp_path / "f0"), str(tmp_path / "d1")
-    transfer.export(uri, f0)
-    assert CHANGE_MARKER not in vecfmt.open_dump(f0).manifest.extra
-    change(pg_db, 1)
-    manifest = export_delta(uri, d1, f0)
-    assert manifest.extra[FOUND_BY] == {"found_by": BY_DIGESTS, "why": f"{f0} records no change marker"}
-    assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "untracked")
+    assert_no_marker_and_digests_used(tmp_path, pg_db, uri, uri, "untracked")
 
 
 def test_duplicate_ids_are_refused_by_marker_too(tmp_path, pg_db, monkeypatch):
