@@ -404,7 +404,8 @@ def test_a_row_updated_before_the_resume_is_said_to_be_a_change_of_the_source(so
     page = run_sql(dsn, sql.SQL("SELECT (ctid::text::point)[0]::int FROM {} WHERE id = {}").format(
         sql.Identifier(table), sql.Literal(moved_id)))[0][0]  # fmt: skip
     not_done = [p["key"]["pages"] for i, p in enumerate(state["partitions"]) if str(i) not in state["done"]]
-    assert any(first <= page and (end is None or page < end) for first, end in not_done), (page, not_done)
+    if not recorded:  # read twice only if the new version is on a page not done; the counts see any UPDATE
+        assert any(first <= page and (end is None or page < end) for first, end in not_done), (page, not_done)
 
     command = ["vecfmt", "export", uri, dump, "--workers", "2", "--resume"]  # the command, with the hook set first
     script = f"{'' if recorded else WITHOUT_COUNTS}\nimport runpy, sys\nsys.argv = {command!r}\n" \
