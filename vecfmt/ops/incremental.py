@@ -655,11 +655,14 @@ def export_delta(
     # One writer per folder (as DumpWriter): two runs would delete each other's files and commit a manifest
     # over files that are gone. Held until the manifest is committed, released on failure too.
     lock = lock_for_writing(location)
+    # The chain's ids are read and checked on a thread while the store is opened and described (the store's
+    # work happens on the server); a broken chain is said first all the same.
+    resolving = _DIGESTERS.submit(resolve_chain, links)
     try:
-        state = {ns.name: ns for ns in resolve_chain(links)}
         exporter = open_exporter(source)
     except BaseException:
         _release(lock)
+        resolving.result()
         raise
     writers = _Writers(location, options)
     try:
@@ -678,6 +681,7 @@ def export_delta(
             template.extra[FOUND_BY] = {"found_by": BY_DIGESTS, "why": changes}
         else:
             template.extra[FOUND_BY] = {"found_by": BY_MARKER}
+        state = {ns.name: ns for ns in resolving.result()}
         _prepare(location, overwrite)
         entries: list[NamespaceEntry] = []
         # by marker only the changed rows are read, how many is not known ahead
@@ -712,6 +716,7 @@ def export_delta(
         return commit_manifest(location, template, files)
     except BaseException:
         writers.abort()
+        resolving.result()  # a broken chain is said rather than what it may have caused
         raise
     finally:
         exporter.close()
@@ -738,6 +743,11 @@ def _export_changes(exporter: Exporter, changes: ChangeSet, name: str, base: _Na
     """One namespace by the store's change marker: the rows written since the base (all of them in a namespace
     the base does not hold), and the ids of the resolved state the store no longer holds; returns (rows the
     namespace holds, ids deleted)."""
+    # The ids first (both are read in one snapshot): they are compared with the base's on a thread while the
+    # store scans for the changed rows, a scan of every row that keeps this process waiting.
+    ids = changes.ids(name)
+    base_ids = pa.array([], pa.string()) if base is None else base.ids
+    compared = _DIGESTERS.submit(_among, ids, base_ids)
     if base is None:
         batches = checked_batches(exporter, name, schema, template, batch_size)
     else:
@@ -748,14 +758,14 @@ def _export_changes(exporter: Exporter, changes: ChangeSet, name: str, base: _Na
         written.append(kept_ids(batch))
         writers.of("part", name, schema).write(batch)
         bar.advance(batch.num_rows)
-    ids = changes.ids(name)
-    written_ids = pa.chunked_array(written, pa.string()).combine_chunks()
-    check_unique_ids(written_ids, name)
-    base_ids = pa.array([], pa.string()) if base is None else base.ids
-    unique, (kept, among) = _among(ids, base_ids, written_ids)
+    unique, (kept,) = compared.result()
     if not unique:
         check_unique_ids(ids, name)  # raises, naming the duplicates
-    if not among.all():  # both are read in one snapshot
+    written_ids = pa.chunked_array(written, pa.string()).combine_chunks()
+    check_unique_ids(written_ids, name)
+    # Both unique, so written is among ids when as many ids are among written: a hash of the few written ids
+    # rather than of all the ids again.
+    if len(written_ids) and pc.sum(pc.is_in(ids, value_set=written_ids)).as_py() != len(written_ids):
         raise StoreError(f"namespace {name!r}: rows written since the base are not among the ids the store "
                          "holds; the dump is not written")
     gone = base_ids.filter(pa.array(~kept))

@@ -34,6 +34,7 @@ from vecfmt.schema import (
     parse_metadata_json,
 )
 from vecfmt.storage import redact, resolve
+from vecfmt.writer import all_distinct
 
 MAX_ROWS_PER_PROBLEM = 5  # rows named per kind of problem and file; the count says how many in all
 
@@ -251,7 +252,7 @@ def _duplicate_ids(namespace: str, seen: list[tuple[FileEntry, pa.ChunkedArray]]
         return []
     # null ids are reported row by row already; they are not duplicates of each other
     ids = pa.chunked_array([c for _, col in seen for c in col.chunks], pa.string()).drop_null()
-    if pc.count_distinct(ids).as_py() == len(ids):
+    if all_distinct(ids):
         return []
     counts = pc.value_counts(ids)
     dupes = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")

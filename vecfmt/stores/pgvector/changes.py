@@ -10,10 +10,13 @@ and every row version it wrote (an insert, or an update of any column, TOASTed o
 written by transactions the snapshot did see (written again: harmless). Deleted rows leave no version: they
 are the ids the base holds and the table no longer does, from the table's ids read in the same snapshot.
 
-``xmin`` is a 32-bit xid, so rows are picked with ``age(xmin) <= age(marker)``, one ``now`` for the whole
-transaction (``age()`` is stable within it). That is exact while the reading transaction is less than 2^31
-xids after the marker, which is checked in that very transaction before any row is read. A frozen row keeps
-its raw xmin, which may be older than 2^31 xids and then look new: written again, never missed.
+``xmin`` is a 32-bit xid, so rows are picked by the range of 32-bit xids from the marker's up to the reading
+snapshot's xmax (no row it sees was written at or after that), two ranges when the counter wrapped between
+them. That is exact while the snapshot is less than 2^31 xids after the marker, which is checked in that very
+transaction before any row is read. A frozen row keeps its raw xmin, which may be older than 2^31 xids and
+then look new: written again, never missed. The range compares ``xmin::text::bigint``, which, unlike
+``age()``, PostgreSQL may evaluate in parallel workers and which costs less per row (a 1,000,000-row scan of
+768-dim vectors: 1.15-1.20 s against 1.30-1.37 s with ``age(xmin) <= age(marker)``).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ if TYPE_CHECKING:
 
 MARKER_VERSION = 1
 XID_SPAN = 1 << 32
-# age() is a signed 32-bit distance: exact below 2^31; the marker is not used from 2^31 - 2^24 xids on.
+# Visible xids lie within 2^31 of each other (PostgreSQL stops assigning xids 2^31 after the oldest unfrozen
+# one): the marker is not used from 2^31 - 2^24 xids on.
 MAX_XID_DISTANCE = (1 << 31) - (1 << 24)
-FIRST_NORMAL_XID = 3  # xids 0-2 are special: age() calls them infinitely old
+FIRST_NORMAL_XID = 3  # xids 0-2 are special (invalid, bootstrap, frozen): never a transaction after the marker
 # Session settings that change the text of values folded into metadata (timestamps, intervals, floats,
 # bytea, money): a row unchanged since the base must read back as the base has it.
 # Types whose values are oids shown by name: the text of an unchanged row changes when the object is renamed.
@@ -146,30 +150,31 @@ def changes_since(exporter: PgvectorExporter, marker: dict[str, Any], now: dict[
         return "the base's change marker is malformed"
     conn = exporter._adbc_connection()
     with exporter.target.errors("cannot check the change marker"), conn.cursor() as cur:
-        # In the transaction that reads the rows: its snapshot's next xid (64 bits) and age() of the marker,
-        # with the same "now" as the age(xmin) of every row read after it.
-        cur.execute(sql.SQL("SELECT pg_snapshot_xmax(pg_current_snapshot())::text, age({}::xid)").format(
-            sql.Literal(str(low))).as_string(exporter.conn))
-        xmax, age = cur.fetchone()
+        # In the transaction that reads the rows: its snapshot's xmax (64 bits), after every xid it sees.
+        cur.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+        (xmax,) = cur.fetchone()
     distance = int(xmax) - xmin
     if distance < 0:
         return "transaction ids went back since the base's snapshot (the cluster was restored to an earlier point)"
     if distance >= MAX_XID_DISTANCE:
-        return f"the base's snapshot is {distance:,} transactions back, too far for age() to compare xmin exactly"
-    # now - marker is at least distance (now is at or after xmax) and below 2^32 (PostgreSQL stops assigning
-    # xids 2^31 after the oldest unfrozen one, at most this snapshot's xmin): a signed 32-bit age of at least
-    # distance means it is below 2^31, where age(xmin) <= age(marker) misses no xid after the marker.
-    if age is None or int(age) < distance:
-        return "age() of the base's snapshot does not match its 64-bit distance"
-    return XminChanges(exporter, low)
+        return f"the base's snapshot is {distance:,} transactions back, too far to compare 32-bit xmin exactly"
+    return XminChanges(exporter, low, int(xmax) % XID_SPAN)
 
 
 class XminChanges:
     """``ChangeSet``: the rows whose ``xmin`` is at or after the marker's, and the ids, in the reading snapshot."""
 
-    def __init__(self, exporter: PgvectorExporter, marker_xid: int) -> None:
+    def __init__(self, exporter: PgvectorExporter, marker_xid: int, xmax: int) -> None:
         self.exporter = exporter
-        self.since = sql.SQL("age(xmin) <= age({}::xid)").format(sql.Literal(str(marker_xid)))
+        # [marker_xid, xmax) of 32-bit xids, which holds every xid from the marker to the snapshot while they
+        # are less than 2^31 apart; when the counter wrapped between them, [marker_xid, 2^32) and [3, xmax).
+        xid = sql.SQL("xmin::text::bigint")
+        since, until = sql.Literal(marker_xid), sql.Literal(xmax)
+        if marker_xid <= xmax:
+            self.since = sql.SQL("({} >= {} AND {} < {})").format(xid, since, xid, until)
+        else:
+            self.since = sql.SQL("({} >= {} OR ({} >= {} AND {} < {}))").format(
+                xid, since, xid, sql.Literal(FIRST_NORMAL_XID), xid, until)
 
     def batches(self, namespace: str, *, batch_size: int) -> Iterator[Chunk]:
         query = self.exporter.select_sql(namespace, condition=self.since)
