@@ -562,9 +562,11 @@ def resolve_chain(links: Sequence[Link]) -> list[_Namespace]:
                 with _naming(link):
                     deleted = _deleted_ids(link.dump, m.deletes_of(name))
                     _check_unique_in_link(link, deleted, name)
-                _check_delta(link, name, ids, deleted, state, listed[name].rows_after)
-                gone = pc.is_in(state, value_set=pa.concat_arrays([ids, deleted]))
-                state = pa.concat_arrays([state.filter(pc.invert(gone)), ids])
+                # Where each id of the state is among the link's written then deleted ids, by one probe of the
+                # state against them (a hash of the link's few ids, not of the whole state): -1 if not.
+                where = pc.fill_null(pc.index_in(state, value_set=pa.concat_arrays([ids, deleted])), -1).to_numpy()
+                _check_delta(link, name, ids, deleted, state, where, listed[name].rows_after)
+                state = pa.concat_arrays([state.filter(pa.array(where < 0)), ids])
             written.append(ids)
             touched.append(pa.concat_arrays([ids, deleted]))
         later = pa.array([], pa.string())
@@ -582,18 +584,19 @@ def resolve_chain(links: Sequence[Link]) -> list[_Namespace]:
     return resolved
 
 
-def _check_delta(link: Link, name: str, ids: pa.Array, deleted: pa.Array, state: pa.Array,
+def _check_delta(link: Link, name: str, ids: pa.Array, deleted: pa.Array, state: pa.Array, where: np.ndarray,
                  rows_after: int | None) -> None:
+    """``where``: for each id of the state, its index among ``ids`` then ``deleted``, or -1 (all three unique)."""
     both = pc.is_in(deleted, value_set=ids)
     if pc.any(both).as_py():
         example = deleted.filter(both)[0].as_py()
         raise DumpError(f"{link.shown}: id {example!r} of namespace {name!r} is both deleted and written")
-    absent = pc.invert(pc.is_in(deleted, value_set=state))
-    if pc.any(absent).as_py():
+    replaced = int(np.count_nonzero((where >= 0) & (where < len(ids))))
+    if int(np.count_nonzero(where >= len(ids))) != len(deleted):
+        absent = pc.invert(pc.is_in(deleted, value_set=state))  # which: only to name one
         example = deleted.filter(absent)[0].as_py()
         raise DumpError(f"{link.shown} deletes id {example!r} of namespace {name!r}, which its base does not hold: "
                         "the chain is broken")
-    replaced = pc.sum(pc.is_in(ids, value_set=state)).as_py() or 0
     after = len(state) - len(deleted) - replaced + len(ids)
     if after != rows_after:
         raise DumpError(f"{link.shown}: namespace {name!r} has {after:,} rows once applied, its manifest says "
