@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import lancedb
 import numpy as np
@@ -332,6 +333,29 @@ def test_a_corrupt_link_is_said_before_anything_of_the_store(tmp_path, chain):
         with pytest.raises(DumpError, match=r"d1: \S*deletes-00000\.parquet is corrupt: its SHA-256 differs"):
             export_delta(source, str(tmp_path / "d3"), d2)
         assert not (tmp_path / "d3").exists()
+
+
+def test_an_interrupt_while_the_chain_is_read_stops_at_once(tmp_path, chain, monkeypatch):
+    """The chain is resolved on a thread while the store is opened: an interrupt then goes up at once, neither
+    waiting for that thread nor replaced by the chain's own error, and leaves the folder free for the next run."""
+    uri, (_, _, d2) = chain
+    resolve = incremental.resolve_chain
+
+    def slow(links):
+        time.sleep(5)
+        return resolve(links)
+
+    def interrupted(source):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(incremental, "resolve_chain", slow)
+    monkeypatch.setattr(incremental, "open_exporter", interrupted)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        export_delta(uri, str(tmp_path / "d3"), d2)
+    assert time.monotonic() - started < 3
+    monkeypatch.undo()
+    assert export_delta(uri, str(tmp_path / "d3"), d2).is_delta  # the writer lock was released
 
 
 def test_import_of_a_delta_alone_points_to_restore(tmp_path, chain):

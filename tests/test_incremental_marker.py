@@ -18,7 +18,7 @@ import vecfmt
 from tests.helpers import make_table, vecfmt_cli
 from tests.stores.test_pgvector import pg, run_sql
 from vecfmt import transfer
-from vecfmt.errors import InvalidDataError
+from vecfmt.errors import InvalidDataError, StoreError
 from vecfmt.manifest import MANIFEST_NAME
 from vecfmt.ops import incremental
 from vecfmt.ops.diff import diff_dumps
@@ -347,6 +347,28 @@ def test_duplicate_ids_are_refused_by_marker_too(tmp_path, pg_db, monkeypatch):
     run_sql(pg_db, "ALTER TABLE items DROP CONSTRAINT items_pkey",
             "INSERT INTO items SELECT * FROM items WHERE namespace = '' AND id = 'p-3'")
     with pytest.raises(InvalidDataError, match="duplicate ids in namespace '': 'p-3'"):
+        export_delta(uri, d1, f0)
+    assert not (tmp_path / "d1" / MANIFEST_NAME).exists()
+
+
+def test_a_delta_that_would_miss_an_added_row_is_not_written(tmp_path, pg_db, monkeypatch):
+    """Every id the base lacks must be among the rows read as written since: a change set that misses one (here
+    a range that leaves a row out, as a cluster restored from a file-level copy could make the marker's range
+    do) is refused, not committed for a later restore or compact to find."""
+    uri = seed(tmp_path, pg_db)
+    f0, d1 = str(tmp_path / "f0"), str(tmp_path / "d1")
+    transfer.export(uri, f0)
+    run_sql(pg_db, "INSERT INTO items (namespace, id, embedding) SELECT '', 'new-' || i, "
+                   f"('[' || i || repeat(',0', {DIM - 1}) || ']')::vector FROM generate_series(1, 2) i")
+    missing = changes.XminChanges.__init__
+
+    def missing_one(self, *args):
+        missing(self, *args)
+        self.since = sql.SQL("{} AND id <> 'new-2'").format(self.since)
+
+    monkeypatch.setattr(changes.XminChanges, "__init__", missing_one)
+    with pytest.raises(StoreError, match="namespace '': 2 ids the base does not hold are in the store, but only 1 "
+                                         "of them were read as written since; the dump is not written"):
         export_delta(uri, d1, f0)
     assert not (tmp_path / "d1" / MANIFEST_NAME).exists()
 

@@ -15,12 +15,13 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -599,8 +600,9 @@ def _check_delta(link: Link, name: str, ids: pa.Array, deleted: pa.Array, state:
                         "the chain is broken")
     after = len(state) - len(deleted) - replaced + len(ids)
     if after != rows_after:
+        says = "nothing" if rows_after is None else f"{rows_after:,}"
         raise DumpError(f"{link.shown}: namespace {name!r} has {after:,} rows once applied, its manifest says "
-                        f"{rows_after:,}: the chain does not add up")
+                        f"{says}: the chain does not add up")
 
 
 def _resolved_batches(namespace: _Namespace, *, columns: Sequence[str] | None = None,
@@ -659,13 +661,16 @@ def export_delta(
     # over files that are gone. Held until the manifest is committed, released on failure too.
     lock = lock_for_writing(location)
     # The chain's ids are read and checked on a thread while the store is opened and described (the store's
-    # work happens on the server); a broken chain is said first all the same.
-    resolving = _DIGESTERS.submit(resolve_chain, links)
+    # work happens on the server); a broken chain is said first all the same, an interrupt at once.
+    resolving = _on_daemon_thread(resolve_chain, links)
     try:
         exporter = open_exporter(source)
-    except BaseException:
+    except Exception:
         _release(lock)
         resolving.result()
+        raise
+    except BaseException:
+        _release(lock)
         raise
     writers = _Writers(location, options)
     try:
@@ -717,13 +722,33 @@ def export_delta(
         # on disk before the manifest vouches for them (spec 7.1); commit_manifest syncs the part files' folders
         sync_folders(location, [*template.deletes, *template.digest_files])
         return commit_manifest(location, template, files)
-    except BaseException:
+    except BaseException as exc:
         writers.abort()
-        resolving.result()  # a broken chain is said rather than what it may have caused
+        if isinstance(exc, Exception):
+            resolving.result()  # a broken chain is said rather than what it may have caused
         raise
     finally:
         exporter.close()
         _release(lock)
+
+
+T = TypeVar("T")
+
+
+def _on_daemon_thread(function: Callable[..., T], *args: object) -> Future[T]:
+    """``function(*args)`` on a daemon thread: an interrupted run exits without waiting for it to finish (a
+    pool's threads are joined when the interpreter exits)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # handed to whoever waits for it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="vecfmt-chain", daemon=True).start()
+    return future
 
 
 def _release(lock: IO[str] | None) -> None:
@@ -766,11 +791,16 @@ def _export_changes(exporter: Exporter, changes: ChangeSet, name: str, base: _Na
         check_unique_ids(ids, name)  # raises, naming the duplicates
     written_ids = pa.chunked_array(written, pa.string()).combine_chunks()
     check_unique_ids(written_ids, name)
-    # Both unique, so written is among ids when as many ids are among written: a hash of the few written ids
-    # rather than of all the ids again.
+    # All three unique, so counts tell the sets apart, each by a hash of the few written ids (not of all the ids
+    # again): written is among ids, and every id the base lacks was written (a row added since is never missed).
     if len(written_ids) and pc.sum(pc.is_in(ids, value_set=written_ids)).as_py() != len(written_ids):
         raise StoreError(f"namespace {name!r}: rows written since the base are not among the ids the store "
                          "holds; the dump is not written")
+    rewritten = (pc.sum(pc.is_in(base_ids, value_set=written_ids)).as_py() or 0) if len(written_ids) else 0
+    if len(written_ids) - rewritten != len(ids) - int(np.count_nonzero(kept)):
+        raise StoreError(f"namespace {name!r}: {len(ids) - int(np.count_nonzero(kept)):,} ids the base does not hold "
+                         f"are in the store, but only {len(written_ids) - rewritten:,} of them were read as written "
+                         "since; the dump is not written (take a full export)")
     gone = base_ids.filter(pa.array(~kept))
     if len(gone):
         deletes = pa.RecordBatch.from_arrays([gone], schema=DELETES_SCHEMA)
