@@ -142,6 +142,33 @@ def test_slices_are_ctid_page_ranges_read_by_tid_range_scans(source):
     assert all(len(s) > ROWS // (2 * PARTITIONS) for s in seen)  # about even
 
 
+def test_a_namespace_is_split_over_the_pages_its_rows_are_on(pg_db, tmp_path, monkeypatch):
+    """Two namespaces loaded one after the other: describe() counts them without reading the table's pages
+    (the first and last page of each are looked up only when one is split), and each namespace's slices split
+    its own pages, together reading exactly its rows."""
+    monkeypatch.setattr("vecfmt.stores.base.SLICE_ROWS", 1_000)
+    dump = str(tmp_path / "two")
+    write_namespaced(dump, {"first": make_table(4_000, 16, prefix="f-"), "second": make_table(4_000, 16, prefix="s-")})
+    transfer.import_dump(dump, pg(pg_db, index="none"))
+    exporter = open_exporter(pg(pg_db))
+    try:
+        assert exporter.describe().namespaces == {"first": 4_000, "second": 4_000}
+        assert exporter._spans is None  # counting read no page
+        for namespace, prefix in (("first", "f-"), ("second", "s-")):
+            first, last = run_sql(pg_db, sql.SQL(
+                "SELECT min((ctid::text::point)[0])::int, max((ctid::text::point)[0])::int FROM items "
+                "WHERE namespace = {}").format(sql.Literal(namespace)))[0]  # fmt: skip
+            parts = exporter.slices(namespace)
+            assert len(parts) == 4
+            inner = [part.key["pages"][0] for part in parts[1:]]
+            assert all(first < bound <= last for bound in inner), (first, last, inner)
+            seen = [i for part in parts for chunk in exporter.batches(part, batch_size=1_000)
+                    for i in chunk.batch.column("id").to_pylist()]
+            assert sorted(seen) == sorted(f"{prefix}{i}" for i in range(4_000))
+    finally:
+        exporter.close()
+
+
 def test_a_query_source_is_one_slice(source):
     dsn, _ = source
     exporter = open_exporter(pg(dsn, table=None, query="SELECT * FROM items"))

@@ -89,7 +89,7 @@ class PgvectorExporter:
             raise StoreError(f"pgvector {t.where} needs exactly one of table=NAME or query=SELECT...")
         self._adbc: Any = None
         self._counts: dict[str, int | None] | None = None  # rows per namespace, once counted
-        self._spans: dict[str, tuple[int, int]] = {}  # namespace -> its first and last page, once counted
+        self._spans: dict[str, tuple[int, int]] | None = None  # namespace -> its first and last page, once split
         self._search_conn: psycopg.Connection | None = None
         self._marker: dict[str, Any] | str | None = None  # change_marker(), or why there is none; None: not yet
         self.conn = t.connect(autocommit=False, read_only=True)
@@ -281,17 +281,28 @@ class PgvectorExporter:
                 return {"": None}  # a query: counting it would run it twice
             row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.source_sql)).fetchone()
             return {"": int(row[0])}
-        # On a table slices() can split, the same scan finds each namespace's first and last page, so that
-        # its slices split the pages its rows are on (a table loaded namespace by namespace keeps them apart).
-        spans = self._heap_size()[0] is not None
-        pages = sql.SQL(", (min(ctid)::text::point)[0]::bigint, (max(ctid)::text::point)[0]::bigint")
+        # The namespace column alone: an index holding it (the primary key vecfmt creates) can serve the count
+        # without reading the table's pages (a delta by change marker needs nothing more).
         rows = self.conn.execute(
-            sql.SQL("SELECT coalesce({}::text, '') AS ns, count(*){} FROM {} GROUP BY 1 ORDER BY 1").format(
-                sql.Identifier(self.namespace_column), pages if spans else sql.SQL(""), self.source_sql)
+            sql.SQL("SELECT coalesce({}::text, '') AS ns, count(*) FROM {} GROUP BY 1 ORDER BY 1").format(
+                sql.Identifier(self.namespace_column), self.source_sql)
         ).fetchall()  # fmt: skip
-        if spans:
-            self._spans = {row[0]: (int(row[2]), int(row[3])) for row in rows}
         return {row[0]: int(row[1]) for row in rows} or {"": 0}
+
+    def _span(self, namespace: str, pages: int) -> tuple[int, int]:
+        """The first and last page of a namespace's rows, so that its slices split the pages they are on (a
+        table loaded namespace by namespace keeps them apart): one pass over the table finds them for every
+        namespace, the first time one is split."""
+        if self.namespace_column is None:
+            return 0, pages - 1
+        if self._spans is None:
+            with self.target.errors("cannot find the namespaces' pages"):
+                rows = self.conn.execute(sql.SQL(
+                    "SELECT coalesce({}::text, '') AS ns, (min(ctid)::text::point)[0]::bigint, "
+                    "(max(ctid)::text::point)[0]::bigint FROM {} GROUP BY 1").format(
+                        sql.Identifier(self.namespace_column), self.source_sql)).fetchall()  # fmt: skip
+            self._spans = {row[0]: (int(row[1]), int(row[2])) for row in rows}
+        return self._spans.get(namespace, (0, pages - 1))
 
     def slices(self, namespace: str) -> list[Slice]:
         """Ranges of the table's pages (``{"pages": [first, end]}``, end None for the last: open, so no
@@ -310,7 +321,9 @@ class PgvectorExporter:
         total = sum(c or 0 for c in counts.values())
         row_bytes = max(self._row_bytes(), table_bytes / max(1, total))  # metadata and documents count too
         count = slice_count(rows, row_bytes)
-        first, last = self._spans.get(namespace, (0, pages - 1))
+        if count <= 1:
+            return [Slice(namespace)]
+        first, last = self._span(namespace, pages)
         span = last + 1 - first
         count = min(count, span)
         if count <= 1:
