@@ -34,7 +34,7 @@ from vecfmt.schema import (
     parse_metadata_json,
 )
 from vecfmt.storage import redact, resolve
-from vecfmt.writer import all_distinct
+from vecfmt.writer import repeated_values
 
 MAX_ROWS_PER_PROBLEM = 5  # rows named per kind of problem and file; the count says how many in all
 
@@ -252,10 +252,9 @@ def _duplicate_ids(namespace: str, seen: list[tuple[FileEntry, pa.ChunkedArray]]
         return []
     # null ids are reported row by row already; they are not duplicates of each other
     ids = pa.chunked_array([c for _, col in seen for c in col.chunks], pa.string()).drop_null()
-    if all_distinct(ids):
+    dupes = repeated_values(ids)
+    if not len(dupes):
         return []
-    counts = pc.value_counts(ids)
-    dupes = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
     problems = []
     for entry, column in seen:
         rows = np.flatnonzero(pc.is_in(column, value_set=dupes).to_numpy(zero_copy_only=False))

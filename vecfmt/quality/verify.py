@@ -31,6 +31,7 @@ from vecfmt.quality.sides import DumpSide, Side, open_side
 from vecfmt.reader import Dump
 from vecfmt.schema import DOCUMENT, ID, METADATA, SPARSE_VALUES, is_vector_type, vector_digests, vectors_numpy
 from vecfmt.storage import resolve
+from vecfmt.writer import repeated_values
 
 DEFAULT_SAMPLE = 2_000
 DEFAULT_QUERIES = 100
@@ -387,9 +388,9 @@ def _compare(name: str, src: _Scan, dst: _Scan, sampled: pa.Array, src_digests: 
     check.duplicates_source = src.rows - len(unique_src)
     check.duplicates_target = dst.rows - len(unique_dst)
     if check.duplicates_target:
-        check.note("duplicated_in_target", _duplicated(dst_ids))
+        check.note("duplicated_in_target", repeated_values(dst_ids))
     if check.duplicates_source:
-        check.note("duplicated_in_source", _duplicated(src_ids))
+        check.note("duplicated_in_source", repeated_values(src_ids))
     missing = unique_src.filter(pc.invert(pc.is_in(unique_src, value_set=unique_dst)))
     extra = unique_dst.filter(pc.invert(pc.is_in(unique_dst, value_set=unique_src)))
     check.missing, check.extra = len(missing), len(extra)
@@ -409,11 +410,6 @@ def _compare(name: str, src: _Scan, dst: _Scan, sampled: pa.Array, src_digests: 
         setattr(check, counter, int(differs.sum()))
         check.note(kind, compared_ids.filter(pa.array(differs)))
     return check
-
-
-def _duplicated(ids: pa.ChunkedArray) -> pa.Array:
-    counts = pc.value_counts(ids)
-    return counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
 
 
 def _describe_incomplete(ns: NamespaceCheck) -> str:

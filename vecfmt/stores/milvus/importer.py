@@ -36,6 +36,7 @@ from vecfmt.stores.milvus.catalog import (
 )
 from vecfmt.stores.milvus.connect import SCHEME, Target, check_name, log, sdk
 from vecfmt.stores.milvus.search import nearest
+from vecfmt.writer import repeated_values
 
 DEFAULT_ID_MAX_LENGTH = 512  # bytes of UTF-8, Milvus's VARCHAR measure
 # Vectors per insert request when batch= is not given: few requests (each has a fixed cost), each far below
@@ -159,10 +160,9 @@ class MilvusImporter:
             columns.append(ids)
         if len(columns) > 1:
             every = pa.chunked_array([c for ids in columns for c in ids.chunks], pa.string())
-            if len(every.unique()) != len(every):
-                counts = pc.value_counts(every)
-                twice = counts.filter(pc.greater(counts.field("counts"), 1))
-                raise InvalidDataError(f"milvus: id {twice[0]['values'].as_py()!r} is in more than one namespace; "
+            twice = repeated_values(every)
+            if len(twice):
+                raise InvalidDataError(f"milvus: id {twice[0].as_py()!r} is in more than one namespace; "
                                        "Milvus keys rows by primary key across all partitions, so one would replace "
                                        "the other (import the namespaces into separate collections)")
 
