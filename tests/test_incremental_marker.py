@@ -132,6 +132,17 @@ def no_digest_path(monkeypatch) -> None:
     monkeypatch.setattr(incremental, "_export_namespace", lambda *a, **k: pytest.fail("rows digested"))
 
 
+def delta_by_marker(monkeypatch, uri: str, delta: str, since: str, expected: dict[str, dict[str, set[str]]]):
+    """``export_delta`` that must find the changes by the marker (no row digested), and that writes exactly the
+    rows ``change`` wrote and deletes exactly the ids it deleted; returns the delta's manifest."""
+    with monkeypatch.context() as patch:
+        no_digest_path(patch)
+        manifest = export_delta(uri, delta, since)
+    assert manifest.extra[FOUND_BY] == {"found_by": BY_MARKER}
+    assert written_ids(delta) == expected["written"] and deleted_ids(delta) == expected["deleted"]
+    return manifest
+
+
 # --- the marker path --------------------------------------------------------------------------------------
 
 
@@ -145,15 +156,10 @@ def test_a_delta_by_xmin_writes_exactly_the_changed_rows_and_the_chain_equals_a_
     assert vecfmt.open_dump(f0).manifest.format_version == "1.0"  # a full dump stays 1.0
     expected = change(pg_db, 1)
 
-    with monkeypatch.context() as patch:
-        no_digest_path(patch)
-        manifest = export_delta(uri, d1, f0)
-    assert manifest.extra[FOUND_BY] == {"found_by": BY_MARKER}
+    # exactly the rows changed, and exactly the ids deleted: nothing else was written
+    manifest = delta_by_marker(monkeypatch, uri, d1, f0, expected)
     assert manifest.extra[CHANGE_MARKER]["xmin"] > marker["xmin"]
     assert manifest.digests is None
-    # exactly the rows changed, and exactly the ids deleted: nothing else was written
-    assert written_ids(d1) == expected["written"]
-    assert deleted_ids(d1) == expected["deleted"]
     counts = {ns.name: (ns.rows, ns.deleted, ns.rows_after) for ns in manifest.namespaces}
     assert counts == {"": (120, 40, 1_510), "other": (0, 200, 0), "added": (25, 0, 25)}
     assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "one")
@@ -300,12 +306,7 @@ def test_a_chain_by_marker_then_digests_then_marker_stays_exact(tmp_path, pg_db,
     assert second.extra[FOUND_BY] == {"found_by": BY_DIGESTS, "why": "declined by the test"}
     assert written_ids(d2) == expected["written"] and deleted_ids(d2) == expected["deleted"]
     assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1, d2], "digests")
-    expected = change(pg_db, 3)
-    with monkeypatch.context() as patch:
-        no_digest_path(patch)
-        third = export_delta(uri, d3, d2)
-    assert third.extra[FOUND_BY] == {"found_by": BY_MARKER}
-    assert written_ids(d3) == expected["written"] and deleted_ids(d3) == expected["deleted"]
+    third = delta_by_marker(monkeypatch, uri, d3, d2, change(pg_db, 3))
     assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1, d2, d3], "marker")
     # the compacted dump records the newest marker: a delta against it reads only what changed since
     expected = change(pg_db, 4)
@@ -385,12 +386,7 @@ def test_a_partitioned_export_records_the_marker_its_workers_read_in(tmp_path, p
     assert len(vecfmt.open_dump(f0).manifest.files) > 2
     marker = vecfmt.open_dump(f0).manifest.extra[CHANGE_MARKER]
     assert marker["store"] == "pgvector" and isinstance(marker["xmin"], int)
-    expected = change(pg_db, 1)
-    with monkeypatch.context() as patch:
-        no_digest_path(patch)
-        manifest = export_delta(uri, d1, f0)
-    assert manifest.extra[FOUND_BY] == {"found_by": BY_MARKER}
-    assert written_ids(d1) == expected["written"] and deleted_ids(d1) == expected["deleted"]
+    delta_by_marker(monkeypatch, uri, d1, f0, change(pg_db, 1))
     assert_chain_is_a_fresh_export(tmp_path, uri, [f0, d1], "partitioned")
 
 
